@@ -1,0 +1,178 @@
+"""Residual blocks of torchvision's ResNet v1.5 as serializable Keras layers.
+
+Each block owns its convolutions and batch norms as sublayers named after the block
+(``stage3_block2_conv1``, ``stage3_block2_bn1``, ``stage3_block1_shortcut``,
+``stage3_block1_shortcut_bn``), so weights map one to one onto torchvision's
+``layer3.1.conv1`` / ``layer3.1.bn1`` / ``layer3.0.downsample.{0,1}``.
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+# torch.nn.BatchNorm2d defaults; needed for weight parity with torchvision.
+BN_EPSILON = 1e-5
+# torch momentum 0.1 weights the *new* batch statistic; Keras momentum weights the old one.
+BN_MOMENTUM = 0.9
+
+
+def conv_initializer():
+    # torchvision: kaiming_normal_(mode="fan_out", nonlinearity="relu"), untruncated.
+    return keras.initializers.VarianceScaling(
+        scale=2.0, mode="fan_out", distribution="untruncated_normal"
+    )
+
+
+def make_conv(filters: int, kernel: int, stride: int, name: str):
+    """Returns (padding layer or None, Conv2D) computing torch's Conv2d(padding=kernel//2).
+
+    Keras "same" padding pads (0, 1) at stride 2 on even inputs where torch pads (1, 1), which
+    shifts every output pixel. For stride 1 and odd kernels "same" *is* symmetric, so only
+    strided convolutions get an explicit ZeroPadding2D.
+    """
+    pad = None
+    if stride > 1 and kernel > 1:
+        pad = keras.layers.ZeroPadding2D(kernel // 2, name=f"{name}_pad")
+        padding = "valid"
+    else:
+        padding = "same"
+    conv = keras.layers.Conv2D(
+        filters,
+        kernel,
+        strides=stride,
+        padding=padding,
+        use_bias=False,
+        kernel_initializer=conv_initializer(),
+        data_format="channels_last",
+        name=name,
+    )
+    return pad, conv
+
+
+def make_bn(name: str, zero_gamma: bool = False):
+    return keras.layers.BatchNormalization(
+        axis=-1,
+        momentum=BN_MOMENTUM,
+        epsilon=BN_EPSILON,
+        gamma_initializer="zeros" if zero_gamma else "ones",
+        name=name,
+    )
+
+
+class _ResidualBlock(keras.layers.Layer):
+    """Shared machinery: a main path of (pad, conv, bn) units and an optional projection."""
+
+    expansion = 1
+    # (kernel size, stride applies here?, width multiplier of `filters`) per conv of the main path
+    _units: tuple = ()
+
+    def __init__(self, filters: int, stride: int = 1, zero_init_residual: bool = False, **kwargs):
+        super().__init__(**kwargs)
+        if int(filters) != filters or filters < 1:
+            raise ValueError(f"filters must be a positive integer, got {filters!r}")
+        if stride not in (1, 2):
+            raise ValueError(f"stride must be 1 or 2, got {stride!r}")
+        self.filters = int(filters)
+        self.stride = int(stride)
+        self.zero_init_residual = bool(zero_init_residual)
+        self.out_channels = self.filters * self.expansion
+
+        self.convs, self.bns, self.pads = [], [], []
+        last = len(self._units) - 1
+        for i, (kernel, strided, mult) in enumerate(self._units, start=1):
+            pad, conv = make_conv(
+                self.filters * mult, kernel, self.stride if strided else 1, f"{self.name}_conv{i}"
+            )
+            self.pads.append(pad)
+            self.convs.append(conv)
+            self.bns.append(
+                make_bn(f"{self.name}_bn{i}", zero_gamma=self.zero_init_residual and i - 1 == last)
+            )
+        # Decided in build(), once the input channel count is known.
+        self.shortcut_conv = None
+        self.shortcut_bn = None
+
+    def build(self, input_shape):
+        in_channels = input_shape[-1]
+        if in_channels is None:
+            raise ValueError(f"{self.name}: the channel dimension of the input must be known")
+        if self.stride != 1 or in_channels != self.out_channels:
+            _, self.shortcut_conv = make_conv(
+                self.out_channels, 1, self.stride, f"{self.name}_shortcut"
+            )
+            self.shortcut_bn = make_bn(f"{self.name}_shortcut_bn")
+        shape = tuple(input_shape)
+        for layer in self.main_path:
+            layer.build(shape)
+            shape = layer.compute_output_shape(shape)
+        if self.shortcut_conv is not None:
+            self.shortcut_conv.build(tuple(input_shape))
+            self.shortcut_bn.build(self.shortcut_conv.compute_output_shape(tuple(input_shape)))
+
+    @property
+    def main_path(self):
+        """The sublayers of the residual branch in call order (ReLUs between units omitted)."""
+        layers = []
+        for pad, conv, bn in zip(self.pads, self.convs, self.bns):
+            if pad is not None:
+                layers.append(pad)
+            layers += [conv, bn]
+        return layers
+
+    @property
+    def shortcut_path(self):
+        return [] if self.shortcut_conv is None else [self.shortcut_conv, self.shortcut_bn]
+
+    def call(self, inputs, training=None):
+        x = inputs
+        last = len(self.convs) - 1
+        for i, (pad, conv, bn) in enumerate(zip(self.pads, self.convs, self.bns)):
+            if pad is not None:
+                x = pad(x)
+            x = bn(conv(x), training=training)
+            if i != last:
+                x = ops.relu(x)
+        if self.shortcut_conv is None:
+            shortcut = inputs
+        else:
+            shortcut = self.shortcut_bn(self.shortcut_conv(inputs), training=training)
+        return ops.relu(x + shortcut)
+
+    def compute_output_shape(self, input_shape):
+        shape = tuple(input_shape)
+        for layer in self.main_path:
+            shape = layer.compute_output_shape(shape)
+        return shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            filters=self.filters, stride=self.stride, zero_init_residual=self.zero_init_residual
+        )
+        return config
+
+
+@keras.saving.register_keras_serializable(package="keras_resnet")
+class BasicBlock(_ResidualBlock):
+    """Two 3x3 conv + BN units (ResNet-18/34); ReLU after the residual addition.
+
+    Args:
+        filters: output channels of both convolutions (expansion 1).
+        stride: 1, or 2 to halve the spatial size (on the first 3x3 conv).
+        zero_init_residual: start the last BN's gamma at zero so the block begins as identity.
+    """
+
+    expansion = 1
+    _units = ((3, True, 1), (3, False, 1))
+
+
+@keras.saving.register_keras_serializable(package="keras_resnet")
+class Bottleneck(_ResidualBlock):
+    """1x1 -> 3x3 -> 1x1 conv + BN units, expansion 4 (ResNet-50/101/152).
+
+    ResNet v1.5: the stride sits on the 3x3 convolution, as in torchvision.
+    """
+
+    expansion = 4
+    _units = ((1, False, 1), (3, True, 1), (1, False, 4))
