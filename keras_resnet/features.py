@@ -40,7 +40,7 @@ def feature_extractor(model: keras.Model, stages=(1, 2, 3, 4), include_stem: boo
         outputs["stem"] = _stem_layers(model)[-1].output
     for s in stages:
         outputs[f"stage{s}"] = _stage_blocks(model, s)[-1].output
-    return keras.Model(model.inputs, outputs, name=f"{model.name}_features")
+    return keras.Model(model.input, outputs, name=f"{model.name}_features")
 
 
 def freeze(model: keras.Model, stages: int = 0, stem: bool = True) -> keras.Model:

@@ -1,0 +1,171 @@
+"""Per-layer table of output shapes, parameter counts and FLOPs, like torchsummary.
+
+    python -m keras_resnet.summary --arch resnet50 --input-shape 224,224,3
+
+FLOPs are counted as 2 x multiply-accumulates of convolutions and the classifier (plus one op
+per element for batch norm, ReLU, residual additions and pooling), for one image. torchvision's
+"GFLOPS" column (e.g. 4.09 for resnet50) counts multiply-accumulates only; both are printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from dataclasses import dataclass
+
+import keras
+
+from keras_resnet.blocks import _ResidualBlock
+from keras_resnet.builder import ARCHS, STEMS, build_resnet
+
+
+@dataclass
+class Row:
+    name: str
+    kind: str
+    shape: tuple
+    params: int
+    macs: int
+    other_flops: int  # element-wise work: BN, ReLU, add, pooling
+    depth: int = 0
+
+
+def _numel(shape) -> int:
+    return math.prod(int(d) for d in shape if d is not None)
+
+
+def _params(layer) -> int:
+    return sum(_numel(w.shape) for w in layer.weights)
+
+
+def _layer_cost(layer, in_shape, out_shape) -> tuple[int, int]:
+    """(MACs, other FLOPs) for one image through `layer`."""
+    out = _numel(out_shape[1:])
+    if isinstance(layer, keras.layers.Conv2D):
+        kh, kw = layer.kernel_size
+        return out * kh * kw * int(in_shape[-1]), 0
+    if isinstance(layer, keras.layers.Dense):
+        return _numel(layer.kernel.shape), out
+    if isinstance(layer, (keras.layers.BatchNormalization, keras.layers.ReLU,
+                          keras.layers.Normalization)):
+        return 0, out
+    if isinstance(layer, (keras.layers.MaxPooling2D,)):
+        return 0, out * _numel(layer.pool_size)
+    if isinstance(layer, (keras.layers.GlobalAveragePooling2D, keras.layers.GlobalMaxPooling2D)):
+        return 0, _numel(in_shape[1:])
+    return 0, 0
+
+
+def _block_rows(block: _ResidualBlock, in_shape) -> list[Row]:
+    rows = []
+    shape = tuple(in_shape)
+    for layer in block.main_path:
+        out = layer.compute_output_shape(shape)
+        macs, other = _layer_cost(layer, shape, out)
+        if isinstance(layer, keras.layers.BatchNormalization):
+            other *= 2  # BN then ReLU (or the residual add after the last BN)
+        rows.append(Row(layer.name, type(layer).__name__, out, _params(layer), macs, other, 1))
+        shape = out
+    sc_shape = tuple(in_shape)
+    for layer in block.shortcut_path:
+        out = layer.compute_output_shape(sc_shape)
+        macs, other = _layer_cost(layer, sc_shape, out)
+        rows.append(Row(layer.name, type(layer).__name__, out, _params(layer), macs, other, 1))
+        sc_shape = out
+    return rows
+
+
+def summarize(model: keras.Model) -> list[Row]:
+    """One row per top-level layer and, indented, per sublayer of each residual block."""
+    rows = []
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.InputLayer):
+            rows.append(Row(layer.name, "Input", tuple(layer.output.shape), 0, 0, 0))
+            continue
+        in_shape = tuple(layer.input.shape)
+        out_shape = tuple(layer.output.shape)
+        if isinstance(layer, _ResidualBlock):
+            sub = _block_rows(layer, in_shape)
+            rows.append(Row(layer.name, type(layer).__name__, out_shape, _params(layer),
+                            sum(r.macs for r in sub), sum(r.other_flops for r in sub)))
+            rows.extend(sub)
+        else:
+            macs, other = _layer_cost(layer, in_shape, out_shape)
+            rows.append(Row(layer.name, type(layer).__name__, out_shape, _params(layer),
+                            macs, other))
+    return rows
+
+
+def _fmt_shape(shape) -> str:
+    return "(" + ", ".join("N" if d is None else str(d) for d in shape) + ")"
+
+
+def format_table(model: keras.Model) -> str:
+    rows = summarize(model)
+    lines = [f"{'Layer (type)':<50}{'Output shape':>22}{'Params':>14}{'MFLOPs':>12}",
+             "=" * 98]
+    for r in rows:
+        label = ("  " * r.depth + f"{r.name} ({r.kind})")
+        mflops = (2 * r.macs + r.other_flops) / 1e6
+        lines.append(f"{label:<50}{_fmt_shape(r.shape):>22}{r.params:>14,}{mflops:>12.2f}")
+    top = [r for r in rows if r.depth == 0]
+    total = sum(_numel(w.shape) for w in model.weights)
+    trainable = sum(_numel(w.shape) for w in model.trainable_weights)
+    macs = sum(r.macs for r in top)
+    flops = 2 * macs + sum(r.other_flops for r in top)
+    lines += [
+        "=" * 98,
+        f"Total params:         {total:,}",
+        f"Trainable params:     {trainable:,}",
+        f"Non-trainable params: {total - trainable:,}  (batch-norm moving statistics etc.)",
+        f"Multiply-accumulates: {macs / 1e9:.3f} G per image  (torchvision's 'GFLOPS' figure)",
+        f"FLOPs:                {flops / 1e9:.3f} G per image  (2 x MACs + element-wise ops)",
+        f"Parameter size:       {total * 4 / 2**20:.2f} MiB as float32",
+    ]
+    return "\n".join(lines)
+
+
+def parse_shape(text: str) -> tuple:
+    try:
+        shape = tuple(int(p) for p in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--input-shape must be H,W,C integers such as 224,224,3; got {text!r}"
+        ) from None
+    if len(shape) != 3:
+        raise argparse.ArgumentTypeError(f"--input-shape needs 3 values H,W,C; got {text!r}")
+    return shape
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m keras_resnet.summary",
+        description="Print a per-layer table of output shapes, parameters and FLOPs.",
+    )
+    parser.add_argument("--arch", default="resnet18", choices=sorted(ARCHS),
+                        help="architecture (default: %(default)s)")
+    parser.add_argument("--input-shape", type=parse_shape, default=(224, 224, 3),
+                        help="H,W,C of one image (default: 224,224,3)")
+    parser.add_argument("--num-classes", type=int, default=1000,
+                        help="classifier size (default: %(default)s)")
+    parser.add_argument("--stem", default="imagenet", choices=STEMS,
+                        help="imagenet: 7x7/2 conv + max-pool; cifar: 3x3/1 conv "
+                             "(default: %(default)s)")
+    parser.add_argument("--width", type=int, default=64,
+                        help="base channel count (default: %(default)s)")
+    parser.add_argument("--no-top", action="store_true",
+                        help="without the pooling + classifier head")
+    args = parser.parse_args(argv)
+    try:
+        model = build_resnet(args.arch, input_shape=args.input_shape,
+                             num_classes=args.num_classes, stem=args.stem, width=args.width,
+                             include_top=not args.no_top)
+    except ValueError as e:
+        parser.error(str(e))
+    print(f"{model.name}: input {args.input_shape}, stem {args.stem!r}, width {args.width}")
+    print(format_table(model))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

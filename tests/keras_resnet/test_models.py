@@ -1,0 +1,342 @@
+"""Model library tests, parametrized over every architecture in the ARCHS table."""
+
+import math
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import keras_resnet
+from keras_resnet import ARCHS, BasicBlock, Bottleneck, build_resnet, feature_extractor, freeze
+from keras_resnet.builder import min_input_size, output_stride
+
+ALL_ARCHS = sorted(ARCHS, key=lambda a: int(a[6:]))
+
+# torchvision.models.resnetXX(): sum(p.numel() for p in model.parameters())
+TORCHVISION_PARAMS = {
+    "resnet18": 11_689_512,
+    "resnet34": 21_797_672,
+    "resnet50": 25_557_032,
+    "resnet101": 44_549_160,
+    "resnet152": 60_192_808,
+}
+
+
+def count(weights):
+    return sum(math.prod(w.shape) for w in weights)
+
+
+def rand_images(shape, batch=2, seed=0):
+    return np.random.default_rng(seed).uniform(0, 1, (batch, *shape)).astype("float32")
+
+
+@pytest.mark.parametrize("arch", ALL_ARCHS)
+def test_trainable_params_equal_torchvision(arch):
+    model = build_resnet(arch, input_shape=(224, 224, 3), num_classes=1000)
+    assert count(model.trainable_weights) == TORCHVISION_PARAMS[arch]
+    # Non-trainable = BN moving mean + variance: 2 per BN channel, as torch's buffers.
+    bn_channels = sum(
+        w.shape[0] for w in model.trainable_weights if "gamma" in w.path
+    )
+    assert count(model.non_trainable_weights) == 2 * bn_channels
+
+
+SHAPE_CASES = [
+    # (input_shape, stem, expected last feature map side)
+    ((28, 28, 1), "imagenet", 1),
+    ((28, 28, 1), "cifar", 4),
+    ((32, 32, 3), "imagenet", 1),
+    ((32, 32, 3), "cifar", 4),
+    ((224, 224, 3), "imagenet", 7),
+]
+
+
+@pytest.mark.parametrize("arch", ALL_ARCHS)
+@pytest.mark.parametrize("input_shape,stem,side", SHAPE_CASES)
+def test_output_shapes_and_finite(arch, input_shape, stem, side):
+    width = 4
+    expansion = 4 if ARCHS[arch][0] == "bottleneck" else 1
+    x = rand_images(input_shape) * 255
+    model = build_resnet(arch, input_shape=input_shape, num_classes=10, stem=stem, width=width)
+    y = model(x, training=False)
+    assert tuple(y.shape) == (2, 10)
+    assert np.isfinite(np.asarray(y)).all()
+
+    features = build_resnet(
+        arch, input_shape=input_shape, include_top=False, pooling=None, stem=stem, width=width
+    )
+    f = features(x, training=False)
+    assert tuple(f.shape) == (2, side, side, width * 8 * expansion)
+
+
+@pytest.mark.parametrize("arch", ALL_ARCHS)
+def test_every_trainable_variable_gets_a_gradient(arch):
+    model = build_resnet(arch, input_shape=(32, 32, 3), num_classes=5, stem="cifar", width=4)
+    x = rand_images((32, 32, 3), batch=4)
+    labels = np.array([0, 1, 2, 3])
+    with tf.GradientTape() as tape:
+        logits = model(x, training=True)
+        loss = keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)
+        loss = tf.reduce_mean(loss)
+    grads = tape.gradient(loss, model.trainable_variables)
+    missing = [v.path for v, g in zip(model.trainable_variables, grads) if g is None]
+    assert not missing
+    zero = [v.path for v, g in zip(model.trainable_variables, grads)
+            if not np.any(np.asarray(g))]
+    assert not zero, f"all-zero gradients: {zero}"
+    assert all(np.isfinite(np.asarray(g)).all() for g in grads)
+
+
+@pytest.mark.parametrize("arch", ALL_ARCHS)
+def test_config_round_trip_and_keras_file(arch, tmp_path):
+    model = build_resnet(arch, input_shape=(32, 32, 3), num_classes=7, stem="cifar", width=4,
+                         normalization=([125.0, 123.0, 114.0], [63.0, 62.0, 66.0]))
+    x = rand_images((32, 32, 3), batch=3) * 255
+    expected = np.asarray(model(x, training=False))
+
+    clone = keras.Model.from_config(model.get_config())
+    clone.set_weights(model.get_weights())
+    np.testing.assert_array_equal(np.asarray(clone(x, training=False)), expected)
+    assert [l.name for l in clone.layers] == [l.name for l in model.layers]
+
+    path = tmp_path / f"{arch}.keras"
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    np.testing.assert_array_equal(np.asarray(loaded(x, training=False)), expected)
+    assert [w.path for w in loaded.weights] == [w.path for w in model.weights]
+
+
+@pytest.mark.parametrize("cls,kwargs", [
+    (BasicBlock, dict(filters=8, stride=2, zero_init_residual=True)),
+    (Bottleneck, dict(filters=4, stride=1, zero_init_residual=False)),
+])
+def test_block_get_config_is_exactly_the_constructor_arguments(cls, kwargs):
+    block = cls(**kwargs, name="stage2_block1")
+    config = block.get_config()
+    assert {k: config[k] for k in kwargs} == kwargs
+    # Plus only the base-layer keyword arguments that the constructor passes on.
+    assert set(config) == set(kwargs) | {"name", "trainable", "dtype"}
+    again = cls.from_config(config)
+    assert again.get_config() == config
+    assert keras.saving.get_registered_object(f"keras_resnet>{cls.__name__}") is cls
+
+
+def test_projection_shortcut_exactly_when_needed():
+    def block(cls, filters, stride, in_ch):
+        b = cls(filters, stride=stride)
+        b.build((None, 8, 8, in_ch))
+        return b.shortcut_conv is not None
+
+    assert not block(BasicBlock, 16, 1, 16)
+    assert block(BasicBlock, 16, 2, 16)
+    assert block(BasicBlock, 16, 1, 8)
+    assert not block(Bottleneck, 16, 1, 64)
+    assert block(Bottleneck, 16, 1, 16)  # first block of stage 1 in resnet50
+    assert block(Bottleneck, 16, 2, 64)
+
+    model = build_resnet("resnet50", input_shape=(64, 64, 3), width=8, num_classes=3)
+    with_projection = sorted(l.name for l in model.layers
+                             if isinstance(l, Bottleneck) and l.shortcut_conv is not None)
+    assert with_projection == [f"stage{s}_block1" for s in range(1, 5)]
+
+
+def test_v1_5_stride_on_the_3x3_conv_and_layer_names():
+    model = build_resnet("resnet50", input_shape=(64, 64, 3), width=8, num_classes=3)
+    block = model.get_layer("stage3_block1")
+    assert [c.strides for c in block.convs] == [(1, 1), (2, 2), (1, 1)]
+    assert [c.kernel_size for c in block.convs] == [(1, 1), (3, 3), (1, 1)]
+    assert block.convs[1].name == "stage3_block1_conv2"
+    assert block.shortcut_conv.name == "stage3_block1_shortcut"
+    assert block.shortcut_bn.name == "stage3_block1_shortcut_bn"
+    names = [l.name for l in model.layers]
+    assert names[:2] == ["image", "stem_conv_pad"] and "stem_conv" in names
+    assert names[-2:] == ["avg_pool", "predictions"]
+    assert any(w.path == "stage3_block2/stage3_block2_conv1/kernel" for w in model.weights)
+
+
+def test_batch_norm_and_conv_settings_match_torch():
+    model = build_resnet("resnet18", input_shape=(32, 32, 3), width=4, stem="cifar")
+    bns, convs = [], []
+    for layer in model._flatten_layers():
+        if isinstance(layer, keras.layers.BatchNormalization):
+            bns.append(layer)
+        if isinstance(layer, keras.layers.Conv2D):
+            convs.append(layer)
+    assert len(bns) == len(convs) == 1 + 2 * 8 + 3
+    assert all(b.epsilon == 1e-5 and b.momentum == 0.9 for b in bns)
+    assert not any(c.use_bias for c in convs)
+
+
+def test_strided_convolutions_pad_symmetrically_like_torch():
+    """A 3x3/2 conv on an even input must see one pixel of padding on *both* sides."""
+    block = BasicBlock(1, stride=2, name="b")
+    x = np.zeros((1, 4, 4, 1), "float32")
+    x[0, 0, 0, 0] = 1.0  # only the top-left pixel is set
+    block.build(x.shape)
+    kernel = np.zeros((3, 3, 1, 1), "float32")
+    kernel[0, 0] = 1.0  # each output reads its window's top-left tap
+    block.convs[0].kernel.assign(kernel)
+    # torch (padding 1 on both sides): out[i] reads in[2i - 1 + k] for tap k = 0, 1, 2, so the
+    # top-left tap never reaches in[0]. Keras "same" pads only after: out[i] reads in[2i + k].
+    conv_out = np.asarray(block.convs[0](block.pads[0](x)))[0, :, :, 0]
+    assert conv_out.shape == (2, 2)
+    assert conv_out.sum() == 0.0
+    kernel[:] = 0.0
+    kernel[1, 1] = 1.0  # centre tap: torch's out[0] reads in[0]
+    block.convs[0].kernel.assign(kernel)
+    conv_out = np.asarray(block.convs[0](block.pads[0](x)))[0, :, :, 0]
+    np.testing.assert_array_equal(conv_out, [[1.0, 0.0], [0.0, 0.0]])
+
+
+def test_zero_init_residual_makes_blocks_start_as_identity_on_the_residual_branch():
+    model = build_resnet("resnet50", input_shape=(32, 32, 3), width=4, stem="cifar",
+                         zero_init_residual=True)
+    for layer in model.layers:
+        if isinstance(layer, Bottleneck):
+            assert not np.any(layer.bns[-1].gamma.numpy())
+            assert np.all(layer.bns[0].gamma.numpy() == 1)
+    block = BasicBlock(8, zero_init_residual=True)
+    x = rand_images((6, 6, 8), batch=2)
+    np.testing.assert_allclose(np.asarray(block(x, training=False)), np.maximum(x, 0), atol=0)
+
+
+def test_normalization_layer_takes_raw_pixels():
+    mean, std = [33.3], [78.6]
+    raw = rand_images((28, 28, 1), batch=2) * 255
+    plain = build_resnet("resnet18", input_shape=(28, 28, 1), width=4, num_classes=10)
+    normed = build_resnet("resnet18", input_shape=(28, 28, 1), width=4, num_classes=10,
+                          normalization=(mean, std))
+    n_norm = len(normed.get_layer("normalization").weights)
+    normed.set_weights(normed.get_weights()[:n_norm] + plain.get_weights())
+    expected = np.asarray(plain((raw - mean[0]) / std[0], training=False))
+    np.testing.assert_allclose(np.asarray(normed(raw, training=False)), expected,
+                               rtol=1e-5, atol=1e-5)
+    assert normed.layers[1].name == "normalization"
+
+
+@pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
+@pytest.mark.parametrize("arch", ["resnet18", "resnet50"])
+def test_mixed_precision(policy, arch):
+    keras.config.set_dtype_policy(policy)
+    compute = policy.split("_")[1]
+    model = build_resnet(arch, input_shape=(32, 32, 3), num_classes=10, stem="cifar", width=4)
+    assert all(w.dtype == "float32" for w in model.weights)
+    assert model.get_layer("stage1_block1").convs[0].compute_dtype == compute
+    assert model.get_layer("stem_conv").compute_dtype == compute
+    x = rand_images((32, 32, 3)) * 255
+    inner = keras.Model(model.input, model.get_layer("stage4_block1").output)
+    assert inner(x).dtype == compute
+    logits = model(x, training=True)
+    assert logits.dtype == "float32"
+    assert np.isfinite(np.asarray(logits)).all()
+
+
+def test_feature_extractor_returns_every_stage():
+    model = build_resnet("resnet50", input_shape=(64, 64, 3), width=4, num_classes=3)
+    fx = feature_extractor(model, include_stem=True)
+    out = fx(rand_images((64, 64, 3)))
+    assert {k: tuple(v.shape) for k, v in out.items()} == {
+        "stem": (2, 16, 16, 4),
+        "stage1": (2, 16, 16, 16),
+        "stage2": (2, 8, 8, 32),
+        "stage3": (2, 4, 4, 64),
+        "stage4": (2, 2, 2, 128),
+    }
+    assert 64 // out["stage4"].shape[1] == output_stride("imagenet")
+    # Shared weights: the extractor sees the classifier model's variables.
+    assert fx.get_layer("stage4_block3") is model.get_layer("stage4_block3")
+    with pytest.raises(ValueError, match="stages must be"):
+        feature_extractor(model, stages=(0, 5))
+    with pytest.raises(ValueError, match="not a keras_resnet model"):
+        feature_extractor(keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)]))
+
+
+def test_freeze_stem_and_first_stage_keeps_their_batch_norm_in_inference_mode():
+    model = build_resnet("resnet18", input_shape=(32, 32, 3), width=4, stem="cifar",
+                         num_classes=4)
+    freeze(model, stages=1)
+    frozen = [model.get_layer("stem_conv"), model.get_layer("stem_bn"),
+              model.get_layer("stage1_block1"), model.get_layer("stage1_block2")]
+    assert all(not l.trainable for l in frozen)
+    assert model.get_layer("stage2_block1").trainable
+    before = {w.path: w.numpy().copy() for l in frozen for w in l.weights}
+    trained_before = model.get_layer("stage2_block1").weights[0].numpy().copy()
+
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss=keras.losses.
+                  SparseCategoricalCrossentropy(from_logits=True))
+    x = rand_images((32, 32, 3), batch=8) * 255
+    model.fit(x, np.arange(8) % 4, epochs=2, batch_size=4, verbose=0)
+    for l in frozen:
+        for w in l.weights:  # kernels, gamma/beta *and* moving statistics unchanged
+            np.testing.assert_array_equal(w.numpy(), before[w.path], err_msg=w.path)
+    assert not np.array_equal(model.get_layer("stage2_block1").weights[0].numpy(),
+                              trained_before)
+    # Frozen BN runs in inference mode even with training=True.
+    fx = keras.Model(model.input, model.get_layer("stage1_block2").output)
+    np.testing.assert_allclose(np.asarray(fx(x, training=True)),
+                               np.asarray(fx(x, training=False)), rtol=1e-6, atol=1e-6)
+    freeze(model, stages=0, stem=False)
+    assert all(l.trainable for l in frozen)
+    with pytest.raises(ValueError, match="0..4"):
+        freeze(model, stages=5)
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(arch="resnet20"), r"Unknown arch 'resnet20'; expected one of \['resnet101'"),
+    (dict(arch="resnet18", input_shape=(16, 16, 1)),
+     r"input height 16 is too small for the 'imagenet' stem; the minimum is 17"),
+    (dict(arch="resnet18", input_shape=(4, 32, 3), stem="cifar"),
+     r"input height 4 is too small for the 'cifar' stem; the minimum is 5"),
+    (dict(arch="resnet18", num_classes=0), r"num_classes must be a positive integer, got 0"),
+    (dict(arch="resnet18", num_classes=-3), r"num_classes must be a positive integer, got -3"),
+    (dict(arch="resnet18", num_classes=2.5), r"got 2.5"),
+    (dict(arch="resnet18", pooling="mean"),
+     r"Unknown pooling 'mean'; expected one of \['avg', 'max', None\]"),
+    (dict(arch="resnet18", stem="tiny"), r"Unknown stem 'tiny'; expected one of \['imagenet', 'cifar'\]"),
+    (dict(arch="resnet18", input_shape=(32, 32)), r"input_shape must be \(height, width, channels\)"),
+    (dict(arch="resnet18", input_shape=(32, 32, 0)), r"channels must be a positive integer"),
+    (dict(arch="resnet18", width=0), r"width must be a positive integer, got 0"),
+    (dict(arch="resnet18", include_top=True, pooling=None), r"needs pooling 'avg' or 'max'"),
+    (dict(arch="resnet18", input_shape=(32, 32, 3), normalization=([1, 2], [1, 1, 1])),
+     r"1 or 3 values"),
+])
+def test_bad_input_is_a_clear_value_error(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        build_resnet(**kwargs)
+
+
+def test_min_input_size_is_the_real_boundary():
+    for stem in ("imagenet", "cifar"):
+        m = min_input_size(stem)
+        build_resnet("resnet18", input_shape=(m, m, 1), width=2, stem=stem)
+        with pytest.raises(ValueError, match="too small"):
+            build_resnet("resnet18", input_shape=(m - 1, m, 1), width=2, stem=stem)
+    # Size-agnostic models are allowed.
+    model = build_resnet("resnet18", input_shape=(None, None, 3), width=2)
+    assert tuple(model(rand_images((40, 56, 3))).shape) == (2, 1000)
+
+
+def test_variant_functions_read_the_table():
+    for arch in ARCHS:
+        fn = getattr(keras_resnet, arch)
+        assert fn.__name__ == arch
+        model = fn(input_shape=(32, 32, 3), stem="cifar", width=2, num_classes=3)
+        blocks = [l for l in model.layers if isinstance(l, (BasicBlock, Bottleneck))]
+        assert len(blocks) == sum(ARCHS[arch][1])
+        assert model.name == arch
+
+
+def test_summary_cli_prints_table_totals_and_flops(capsys):
+    from keras_resnet.summary import main
+
+    assert main(["--arch", "resnet18", "--input-shape", "224,224,3"]) == 0
+    out = capsys.readouterr().out
+    assert "Trainable params:     11,689,512" in out
+    # torchvision reports 1.81 GFLOPS (multiply-accumulates) for resnet18 at 224x224.
+    assert "Multiply-accumulates: 1.814 G" in out
+    assert "stage3_block1_shortcut (Conv2D)" in out
+    assert "(N, 7, 7, 512)" in out
+    with pytest.raises(SystemExit):
+        main(["--arch", "resnet18", "--input-shape", "8,8,1"])
+    assert "minimum is 17" in capsys.readouterr().err
