@@ -1,0 +1,667 @@
+"""PyTorch interop: torchvision-style ResNet state_dicts <-> keras_resnet models.
+
+Import (PyTorch -> Keras)::
+
+    model = from_torch("resnet50.pth")                 # arch, stem, classes... inferred
+    model = from_torch("resnet50.safetensors", arch="resnet50", input_shape=(224, 224, 3),
+                       normalization=IMAGENET_NORMALIZATION)   # takes raw 0..255 pixels
+
+Export (Keras -> PyTorch)::
+
+    save_torch_state_dict(model, "resnet50.pth")       # or .safetensors
+    torchvision.models.resnet50().load_state_dict(torch.load("resnet50.pth"), strict=True)
+
+CLI::
+
+    python -m keras_resnet.convert --from-torch resnet50.pth --arch resnet50 --out resnet50.keras
+    python -m keras_resnet.convert --to-torch resnet50.keras --out resnet50.pth resnet50.safetensors
+
+Name mapping (torch -> Keras): ``conv1`` -> ``stem_conv``, ``bn1`` -> ``stem_bn``,
+``layer{s}.{i}.conv{j}`` / ``.bn{j}`` -> ``stage{s}_block{i+1}_conv{j}`` / ``_bn{j}``,
+``layer{s}.{i}.downsample.0`` / ``.1`` -> ``stage{s}_block{i+1}_shortcut`` / ``_shortcut_bn``,
+``fc`` -> ``predictions``. Convolutions are OIHW in torch and HWIO in Keras; the classifier is
+(out, in) in torch and (in, out) in Keras; batch norm weight, bias, running_mean, running_var are
+gamma, beta, moving_mean, moving_variance (``num_batches_tracked`` is ignored on import and
+written as 0 on export).
+
+torch is optional: it is imported only to read or write ``.pth``/``.pt`` files. ``.safetensors``
+files are read and written with ``safetensors.numpy``.
+
+A torchvision model has no input normalization: a converted model expects the input that the torch
+model expected (for torchvision's ImageNet weights: RGB in 0..1, normalized with the ImageNet mean
+and std) unless ``normalization`` is given, which puts a ``normalization`` layer in front so the
+Keras model takes raw 0..255 pixels. That layer is never exported to torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pickle
+import re
+import sys
+import warnings
+from collections.abc import Mapping
+
+import numpy as np
+
+# torchvision.transforms.Normalize(mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225]) on
+# 0..1 images, expressed in raw 0..255 pixel units for build_resnet(normalization=...).
+IMAGENET_NORMALIZATION = (
+    (0.485 * 255, 0.456 * 255, 0.406 * 255),
+    (0.229 * 255, 0.224 * 255, 0.225 * 255),
+)
+
+# Where training scripts commonly nest the state_dict, tried in this order.
+WRAPPER_KEYS = ("state_dict", "model_state_dict", "model")
+# Prefixes that wrappers add to every key: DataParallel/DistributedDataParallel ("module."),
+# torch.compile ("_orig_mod.").
+KEY_PREFIXES = ("module.", "_orig_mod.")
+# conv1 kernel size -> our stem (torchvision: 7x7/2 + max-pool; CIFAR variant: 3x3/1, no pool).
+STEM_BY_KERNEL = {7: "imagenet", 3: "cifar"}
+BN_PARAMS = (
+    ("weight", "gamma"),
+    ("bias", "beta"),
+    ("running_mean", "moving_mean"),
+    ("running_var", "moving_variance"),
+)
+TORCH_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt")
+SAFETENSORS_SUFFIX = ".safetensors"
+
+_BLOCK_NAME = re.compile(r"^stage(\d+)_block(\d+)$")
+_TORCH_BLOCK_KEY = re.compile(r"^layer(\d+)\.(\d+)\.")
+
+
+# --------------------------------------------------------------------------------------------
+# Reading state_dicts
+
+
+def _to_numpy(value, key: str) -> np.ndarray:
+    if isinstance(value, np.ndarray):
+        return value
+    if hasattr(value, "detach"):  # a torch.Tensor; torch is imported already if we got one
+        t = value.detach().cpu()
+        if str(t.dtype) == "torch.bfloat16":  # numpy has no bfloat16
+            t = t.float()
+        return t.numpy()
+    if np.isscalar(value) or isinstance(value, (list, tuple)):
+        return np.asarray(value)
+    raise ValueError(
+        f"state_dict entry {key!r} is a {type(value).__name__}, not a tensor; pass a plain "
+        "state_dict (model.state_dict()) or a checkpoint that contains one"
+    )
+
+
+def _is_tensor_like(value) -> bool:
+    return isinstance(value, np.ndarray) or hasattr(value, "detach")
+
+
+def unwrap_state_dict(obj) -> tuple[dict[str, np.ndarray], list[str]]:
+    """Finds the state_dict inside a loaded checkpoint; returns it as numpy and what was done.
+
+    Accepted: a plain ``{name: tensor}`` mapping; one nested under ``"state_dict"``,
+    ``"model_state_dict"`` or ``"model"`` (other entries such as ``"epoch"`` or
+    ``"optimizer"`` are ignored); keys prefixed with ``"module."`` (DataParallel / DDP) or
+    ``"_orig_mod."`` (torch.compile), which are stripped.
+    """
+    notes = []
+    if not isinstance(obj, Mapping):
+        raise ValueError(
+            f"expected a state_dict (a mapping of names to tensors), got a {type(obj).__name__}; "
+            "save model.state_dict(), not the model object"
+        )
+    for _ in range(3):  # a wrapper inside a wrapper, e.g. {"model": {"state_dict": ...}}
+        if obj and all(_is_tensor_like(v) for v in obj.values()):
+            break
+        for key in WRAPPER_KEYS:
+            if isinstance(obj.get(key), Mapping):
+                notes.append(f"took the state_dict from the checkpoint's {key!r} entry")
+                obj = obj[key]
+                break
+        else:
+            break
+    non_tensors = sorted(k for k, v in obj.items() if not _is_tensor_like(v))
+    if non_tensors or not obj:
+        raise ValueError(
+            "could not find a state_dict of tensors in the checkpoint: "
+            + (f"entries {non_tensors} are not tensors; " if non_tensors else "it is empty; ")
+            + f"looked at the top level and under {list(WRAPPER_KEYS)}"
+        )
+    keys = list(obj)
+    for prefix in KEY_PREFIXES:
+        if keys and all(k.startswith(prefix) for k in keys):
+            notes.append(f"stripped the {prefix!r} prefix from every key")
+            obj = {k[len(prefix):]: v for k, v in obj.items()}
+            keys = list(obj)
+    return {k: _to_numpy(v, k) for k, v in obj.items()}, notes
+
+
+def read_state_dict(source) -> tuple[dict[str, np.ndarray], list[str]]:
+    """Reads a state_dict from a ``.pth``/``.pt``/``.bin``/``.ckpt`` file (safely), a
+    ``.safetensors`` file, or an in-memory mapping of numpy arrays / torch tensors.
+
+    Returns ``(state_dict as numpy arrays, notes on how it was unwrapped)``.
+
+    ``.pth`` files are read with ``torch.load(weights_only=True)``: only tensors and plain
+    containers are unpickled, so a malicious file cannot run code; anything else is refused.
+    """
+    if isinstance(source, Mapping):
+        return unwrap_state_dict(source)
+    path = os.fspath(source)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no such checkpoint file: {path}")
+    if path.endswith(SAFETENSORS_SUFFIX):
+        from safetensors.numpy import load_file
+
+        try:
+            return unwrap_state_dict(load_file(path))
+        except (TypeError, ValueError) as err:
+            if isinstance(err, ValueError) and "state_dict" in str(err):
+                raise
+            raise ValueError(
+                f"{path}: could not read it as numpy arrays ({err}); bfloat16 tensors need "
+                "torch: load it with safetensors.torch and pass the dict to from_torch()"
+            ) from err
+    if not path.endswith(TORCH_SUFFIXES):
+        raise ValueError(
+            f"{path}: unknown checkpoint type; expected one of "
+            f"{[*TORCH_SUFFIXES, SAFETENSORS_SUFFIX]}"
+        )
+    try:
+        import torch
+    except ImportError as err:
+        raise ImportError(
+            f"reading {path} needs PyTorch (pip install torch); or save the checkpoint as "
+            ".safetensors, which needs no torch"
+        ) from err
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        first = str(err).strip().splitlines()
+        raise ValueError(
+            f"{path}: refused to load: it contains objects other than tensors and plain "
+            "containers, and unpickling them could run arbitrary code (torch.load with "
+            f"weights_only=True said: {first[0] if first else err!r}). If you trust the file, "
+            "load it yourself and pass model.state_dict() or save it as .safetensors."
+        ) from err
+    return unwrap_state_dict(obj)
+
+
+# --------------------------------------------------------------------------------------------
+# What the weights say about the architecture
+
+
+def infer_config(state_dict: Mapping) -> dict:
+    """Architecture facts readable from a torchvision-style state_dict.
+
+    Returns ``{"arch", "block", "depths", "stem", "width", "in_channels", "num_classes",
+    "include_top"}``; ``arch`` is None when the block counts match no entry of ``ARCHS``.
+    Raises ValueError if ``conv1.weight`` is missing or is not a 7x7 or 3x3 kernel.
+    """
+    from keras_resnet.builder import ARCHS
+
+    w = state_dict.get("conv1.weight")
+    if w is None:
+        raise ValueError(
+            "state_dict has no 'conv1.weight'; this does not look like a torchvision ResNet "
+            f"(first keys: {list(state_dict)[:5]})"
+        )
+    if w.ndim != 4 or w.shape[2] != w.shape[3]:
+        raise ValueError(f"'conv1.weight' must be (out, in, k, k), got shape {tuple(w.shape)}")
+    kernel = int(w.shape[2])
+    if kernel not in STEM_BY_KERNEL:
+        raise ValueError(
+            f"'conv1.weight' is a {kernel}x{kernel} kernel; supported stems: "
+            + ", ".join(f"{k}x{k} -> {s!r}" for k, s in STEM_BY_KERNEL.items())
+        )
+    blocks: dict[int, set[int]] = {}
+    for key in state_dict:
+        m = _TORCH_BLOCK_KEY.match(key)
+        if m:
+            blocks.setdefault(int(m.group(1)), set()).add(int(m.group(2)))
+    depths = tuple(len(blocks.get(s, ())) for s in range(1, 5))
+    block = "bottleneck" if "layer1.0.conv3.weight" in state_dict else "basic"
+    arch = next((a for a, spec in ARCHS.items() if spec == (block, depths)), None)
+    fc = state_dict.get("fc.weight")
+    return {
+        "arch": arch,
+        "block": block,
+        "depths": depths,
+        "stem": STEM_BY_KERNEL[kernel],
+        "width": int(w.shape[0]),
+        "in_channels": int(w.shape[1]),
+        "num_classes": int(fc.shape[0]) if fc is not None and fc.ndim == 2 else None,
+        "include_top": "fc.weight" in state_dict or "fc.bias" in state_dict,
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# The name/layout map between a built model and torch keys
+
+
+def _conv(layer):
+    return [(layer.kernel, "conv", "weight")]
+
+
+def _bn(layer):
+    return [(getattr(layer, attr), "vector", torch_name) for torch_name, attr in BN_PARAMS]
+
+
+def torch_key_map(model) -> list[tuple[str, object, str]]:
+    """``[(torch key, keras variable, kind)]`` in torchvision's state_dict order.
+
+    kind is "conv" (OIHW <-> HWIO), "dense" (transposed) or "vector". BN
+    ``num_batches_tracked`` buffers are not listed (see ``bn_prefixes``).
+    """
+    names = {layer.name: layer for layer in model.layers}
+    if "stem_conv" not in names or "stem_bn" not in names:
+        raise ValueError(
+            f"{model.name!r} is not a keras_resnet model (no 'stem_conv'/'stem_bn' layers); "
+            "build it with keras_resnet.build_resnet"
+        )
+    out = []
+
+    def add(prefix, entries):
+        out.extend((f"{prefix}.{suffix}", var, kind) for var, kind, suffix in entries)
+
+    add("conv1", _conv(names["stem_conv"]))
+    add("bn1", _bn(names["stem_bn"]))
+    blocks = []
+    for layer in model.layers:
+        m = _BLOCK_NAME.match(layer.name)
+        if m:
+            blocks.append((int(m.group(1)), int(m.group(2)), layer))
+    for stage, index, block in sorted(blocks, key=lambda t: t[:2]):
+        prefix = f"layer{stage}.{index - 1}"
+        for j, (conv, bn) in enumerate(zip(block.convs, block.bns), start=1):
+            add(f"{prefix}.conv{j}", _conv(conv))
+            add(f"{prefix}.bn{j}", _bn(bn))
+        if block.shortcut_conv is not None:
+            add(f"{prefix}.downsample.0", _conv(block.shortcut_conv))
+            add(f"{prefix}.downsample.1", _bn(block.shortcut_bn))
+    if "predictions" in names:
+        dense = names["predictions"]
+        out.append(("fc.weight", dense.kernel, "dense"))
+        out.append(("fc.bias", dense.bias, "vector"))
+    return out
+
+
+def _bn_prefixes(key_map) -> list[str]:
+    return [k[: -len(".running_var")] for k, _, _ in key_map if k.endswith(".running_var")]
+
+
+def _to_keras_layout(array: np.ndarray, kind: str) -> np.ndarray:
+    if kind == "conv" and array.ndim == 4:
+        return array.transpose(2, 3, 1, 0)  # OIHW -> HWIO
+    if kind == "dense" and array.ndim == 2:
+        return array.T  # (out, in) -> (in, out)
+    return array
+
+
+def _to_torch_layout(array: np.ndarray, kind: str) -> np.ndarray:
+    if kind == "conv":
+        return array.transpose(3, 2, 0, 1)  # HWIO -> OIHW
+    if kind == "dense":
+        return array.T
+    return array
+
+
+def _torch_shape(var, kind) -> tuple:
+    return tuple(_to_torch_layout(np.empty(tuple(var.shape), dtype=np.uint8), kind).shape)
+
+
+# --------------------------------------------------------------------------------------------
+# Import
+
+
+def load_torch_state_dict(model, state_dict, strict: bool = True) -> dict:
+    """Copies a torchvision-style state_dict into a built keras_resnet model.
+
+    Every tensor is checked first; with ``strict`` (the default) any missing, unexpected or
+    mis-shaped tensor raises one ValueError naming all of them and nothing is assigned.
+    With ``strict=False`` the matching tensors are loaded and a warning names everything that
+    was not (missing, mis-shaped, unexpected).
+
+    Returns ``{"loaded": [...], "missing": [...], "unexpected": [...], "mismatched": [...]}``
+    (torch key names; mismatched entries are ``"key: torch shape X, model needs Y"``).
+    """
+    sd, _ = read_state_dict(state_dict)
+    key_map = torch_key_map(model)
+    expected = {k for k, _, _ in key_map}
+    optional = {f"{p}.num_batches_tracked" for p in _bn_prefixes(key_map)}
+    missing = [k for k, _, _ in key_map if k not in sd]
+    unexpected = [k for k in sd if k not in expected and k not in optional]
+    mismatched, loadable = [], []
+    for key, var, kind in key_map:
+        if key not in sd:
+            continue
+        want = _torch_shape(var, kind)
+        got = tuple(sd[key].shape)
+        if got != want:
+            mismatched.append(f"{key}: torch shape {got}, model needs {want}")
+        else:
+            loadable.append((key, var, kind))
+    report = {
+        "loaded": [k for k, _, _ in loadable],
+        "missing": missing,
+        "unexpected": unexpected,
+        "mismatched": mismatched,
+    }
+    problems = _describe_problems(report, sd, model)
+    if problems and strict:
+        raise ValueError(problems + "\nNothing was loaded.")
+    for key, var, kind in loadable:
+        var.assign(np.ascontiguousarray(_to_keras_layout(sd[key], kind)).astype(var.dtype))
+    if problems:
+        warnings.warn(
+            f"loaded {len(loadable)} of {len(key_map)} tensors (strict=False); the rest keep "
+            f"their current values.\n{problems}",
+            stacklevel=2,
+        )
+    return report
+
+
+def _describe_problems(report, sd, model) -> str:
+    parts = []
+    for label in ("missing", "unexpected", "mismatched"):
+        items = report[label]
+        if items:
+            parts.append(f"{len(items)} {label}:\n  " + "\n  ".join(items))
+    if not parts:
+        return ""
+    head = f"state_dict does not match {model.name!r}"
+    try:
+        found = infer_config(sd)
+    except ValueError:
+        found = None
+    if found is not None:
+        head += (
+            f" (the state_dict has {found['block']} blocks {list(found['depths'])}"
+            f"{' = ' + found['arch'] if found['arch'] else ''}, stem {found['stem']!r}, "
+            f"width {found['width']}, {found['in_channels']} input channel(s), "
+            f"{found['num_classes']} classes)"
+        )
+        wide = [m for m in report["mismatched"] if re.match(r"layer\d+\.\d+\.(conv[12]|bn[12])", m)]
+        if found["block"] == "bottleneck" and wide and not any(
+            m.startswith(("conv1", "bn1")) for m in report["mismatched"]
+        ):
+            head += "; wide_resnet / resnext (width_per_group, groups) are not supported"
+    return head + ":\n" + "\n".join(parts)
+
+
+def from_torch(
+    source,
+    arch: str | None = None,
+    *,
+    input_shape=None,
+    num_classes: int | None = None,
+    include_top: bool | None = None,
+    normalization=None,
+    strict: bool = True,
+    name: str | None = None,
+    verbose: bool = False,
+):
+    """Builds a keras_resnet model holding the weights of a torchvision-style ResNet.
+
+    Args:
+        source: path to a ``.pth``/``.pt``/``.bin``/``.ckpt`` (read with
+            ``torch.load(weights_only=True)``) or ``.safetensors`` file, or a state_dict
+            (mapping of names to numpy arrays or torch tensors). Wrappers
+            (``{"state_dict": ...}``, ``{"model": ...}``, ``"module."`` prefixes) are unwrapped.
+        arch: one of ``ARCHS``; inferred from the block counts when None. When given, the
+            state_dict is checked against it.
+        input_shape: (height, width, channels). Default ``(None, None, C)``: any image size, C
+            from ``conv1``. Fix the size if you will export to TFLite.
+        num_classes: default: rows of ``fc.weight``. A different value fails in strict mode
+            (use ``strict=False`` to keep a fresh classifier for fine-tuning).
+        include_top: default: whether the state_dict has ``fc.*``. ``False`` drops ``fc.*``
+            (with a warning if they were present).
+        normalization: ``(mean, std)`` in raw pixel units, or None. The torch model has no such
+            layer: without it the Keras model expects torch-preprocessed input. For torchvision's
+            ImageNet weights pass ``IMAGENET_NORMALIZATION`` to feed raw 0..255 RGB pixels.
+        strict: see ``load_torch_state_dict``.
+        verbose: print what was inferred and unwrapped.
+
+    The stem is read from ``conv1``: 7x7 -> ``"imagenet"`` (7x7/2 conv + 3x3/2 max-pool),
+    3x3 -> ``"cifar"`` (assumed stride 1, padding 1 and no max-pool, the usual CIFAR variant).
+    """
+    from keras_resnet.builder import ARCHS, build_resnet
+
+    sd, notes = read_state_dict(source)
+    found = infer_config(sd)
+    if arch is None:
+        if found["arch"] is None:
+            raise ValueError(
+                f"the state_dict's {found['block']} blocks per stage {list(found['depths'])} "
+                f"match no known arch ({ {a: list(d) for a, (_, d) in ARCHS.items()} }); "
+                "pass arch= to see which tensors differ"
+            )
+        arch = found["arch"]
+        notes.append(f"inferred arch {arch!r} from the block counts {list(found['depths'])}")
+    if include_top is None:
+        include_top = found["include_top"]
+    elif not include_top:
+        dropped = [k for k in sd if k.startswith("fc.")]
+        if dropped:
+            warnings.warn(f"include_top=False: not loading {dropped}", stacklevel=2)
+            sd = {k: v for k, v in sd.items() if not k.startswith("fc.")}
+    if num_classes is None:
+        num_classes = found["num_classes"] or 1000
+    channels = found["in_channels"]
+    if input_shape is None:
+        input_shape = (None, None, channels)
+    elif input_shape[-1] != channels:
+        raise ValueError(
+            f"input_shape {tuple(input_shape)} has {input_shape[-1]} channel(s) but conv1 takes "
+            f"{channels}"
+        )
+    model = build_resnet(
+        arch,
+        input_shape=tuple(input_shape),
+        num_classes=num_classes,
+        include_top=include_top,
+        stem=found["stem"],
+        width=found["width"],
+        normalization=normalization,
+        name=name,
+    )
+    report = load_torch_state_dict(model, sd, strict=strict)
+    if verbose:
+        for note in notes:
+            print(f"  {note}")
+        print(
+            f"  {arch}, stem {found['stem']!r}, width {found['width']}, input "
+            f"{model.input_shape[1:]}, "
+            + (f"{num_classes} classes" if include_top else "no classifier")
+            + f"; loaded {len(report['loaded'])} tensors"
+            + ("" if normalization else "; expects torch-normalized input (no normalization layer)")
+        )
+    return model
+
+
+# --------------------------------------------------------------------------------------------
+# Export
+
+
+def to_torch_state_dict(model) -> dict[str, np.ndarray]:
+    """Our weights as a torchvision state_dict of numpy arrays (OIHW convs, (out, in) fc),
+    including ``num_batches_tracked`` (0-d int64, value 0) for every batch norm.
+
+    ``torchvision.models.<arch>(num_classes=N)`` loads it with ``strict=True`` (after
+    ``model.conv1 = nn.Conv2d(C, width, 3, 1, 1, bias=False); model.maxpool = nn.Identity()``
+    for the CIFAR stem or C != 3 input channels). torchvision only builds width 64.
+    """
+    key_map = torch_key_map(model)
+    bn_ends = {f"{p}.running_var" for p in _bn_prefixes(key_map)}
+    out = {}
+    for key, var, kind in key_map:
+        out[key] = np.ascontiguousarray(_to_torch_layout(np.asarray(var.numpy()), kind))
+        if key in bn_ends:
+            out[key[: -len("running_var")] + "num_batches_tracked"] = np.array(0, dtype=np.int64)
+    return out
+
+
+def torch_compat_notes(model) -> list[str]:
+    """What a torch user must do or know to reproduce this model's outputs from its state_dict."""
+    names = {layer.name: layer for layer in model.layers}
+    notes = []
+    conv = names["stem_conv"]
+    in_ch = conv.kernel.shape[2]
+    width = conv.kernel.shape[3]
+    if conv.kernel.shape[0] == 3 or in_ch != 3:
+        stem_fix = f"model.conv1 = nn.Conv2d({in_ch}, {width}, {conv.kernel.shape[0]}, "
+        stem_fix += "1, 1, bias=False)" if conv.kernel.shape[0] == 3 else "2, 3, bias=False)"
+        if conv.kernel.shape[0] == 3:
+            stem_fix += "; model.maxpool = nn.Identity()"
+        notes.append(f"torchvision model needs: {stem_fix}")
+    if width != 64:
+        notes.append(f"width {width}: torchvision's resnetXX builds width 64 only")
+    if "normalization" in names:
+        layer = names["normalization"]
+        mean = np.ravel(np.asarray(layer.mean)).tolist()
+        std = np.sqrt(np.ravel(np.asarray(layer.variance))).tolist()
+        notes.append(
+            f"the Keras model normalizes its input ((x - {[round(m, 4) for m in mean]}) / "
+            f"{[round(s, 4) for s in std]}); torch has no such layer: apply it before the model"
+        )
+    if "max_pool" in names:
+        notes.append("the Keras model uses global max pooling; torchvision uses average pooling")
+    dense = names.get("predictions")
+    if dense is not None and dense.activation.__name__ != "linear":
+        notes.append(f"the Keras classifier applies {dense.activation.__name__}; torch's fc does not")
+    return notes
+
+
+def save_torch_state_dict(model, path) -> dict[str, np.ndarray]:
+    """Writes ``to_torch_state_dict(model)`` to ``.pth``/``.pt`` (needs torch) or
+    ``.safetensors`` (numpy only). Warns about anything torch must replicate (see
+    ``torch_compat_notes``). Returns the state_dict written."""
+    path = os.fspath(path)
+    sd = to_torch_state_dict(model)
+    for note in torch_compat_notes(model):
+        warnings.warn(note, stacklevel=2)
+    if path.endswith(SAFETENSORS_SUFFIX):
+        from safetensors.numpy import save_file
+
+        save_file(sd, path, metadata={"format": "pt", "source": "keras_resnet", "model": model.name})
+    elif path.endswith(TORCH_SUFFIXES):
+        try:
+            import torch
+        except ImportError as err:
+            raise ImportError(
+                f"writing {path} needs PyTorch (pip install torch); .safetensors needs no torch"
+            ) from err
+        torch.save({k: torch.from_numpy(v.copy()) for k, v in sd.items()}, path)
+    else:
+        raise ValueError(
+            f"{path}: unknown output type; expected {[*TORCH_SUFFIXES, SAFETENSORS_SUFFIX]}"
+        )
+    return sd
+
+
+# --------------------------------------------------------------------------------------------
+# CLI
+
+
+def _parse_normalization(text: str | None):
+    if text is None or text == "none":
+        return None
+    if text == "imagenet":
+        return IMAGENET_NORMALIZATION
+    try:
+        mean, std = text.split(":")
+        return tuple(float(v) for v in mean.split(",")), tuple(float(v) for v in std.split(","))
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(
+            f"--normalization must be 'imagenet', 'none' or 'M1,M2,M3:S1,S2,S3', got {text!r}"
+        ) from err
+
+
+def main(argv=None) -> int:
+    from keras_resnet.builder import ARCHS
+
+    parser = argparse.ArgumentParser(
+        prog="python -m keras_resnet.convert",
+        description="Convert torchvision-style ResNet weights to a Keras model and back.",
+    )
+    src = parser.add_mutually_exclusive_group(required=True)
+    src.add_argument("--from-torch", metavar="CKPT", help=".pth/.pt/.bin/.ckpt or .safetensors")
+    src.add_argument("--to-torch", metavar="MODEL", help="a .keras model saved by keras_resnet")
+    parser.add_argument(
+        "--out", nargs="+", required=True,
+        help="--from-torch: one .keras path; --to-torch: one or more .pth/.safetensors paths",
+    )
+    parser.add_argument("--arch", choices=sorted(ARCHS), help="default: inferred (--from-torch)")
+    parser.add_argument(
+        "--input-size", type=int, nargs="+", metavar="N",
+        help="H [W] of the Keras input (default: any size). Fix it to export to TFLite.",
+    )
+    parser.add_argument(
+        "--normalization", type=_parse_normalization, default=None,
+        help="'imagenet' (torchvision's mean/std, model then takes raw 0..255 pixels), 'none' "
+        "(default: the model expects torch-preprocessed input) or 'M1,M2,M3:S1,S2,S3' in pixel units",
+    )
+    parser.add_argument(
+        "--no-strict", action="store_true",
+        help="load what matches and warn about the rest (default: refuse any mismatch)",
+    )
+    args = parser.parse_args(argv)
+
+    if args.from_torch:
+        if len(args.out) != 1 or not args.out[0].endswith(".keras"):
+            parser.error("--from-torch needs exactly one --out path ending in .keras")
+        input_shape = None
+        if args.input_size:
+            if len(args.input_size) > 2:
+                parser.error("--input-size takes H or H W")
+            h, w = (args.input_size * 2)[:2]
+            channels = infer_config(read_state_dict(args.from_torch)[0])["in_channels"]
+            input_shape = (h, w, channels)
+        print(f"reading {args.from_torch}")
+        model = from_torch(
+            args.from_torch, args.arch, input_shape=input_shape,
+            normalization=args.normalization, strict=not args.no_strict, verbose=True,
+        )
+        model.save(args.out[0])
+        _verify_keras_file(model, args.out[0])
+        print(f"wrote {args.out[0]}")
+        return 0
+
+    import keras
+
+    import keras_resnet  # noqa: F401  registers the custom blocks for deserialization
+
+    bad = [p for p in args.out if not p.endswith((*TORCH_SUFFIXES, SAFETENSORS_SUFFIX))]
+    if bad:
+        parser.error(f"--to-torch outputs must end in .pth/.pt or .safetensors: {bad}")
+    model = keras.models.load_model(args.to_torch, compile=False)
+    for note in torch_compat_notes(model):
+        print(f"  note: {note}")
+    for path in args.out:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the notes were printed above
+            sd = save_torch_state_dict(model, path)
+        back, _ = read_state_dict(path)
+        diff = [k for k in sd if not np.array_equal(sd[k], back.get(k))]
+        if diff or set(back) != set(sd):
+            raise RuntimeError(f"{path}: read back differs from what was written: {diff[:5]}")
+        print(f"wrote {path} ({len(sd)} tensors; read back and compared)")
+    return 0
+
+
+def _verify_keras_file(model, path) -> None:
+    """Loads the saved .keras file and checks it gives the same outputs."""
+    import keras
+
+    # Any size works for a size-agnostic model; 64 keeps the check quick.
+    shape = [1] + [64 if d is None else d for d in model.input_shape[1:]]
+    x = np.random.default_rng(0).uniform(0, 1, shape).astype("float32")
+    loaded = keras.models.load_model(path, compile=False)
+    a = np.asarray(model(x, training=False))
+    b = np.asarray(loaded(x, training=False))
+    if not np.array_equal(a, b):
+        raise RuntimeError(f"{path}: reloaded model differs by {np.max(np.abs(a - b))}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
