@@ -2,6 +2,13 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+# torchvision 0.29.1 segfaults when it is imported *after* TensorFlow 2.21 (the reverse order
+# works); the parity tests import it, so load it first when it is installed.
+try:
+    import torchvision  # noqa: F401
+except ImportError:
+    pass
+
 import keras  # noqa: E402
 import pytest  # noqa: E402
 
