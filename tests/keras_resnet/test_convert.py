@@ -1,0 +1,337 @@
+"""PyTorch interop (keras_resnet.convert): parity with torchvision, round trips, bad inputs.
+
+The parity and pickle tests need torch + torchvision (requirements-dev.txt) and are skipped,
+with the reason shown, where they are not installed. Run with ``-s`` to see the measured
+differences per arch.
+"""
+
+import os
+import pickle
+import sys
+import time
+
+import keras
+import numpy as np
+import pytest
+
+from keras_resnet import ARCHS, build_resnet
+from keras_resnet.convert import (
+    IMAGENET_NORMALIZATION,
+    from_torch,
+    infer_config,
+    load_torch_state_dict,
+    main,
+    read_state_dict,
+    save_torch_state_dict,
+    to_torch_state_dict,
+    torch_compat_notes,
+)
+
+ALL_ARCHS = sorted(ARCHS, key=lambda a: int(a[6:]))
+
+
+def _torch():
+    """torch and torchvision, or skip.
+
+    torchvision imports torch._dynamo, which imports triton; triton's native library segfaults
+    when it is loaded after TensorFlow (torch 2.14.1 / triton 3.8 / TF 2.21). These CPU tests
+    never need triton, so it is made unimportable first (torch then reports it as absent).
+    """
+    torch = pytest.importorskip("torch")
+    sys.modules.setdefault("triton", None)
+    torchvision = pytest.importorskip("torchvision")
+    torch.set_num_threads(2)
+    return torch, torchvision
+
+
+def randomize(model, seed=0):
+    """Random weights everywhere, BN statistics included, so no layer is an identity."""
+    rng = np.random.default_rng(seed)
+    for v in model.weights:
+        shape = tuple(v.shape)
+        if "moving_variance" in v.path:
+            value = rng.uniform(0.5, 2.0, shape)
+        elif "gamma" in v.path:
+            value = rng.uniform(0.5, 1.5, shape)
+        else:
+            value = rng.normal(0, 0.1, shape)
+        v.assign(value.astype("float32"))
+    return model
+
+
+def small_model(arch="resnet18", shape=(28, 28, 1), stem="cifar", width=8, **kwargs):
+    return randomize(
+        build_resnet(arch, input_shape=shape, num_classes=7, stem=stem, width=width, **kwargs)
+    )
+
+
+def images(shape, batch=2, seed=1):
+    return np.random.default_rng(seed).normal(0, 1, (batch, *shape)).astype("float32")
+
+
+def assert_same_weights(a, b):
+    wa = {w.path: w.numpy() for w in a.weights}
+    wb = {w.path: w.numpy() for w in b.weights}
+    assert wa.keys() == wb.keys()
+    for k in wa:
+        np.testing.assert_array_equal(wa[k], wb[k], err_msg=k)
+
+
+# ------------------------------------------------------------------------------------------
+# Parity with torchvision: random weights, randomized BN statistics and affine, eval mode.
+
+PARITY_CASES = {
+    # name: (input HWC, torch conv1 replaced by a 3x3/1 conv + no max-pool?, batch)
+    "imagenet_224x3": ((224, 224, 3), False, 2),
+    "cifar_32x3": ((32, 32, 3), True, 4),
+    "cifar_28x1": ((28, 28, 1), True, 4),
+}
+MEASURED = {}
+
+
+def torchvision_model(arch, cifar, channels, seed=0):
+    torch, torchvision = _torch()
+    torch.manual_seed(seed)
+    net = getattr(torchvision.models, arch)(num_classes=10)
+    if cifar:
+        net.conv1 = torch.nn.Conv2d(channels, 64, 3, 1, 1, bias=False)
+        net.maxpool = torch.nn.Identity()
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.5, 0.5)
+    return net.eval()
+
+
+@pytest.mark.parametrize("case", list(PARITY_CASES))
+@pytest.mark.parametrize("arch", ALL_ARCHS)
+def test_torchvision_parity_and_export(arch, case):
+    torch, _ = _torch()
+    shape, cifar, batch = PARITY_CASES[case]
+    start = time.perf_counter()
+    net = torchvision_model(arch, cifar, shape[-1])
+    torch_sd = net.state_dict()
+
+    model = from_torch(torch_sd, arch)  # arch given: checked against the weights
+    assert model.input_shape == (None, None, None, shape[-1])
+    assert model.get_layer("predictions").units == 10
+    x = images(shape, batch)
+    with torch.no_grad():
+        want = net(torch.from_numpy(x.transpose(0, 3, 1, 2).copy())).numpy()
+    got = np.asarray(model(x, training=False))
+    scale = float(np.max(np.abs(want)))
+    diff = float(np.max(np.abs(got - want)))
+    MEASURED[(arch, case)] = (diff, diff / scale)
+    print(
+        f"\n[parity] {arch:9s} {case:15s} max|logit| {scale:10.4g}  max|dlogit| {diff:.3g}  "
+        f"relative {diff / scale:.3g}  ({time.perf_counter() - start:.1f} s)"
+    )
+    assert diff <= 1e-4 + 1e-5 * scale
+
+    # Export: the state_dict we write loads into the same torchvision module, strict, exactly.
+    sd = to_torch_state_dict(model)
+    fresh = torchvision_model(arch, cifar, shape[-1], seed=1)
+    fresh.load_state_dict({k: torch.from_numpy(v) for k, v in sd.items()}, strict=True)
+    for k, v in fresh.state_dict().items():
+        if not k.endswith("num_batches_tracked"):
+            assert torch.equal(v, torch_sd[k]), k
+    assert sd["bn1.num_batches_tracked"].shape == () and sd["bn1.num_batches_tracked"].dtype == np.int64
+
+
+# ------------------------------------------------------------------------------------------
+# Keras -> torch -> Keras round trips (numpy only for .safetensors)
+
+
+@pytest.mark.parametrize(
+    "arch,shape,stem",
+    [
+        ("resnet18", (28, 28, 1), "cifar"),
+        ("resnet50", (32, 32, 3), "imagenet"),
+    ],
+)
+def test_round_trip_safetensors_exact(arch, shape, stem, tmp_path, monkeypatch):
+    model = small_model(arch, shape, stem, normalization=((120.0,) * shape[-1], (60.0,) * shape[-1]))
+    path = tmp_path / "w.safetensors"
+    monkeypatch.setitem(sys.modules, "torch", None)  # .safetensors must not need torch
+    with pytest.warns(UserWarning) as record:
+        save_torch_state_dict(model, path)
+    notes = [str(r.message) for r in record]
+    assert notes == torch_compat_notes(model)
+    assert any("normalizes its input" in n for n in notes)
+    assert any("width 8" in n for n in notes)
+    back = from_torch(
+        path, input_shape=shape, normalization=((120.0,) * shape[-1], (60.0,) * shape[-1])
+    )
+    assert back.name == arch
+    assert_same_weights(model, back)
+    x = images(shape) * 60 + 120
+    np.testing.assert_array_equal(
+        np.asarray(model(x, training=False)), np.asarray(back(x, training=False))
+    )
+
+
+def test_round_trip_pth_exact(tmp_path):
+    _torch()
+    model = small_model("resnet34", (32, 32, 3), "cifar")
+    path = tmp_path / "w.pth"
+    with pytest.warns(UserWarning):
+        sd = save_torch_state_dict(model, path)
+    back = from_torch(path, input_shape=(32, 32, 3))
+    assert_same_weights(model, back)
+    loaded, notes = read_state_dict(path)
+    assert notes == [] and loaded.keys() == sd.keys()
+
+
+def test_cli_round_trip(tmp_path, capsys):
+    model = small_model("resnet18", (28, 28, 1), "cifar")
+    src = tmp_path / "m.keras"
+    model.save(src)
+    st, keras_out = tmp_path / "m.safetensors", tmp_path / "back.keras"
+    outs = [str(st)]
+    try:
+        import torch  # noqa: F401
+
+        outs.append(str(tmp_path / "m.pth"))
+    except ImportError:
+        pass
+    assert main(["--to-torch", str(src), "--out", *outs]) == 0
+    assert main(
+        ["--from-torch", str(st), "--arch", "resnet18", "--out", str(keras_out),
+         "--input-size", "28"]
+    ) == 0
+    text = capsys.readouterr().out
+    assert "nn.Conv2d(1, 8, 3, 1, 1, bias=False)" in text and "expects torch-normalized" in text
+    back = keras.models.load_model(keras_out, compile=False)
+    assert back.input_shape == (None, 28, 28, 1)
+    assert_same_weights(model, back)
+
+
+# ------------------------------------------------------------------------------------------
+# Inference from the weights, wrappers, bad inputs
+
+
+def test_infer_config_one_channel_cifar_stem():
+    sd = to_torch_state_dict(small_model("resnet50", (28, 28, 1), "cifar", width=4))
+    assert infer_config(sd) == {
+        "arch": "resnet50", "block": "bottleneck", "depths": (3, 4, 6, 3), "stem": "cifar",
+        "width": 4, "in_channels": 1, "num_classes": 7, "include_top": True,
+    }
+    model = from_torch(sd)
+    assert model.input_shape == (None, None, None, 1)
+    assert model.get_layer("stem_conv").kernel.shape == (3, 3, 1, 4)
+    assert "stem_pool" not in [layer.name for layer in model.layers]
+    notes = torch_compat_notes(model)
+    assert any("nn.Conv2d(1, 4, 3, 1, 1, bias=False); model.maxpool = nn.Identity()" in n
+               for n in notes)
+
+
+def test_wrappers_are_unwrapped():
+    sd = to_torch_state_dict(small_model())
+    wrapped = {"epoch": 3, "state_dict": {f"module.{k}": v for k, v in sd.items()}}
+    got, notes = read_state_dict(wrapped)
+    assert got.keys() == sd.keys()
+    assert notes == [
+        "took the state_dict from the checkpoint's 'state_dict' entry",
+        "stripped the 'module.' prefix from every key",
+    ]
+    got, _ = read_state_dict({"model": sd, "optimizer": {"lr": 0.1}})
+    assert got.keys() == sd.keys()
+
+
+def test_one_error_names_every_missing_unexpected_and_misshaped_tensor():
+    model = small_model()
+    sd = to_torch_state_dict(randomize(small_model(), seed=5))
+    del sd["layer2.0.downsample.1.running_var"]
+    sd["layer1.0.se.fc.weight"] = np.zeros(3, "float32")
+    sd["fc.weight"] = np.zeros((9, 64), "float32")
+    before = [w.numpy() for w in model.weights]
+    with pytest.raises(ValueError) as err:
+        load_torch_state_dict(model, sd)
+    msg = str(err.value)
+    assert "1 missing:\n  layer2.0.downsample.1.running_var" in msg
+    assert "1 unexpected:\n  layer1.0.se.fc.weight" in msg
+    assert "fc.weight: torch shape (9, 64), model needs (7, 64)" in msg
+    assert "Nothing was loaded" in msg
+    for b, w in zip(before, model.weights):  # nothing partially loaded
+        np.testing.assert_array_equal(b, w.numpy())
+
+
+def test_non_strict_loads_the_rest_and_says_what_it_skipped():
+    model = small_model()
+    sd = to_torch_state_dict(randomize(small_model(), seed=5))
+    sd["fc.weight"] = np.zeros((9, 64), "float32")
+    with pytest.warns(UserWarning, match=r"loaded 101 of 102 tensors[\s\S]*fc.weight"):
+        report = load_torch_state_dict(model, sd, strict=False)
+    assert report["mismatched"] == ["fc.weight: torch shape (9, 64), model needs (7, 64)"]
+    np.testing.assert_array_equal(model.get_layer("stem_conv").kernel.numpy(),
+                                  sd["conv1.weight"].transpose(2, 3, 1, 0))
+
+
+def test_wrong_arch_is_named():
+    sd = to_torch_state_dict(small_model("resnet18"))
+    with pytest.raises(ValueError, match=r"basic blocks \[2, 2, 2, 2\] = resnet18") as err:
+        from_torch(sd, "resnet34")
+    assert "layer3.5.conv2.weight" in str(err.value)  # resnet34 has 6 blocks in stage 3
+
+
+@pytest.mark.parametrize(
+    "key,value,match",
+    [
+        ("conv1.weight", np.zeros((8, 1, 5, 5), "float32"), "5x5 kernel"),
+        ("conv1.weight", None, "no 'conv1.weight'"),
+        ("layer1.0.conv1.weight", "x", r"entries \[.layer1.0.conv1.weight.\] are not tensors"),
+    ],
+)
+def test_unusable_state_dicts(key, value, match):
+    sd = dict(to_torch_state_dict(small_model()))
+    if value is None:
+        del sd[key]
+    else:
+        sd[key] = value
+    with pytest.raises(ValueError, match=match):
+        from_torch(sd)
+
+
+class _RunsCode:
+    """Unpickling this would call os.mkdir(path): stands in for arbitrary code."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return (os.mkdir, (self.path,))
+
+
+@pytest.mark.parametrize("writer", ["pickle", "torch.save"])
+def test_malicious_pickle_is_refused_and_never_runs(writer, tmp_path):
+    torch, _ = _torch()
+    sentinel = str(tmp_path / "pwned")
+    path = tmp_path / "evil.pth"
+    payload = {"conv1.weight": torch.zeros(1), "x": _RunsCode(sentinel)}
+    if writer == "pickle":
+        with open(path, "wb") as f:
+            pickle.dump(payload, f, protocol=2)
+    else:
+        torch.save(payload, path)
+    with pytest.raises(ValueError, match="refused to load"):
+        from_torch(path)
+    assert not os.path.exists(sentinel)
+
+
+def test_pth_without_torch_says_how(tmp_path, monkeypatch):
+    path = tmp_path / "w.pth"
+    path.write_bytes(b"not read")
+    monkeypatch.setitem(sys.modules, "torch", None)
+    with pytest.raises(ImportError, match="needs PyTorch"):
+        read_state_dict(path)
+
+
+def test_imagenet_normalization_matches_torchvision_transform():
+    # torchvision: Normalize(mean, std) on x / 255.
+    x = np.random.default_rng(0).uniform(0, 255, (1, 20, 20, 3)).astype("float32")
+    mean, std = IMAGENET_NORMALIZATION
+    want = (x / 255 - np.array([0.485, 0.456, 0.406])) / np.array([0.229, 0.224, 0.225])
+    np.testing.assert_allclose((x - np.array(mean)) / np.array(std), want, rtol=1e-6, atol=1e-6)
