@@ -1,0 +1,210 @@
+"""``python -m export --model RUN/best.keras --formats saved_model,tflite,onnx --out artifacts/``
+
+Exit status: 0 all artifacts written and verified; 1 written, but at least one failed its
+check (see the table and manifest.json); 2 bad input (nothing written).
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from export.model_io import ExportError, load_model, read_run_config
+from export.onnx_format import DEFAULT_OPSET
+from export.pipeline import FORMATS, export_all, format_table
+from export.tflite_format import DEFAULT_CALIBRATION_SIZE, IO_DTYPES, VARIANTS
+from export.verification import DEFAULT_BATCH_SIZES
+
+EVAL_SPLITS = ("test", "validation", "val")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m export",
+        description="Export a trained keras_resnet model to SavedModel / TFLite / ONNX, run "
+        "every artifact in its own runtime, compare it with the Keras model, and write "
+        "manifest.json.",
+    )
+    p.add_argument("--model", required=True, help="the trained .keras file (e.g. RUN/best.keras)")
+    p.add_argument("--out", required=True, help="output folder; must be empty or absent")
+    p.add_argument("--formats", default=",".join(FORMATS),
+                   help=f"comma-separated subset of {','.join(FORMATS)} (default: all)")
+    p.add_argument("--tflite-variants", default=",".join(VARIANTS),
+                   help=f"comma-separated subset of {','.join(VARIANTS)} (default: all)")
+    p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help="ONNX opset (default 17)")
+    p.add_argument("--int8-io", choices=IO_DTYPES, default="float32",
+                   help="input/output type of the full-integer int8 TFLite file (default "
+                   "float32: same interface as the other artifacts)")
+    p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
+    p.add_argument("--dataset", default=None,
+                   help="data set (training.datasets) for calibration and verification; "
+                   "default: the one named in config.json beside the model")
+    p.add_argument("--no-dataset", action="store_true",
+                   help="do not read the data set (verification then uses --inputs or random "
+                   "images, and int8 needs --calibration)")
+    p.add_argument("--inputs", default=None,
+                   help="verification images, .npy (N,H,W,C) raw pixels 0..255")
+    p.add_argument("--labels", default=None, help="labels of --inputs, .npy (N,) ints")
+    p.add_argument("--calibration", default=None,
+                   help="int8 calibration images, .npy (N,H,W,C) raw pixels from the training set")
+    p.add_argument("--num-verify", type=int, default=256,
+                   help="evaluation images used for verification (default 256)")
+    p.add_argument("--num-calibration", type=int, default=DEFAULT_CALIBRATION_SIZE,
+                   help=f"training images for int8 calibration (default {DEFAULT_CALIBRATION_SIZE})")
+    p.add_argument("--batch-size", type=int, default=max(DEFAULT_BATCH_SIZES),
+                   help="the larger verification batch size (batch 1 is always run; default 8)")
+    p.add_argument("--latency-runs", type=int, default=20,
+                   help="timed batch-1 runs per artifact for the latency median (default 20)")
+    return p
+
+
+def _load_npy(path, what, allow_pickle=False):
+    path = Path(path)
+    if not path.is_file():
+        raise ExportError(f"{what} file {str(path)!r} does not exist")
+    try:
+        return np.load(path, allow_pickle=allow_pickle)
+    except Exception as err:
+        raise ExportError(f"could not read {what} file {str(path)!r} as .npy: {err}")
+
+
+def _dataset_module():
+    try:
+        from training import datasets
+    except ImportError as err:
+        raise ExportError(
+            f"calibration/verification data needs training.datasets, which could not be "
+            f"imported ({err}); pass --inputs/--calibration FILE.npy or --no-dataset"
+        )
+    return datasets
+
+
+def dataset_arrays(name: str, split: str, n: int):
+    """Up to ``n`` (images, labels) from ``training.datasets.load(name, split=...)``."""
+    datasets = _dataset_module()
+    if name not in datasets.DATASETS:
+        raise ExportError(f"Unknown dataset {name!r}; expected one of {sorted(datasets.DATASETS)}")
+    params = inspect.signature(datasets.load).parameters
+    kwargs = {"split": split, "batch_size": min(n, 64)}
+    for key, value in (("augment", False), ("shuffle", False), ("repeat", False)):
+        if key in params:
+            kwargs[key] = value
+    ds = datasets.load(name, **kwargs)
+    images, labels, count = [], [], 0
+    for batch in ds:
+        x, y = batch[0], batch[1]
+        images.append(np.asarray(x, dtype=np.float32))
+        labels.append(np.asarray(y).reshape(-1))
+        count += len(images[-1])
+        if count >= n:
+            break
+    if not images:
+        raise ExportError(f"dataset {name!r} split {split!r} yielded no examples")
+    return np.concatenate(images)[:n], np.concatenate(labels)[:n].astype(np.int64)
+
+
+def _eval_arrays(name, n):
+    errors = []
+    for split in EVAL_SPLITS:
+        try:
+            x, y = dataset_arrays(name, split, n)
+            return x, y, split
+        except ExportError:
+            raise
+        except Exception as err:  # unknown split name: try the next
+            errors.append(f"{split}: {err}")
+    raise ExportError(f"dataset {name!r} has no evaluation split ({'; '.join(errors)})")
+
+
+def run(args) -> int:
+    model_path = Path(args.model)
+    out = Path(args.out)
+    # Cheap checks first: fail before loading TensorFlow models or data.
+    from export.pipeline import check_out_dir, parse_list
+
+    formats = parse_list(args.formats, FORMATS, "format")
+    variants = parse_list(args.tflite_variants, VARIANTS, "TFLite variant")
+    check_out_dir(out, args.overwrite)
+    for flag in ("num_verify", "num_calibration", "batch_size"):
+        if getattr(args, flag) < 1:
+            raise ExportError(f"--{flag.replace('_', '-')} must be at least 1")
+    if args.labels and not args.inputs:
+        raise ExportError("--labels needs --inputs")
+
+    config = read_run_config(model_path) if model_path.exists() else {}
+    model = load_model(model_path)
+    dataset = None if args.no_dataset else (args.dataset or config.get("dataset"))
+    need_int8 = "tflite" in formats and "int8" in variants
+
+    images = labels = calibration = None
+    data_desc = calib_desc = None
+    if args.inputs:
+        images = _load_npy(args.inputs, "--inputs")
+        data_desc = f"{len(images)} images from {args.inputs}"
+        if args.labels:
+            labels = _load_npy(args.labels, "--labels")
+    elif dataset:
+        images, labels, split = _eval_arrays(dataset, args.num_verify)
+        data_desc = f"{len(images)} images of {dataset!r} split {split!r}"
+    if args.calibration:
+        calibration = _load_npy(args.calibration, "--calibration")
+        calib_desc = f"{args.calibration}"
+    elif need_int8 and dataset:
+        calibration, _, = dataset_arrays(dataset, "train", args.num_calibration)
+        calib_desc = f"{dataset!r} split 'train'"
+    elif need_int8 and images is not None:
+        raise ExportError(
+            "full-integer int8 needs calibration images from the training set: pass "
+            "--calibration FILE.npy (the --inputs are verification data), --dataset NAME, or "
+            "leave int8 out with --tflite-variants float32,float16,dynamic_int8"
+        )
+    if calibration is not None:
+        calibration = calibration[: args.num_calibration]
+
+    class_names = config.get("class_names")
+    source = {
+        "model_file": str(model_path),
+        "run_config": {k: config[k] for k in ("arch", "dataset", "input_shape", "precision")
+                       if k in config},
+    }
+    manifest = export_all(
+        model,
+        out,
+        formats=formats,
+        tflite_variants=variants,
+        images=images,
+        labels=labels,
+        calibration_images=calibration,
+        class_names=class_names,
+        opset=args.opset,
+        int8_io=args.int8_io,
+        overwrite=args.overwrite,
+        batch_sizes=(1, args.batch_size),
+        latency_runs=args.latency_runs,
+        data_description=data_desc,
+        calibration_description=calib_desc,
+        source=source,
+        log=lambda msg: print(msg, file=sys.stderr, flush=True),
+    )
+    print(format_table(manifest))
+    print(f"manifest: {out / 'manifest.json'}")
+    if not manifest["passed"]:
+        failed = [f"{a['format']} {a['variant']}" for a in manifest["artifacts"] if not a["passed"]]
+        print(f"export: verification FAILED for {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def main(argv=None) -> int:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    args = build_parser().parse_args(argv)
+    try:
+        return run(args)
+    except ExportError as err:
+        print(f"export: error: {err}", file=sys.stderr)
+        return 2

@@ -1,0 +1,169 @@
+"""Loading a trained model and making the float32 reference that every artifact is built from."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+FLOAT32 = "float32"
+
+
+class ExportError(Exception):
+    """A user-facing problem (bad model file, bad options, missing data): printed, exit 2."""
+
+
+def load_model(path):
+    """Loads a ``.keras`` file written by training (or any Keras 3 model file).
+
+    Raises ``ExportError`` with a message that says what is wrong, rather than Keras's
+    traceback, for a missing, empty or corrupt file.
+    """
+    import keras
+
+    import keras_resnet  # noqa: F401  (registers BasicBlock / Bottleneck for deserialization)
+
+    path = Path(path)
+    if not path.exists():
+        raise ExportError(f"model file {str(path)!r} does not exist")
+    if path.is_dir():
+        raise ExportError(f"model path {str(path)!r} is a directory; expected a .keras file")
+    if path.suffix != ".keras":
+        raise ExportError(f"model file {str(path)!r} must be a Keras 3 '.keras' file")
+    if not zipfile.is_zipfile(path):
+        raise ExportError(
+            f"model file {str(path)!r} is corrupt or not a .keras archive "
+            f"({path.stat().st_size} bytes, not a zip file)"
+        )
+    try:
+        model = keras.models.load_model(path, compile=False)
+    except Exception as err:  # Keras raises many types for damaged archives
+        raise ExportError(f"could not load model {str(path)!r}: {type(err).__name__}: {err}")
+    if not isinstance(model, keras.Model):
+        raise ExportError(f"{str(path)!r} holds a {type(model).__name__}, not a keras.Model")
+    return model
+
+
+def read_run_config(model_path) -> dict:
+    """training's ``config.json`` beside the model file, or {} when there is none."""
+    config_path = Path(model_path).with_name("config.json")
+    if not config_path.is_file():
+        return {}
+    try:
+        return json.loads(config_path.read_text())
+    except (OSError, ValueError) as err:
+        raise ExportError(f"could not read {str(config_path)!r}: {err}")
+
+
+def _policy_name(layer) -> str:
+    policy = getattr(layer, "dtype_policy", None)
+    return getattr(policy, "name", FLOAT32) if policy is not None else FLOAT32
+
+
+def is_float32(model) -> bool:
+    return all(_policy_name(layer) == FLOAT32 for layer in model._flatten_layers())
+
+
+def _force_float32(config):
+    """Returns a copy of a (nested) Keras config with every layer dtype policy set to float32."""
+    if isinstance(config, dict):
+        out = {}
+        for key, value in config.items():
+            if key == "dtype" and _is_policy(value):
+                out[key] = FLOAT32
+            else:
+                out[key] = _force_float32(value)
+        return out
+    if isinstance(config, list):
+        return [_force_float32(v) for v in config]
+    return config
+
+
+def _is_policy(value) -> bool:
+    if isinstance(value, str):
+        return value.startswith("mixed_") or value in ("float16", "bfloat16")
+    return isinstance(value, dict) and "Policy" in str(value.get("class_name", ""))
+
+
+def float32_model(model):
+    """The model itself if it is all float32, else a float32 rebuild carrying its weights.
+
+    A model trained under ``mixed_float16`` / ``mixed_bfloat16`` computes in half precision;
+    ONNX export needs a float32 policy, and a float32 graph is the better reference for every
+    format. Variables of a mixed-precision model are already float32, so the weights copy
+    over exactly.
+    """
+    import keras
+
+    import keras_resnet  # noqa: F401
+
+    if is_float32(model):
+        return model
+    config = _force_float32(model.get_config())
+    previous = keras.config.dtype_policy()
+    # Sublayers that a custom layer creates in __init__ take the global policy.
+    keras.config.set_dtype_policy(FLOAT32)
+    try:
+        rebuilt = model.__class__.from_config(config)
+    finally:
+        keras.config.set_dtype_policy(previous)
+    weights = model.get_weights()
+    if len(weights) != len(rebuilt.weights):
+        raise ExportError(
+            f"float32 rebuild of {model.name!r} has {len(rebuilt.weights)} weights, the "
+            f"original {len(weights)}; cannot copy the trained weights"
+        )
+    rebuilt.set_weights([np.asarray(w, dtype=np.float32) if w.dtype.kind == "f" else w
+                         for w in weights])
+    if not is_float32(rebuilt):
+        bad = sorted({_policy_name(l) for l in rebuilt._flatten_layers()} - {FLOAT32})
+        raise ExportError(f"float32 rebuild still has dtype policies {bad}")
+    return rebuilt
+
+
+def input_spec(model) -> tuple[int, int, int]:
+    """(height, width, channels) of a single-image-input model."""
+    if len(model.inputs) != 1:
+        raise ExportError(f"expected a model with one image input, got {len(model.inputs)}")
+    shape = tuple(model.inputs[0].shape)
+    if len(shape) != 4 or any(d is None for d in shape[1:]):
+        raise ExportError(
+            f"expected an NHWC image input with known height/width/channels, got {shape}; "
+            "export needs a fixed input size"
+        )
+    return tuple(int(d) for d in shape[1:])
+
+
+def num_classes(model) -> int:
+    shape = tuple(model.outputs[0].shape)
+    if len(model.outputs) != 1 or len(shape) != 2:
+        raise ExportError(
+            f"expected a classifier returning (batch, classes) logits, got outputs "
+            f"{[tuple(o.shape) for o in model.outputs]}"
+        )
+    return int(shape[1])
+
+
+def normalization(model) -> dict | None:
+    """The (mean, std) in raw pixel units that the model's ``normalization`` layer applies."""
+    import keras
+
+    for layer in model._flatten_layers():
+        if isinstance(layer, keras.layers.Normalization):
+            mean = np.ravel(np.asarray(layer.mean, dtype=np.float64))
+            var = np.ravel(np.asarray(layer.variance, dtype=np.float64))
+            return {
+                "layer": layer.name,
+                "mean": [round(float(m), 6) for m in mean],
+                "std": [round(float(s), 6) for s in np.sqrt(var)],
+                "input_range": "raw pixels 0..255",
+            }
+    return None
+
+
+def has_softmax_output(model) -> bool:
+    last = model.layers[-1]
+    activation = getattr(last, "activation", None)
+    return getattr(activation, "__name__", "") == "softmax"

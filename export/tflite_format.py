@@ -1,0 +1,150 @@
+"""TFLite / LiteRT writer: float32, float16 weights, dynamic-range int8, full-integer int8.
+
+Conversion: the model's serving function, frozen (variables folded into constants), ->
+``TFLiteConverter.from_concrete_functions``. ``TFLiteConverter.from_keras_model`` does not work
+on Keras 3 (keras-team/keras#18430), and ``from_saved_model`` on our SavedModel kept the
+variables as READ_VARIABLE ops that returned NaN in the interpreter. Every
+variant is restricted to TFLite builtin ops (no Flex / select-TF ops), which is all
+``ai_edge_litert`` can run.
+
+Full-integer int8 (``variant="int8"``): every compute op is int8 with int32 biases. Its I/O
+is float32 by default (``io_dtype="float32"``): the file then takes raw float pixels and returns
+float logits like every other artifact, with a builtin QUANTIZE op at the input and DEQUANTIZE
+ops at the outputs. ``io_dtype="int8"`` / ``"uint8"`` gives integer I/O for integer-only
+accelerators (Edge TPU, microcontrollers); the caller then quantizes the image with the input
+tensor's (scale, zero_point) and dequantizes the outputs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from export.model_io import ExportError, float32_model, input_spec
+from export.savedmodel_format import frozen_serving_function
+
+VARIANTS = ("float32", "float16", "dynamic_int8", "int8")
+IO_DTYPES = ("float32", "int8", "uint8")
+# Calibration examples fed to the converter for full-integer int8; the TFLite guide suggests
+# ~100-500 representative samples.
+DEFAULT_CALIBRATION_SIZE = 200
+
+
+def _check_images(images, model, what: str) -> np.ndarray:
+    h, w, c = input_spec(model)
+    arr = np.asarray(images)
+    if arr.ndim == 3 and c == 1 and arr.shape[1:] == (h, w):
+        arr = arr[..., None]
+    if arr.ndim != 4 or arr.shape[1:] != (h, w, c):
+        raise ExportError(
+            f"{what} must be images of shape (N, {h}, {w}, {c}) (raw pixels 0..255), got "
+            f"{arr.shape}"
+        )
+    if len(arr) == 0:
+        raise ExportError(f"{what} is empty")
+    if not np.all(np.isfinite(arr)):
+        raise ExportError(f"{what} contains NaN or infinite values")
+    return arr.astype(np.float32)
+
+
+def tflite(
+    model,
+    path,
+    variant: str = "float32",
+    representative_images=None,
+    io_dtype: str = "float32",
+) -> Path:
+    """Writes one TFLite variant of ``model`` to ``path`` (a ``.tflite`` file).
+
+    Args:
+        variant: "float32"; "float16" (float16 weights, float compute); "dynamic_int8" (int8
+            weights, activations quantized on the fly); "int8" (full integer, calibrated).
+        representative_images: (N, H, W, C) raw-pixel images from the training data; required
+            for "int8" (the first ``DEFAULT_CALIBRATION_SIZE`` are used).
+        io_dtype: I/O type of the "int8" variant: "float32" (default), "int8" or "uint8".
+    """
+    import tensorflow as tf
+
+    if variant not in VARIANTS:
+        raise ExportError(f"Unknown TFLite variant {variant!r}; expected one of {list(VARIANTS)}")
+    if io_dtype not in IO_DTYPES:
+        raise ExportError(f"Unknown io_dtype {io_dtype!r}; expected one of {list(IO_DTYPES)}")
+    if io_dtype != "float32" and variant != "int8":
+        raise ExportError(f"io_dtype={io_dtype!r} needs variant 'int8', got {variant!r}")
+    model = float32_model(model)
+    calibration = None
+    if variant == "int8":
+        if representative_images is None:
+            raise ExportError(
+                "full-integer int8 TFLite needs calibration data: pass representative images "
+                "from the training set (CLI: a run whose config.json names its dataset, or "
+                "--inputs/--calibration FILE.npy), or leave the 'int8' variant out"
+            )
+        calibration = _check_images(representative_images, model, "calibration data")
+        calibration = calibration[:DEFAULT_CALIBRATION_SIZE]
+    path = Path(path)
+    if path.suffix != ".tflite":
+        raise ExportError(f"TFLite path must end with '.tflite', got {str(path)!r}")
+
+    serve = frozen_serving_function(model)
+    holder = tf.Module()
+    holder.serve = serve  # the converter names the signature's outputs from this
+    converter = tf.lite.TFLiteConverter.from_concrete_functions(
+        [serve.get_concrete_function()], holder
+    )
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    if variant != "float32":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if variant == "float16":
+        converter.target_spec.supported_types = [tf.float16]
+    elif variant == "int8":
+
+        def representative_dataset():
+            for i in range(len(calibration)):
+                yield [calibration[i : i + 1]]
+
+        converter.representative_dataset = representative_dataset
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        if io_dtype != "float32":
+            converter.inference_input_type = getattr(tf, io_dtype)
+            converter.inference_output_type = getattr(tf, io_dtype)
+    flatbuffer = converter.convert()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(flatbuffer)
+    return path
+
+
+def interpreter(path, num_threads: int | None = None):
+    """An ``ai_edge_litert`` interpreter for ``path`` (tf.lite.Interpreter is deprecated)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    return Interpreter(model_path=str(path), num_threads=num_threads)
+
+
+def op_report(path) -> dict:
+    """What a .tflite file computes with: op names and the dtypes at each op's tensors.
+
+    Returns {"ops": sorted op names, "non_builtin": ops that are Flex/custom,
+    "float_compute_ops": ops other than QUANTIZE/DEQUANTIZE that read or write float tensors}.
+    """
+    interp = interpreter(path)
+    tensors = {t["index"]: t for t in interp.get_tensor_details()}
+    ops, non_builtin, float_ops = set(), set(), set()
+    for op in interp._get_ops_details():  # the public API has no op listing
+        name = op["op_name"]
+        ops.add(name)
+        if name.startswith("Flex") or name.upper() in ("CUSTOM", "DELEGATE"):
+            non_builtin.add(name)
+        if name in ("QUANTIZE", "DEQUANTIZE"):
+            continue
+        for index in list(op["inputs"]) + list(op["outputs"]):
+            if index < 0 or index not in tensors:
+                continue
+            if np.dtype(tensors[index]["dtype"]).kind == "f":
+                float_ops.add(name)
+    return {
+        "ops": sorted(ops),
+        "non_builtin": sorted(non_builtin),
+        "float_compute_ops": sorted(float_ops),
+    }

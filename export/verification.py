@@ -1,0 +1,277 @@
+"""One verifier for every artifact: load it fresh from disk, run it, compare with Keras.
+
+Pass criteria
+-------------
+* float32 artifacts (SavedModel, ONNX, TFLite float32) must reproduce the float32 Keras
+  logits to float32 round-off: ``max|Δlogit| <= FLOAT_ATOL + FLOAT_RTOL * max|logit|``, at
+  batch 1 and at the larger batch size.
+* float16 and int8 artifacts cannot meet that; they are judged by top-1 agreement with the
+  Keras model and, when labels are known, by the accuracy they lose:
+
+  ============  ===============  ==================
+  variant       min agreement    max accuracy drop
+  ============  ===============  ==================
+  float16       0.99             0.01
+  dynamic_int8  0.95             0.02
+  int8          0.95             0.02
+  ============  ===============  ==================
+
+  Why these figures: float16 weights perturb logits by ~1e-3 relative, so only near-tied
+  examples may flip; post-training int8 quantization of ResNets typically costs well under one
+  point of top-1 accuracy (per-channel weights, calibrated activations). The thresholds leave
+  room for the sampling noise of a verification set of a few hundred images (the binomial
+  standard error of a 98% agreement at n=200 is 1 point) while a broken conversion or bad
+  calibration, which drops agreement towards chance, fails clearly.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+
+from export.model_io import ExportError
+from export.savedmodel_format import INPUT_NAME, SIGNATURE
+
+FLOAT_ATOL = 1e-4
+FLOAT_RTOL = 1e-5
+MIN_AGREEMENT = {"float16": 0.99, "dynamic_int8": 0.95, "int8": 0.95}
+MAX_ACCURACY_DROP = {"float16": 0.01, "dynamic_int8": 0.02, "int8": 0.02}
+DEFAULT_BATCH_SIZES = (1, 8)
+# Examples run one at a time for the batch-1 comparison (all of them would be slow on a CPU).
+BATCH1_EXAMPLES = 8
+
+
+def artifact_kind(path) -> str:
+    path = Path(path)
+    if path.is_dir():
+        if (path / "saved_model.pb").is_file():
+            return "saved_model"
+        raise ExportError(f"{str(path)!r} is a folder without saved_model.pb")
+    if path.suffix == ".onnx":
+        return "onnx"
+    if path.suffix == ".tflite":
+        return "tflite"
+    raise ExportError(f"cannot tell the format of {str(path)!r} (.onnx, .tflite or SavedModel)")
+
+
+class _SavedModelRunner:
+    def __init__(self, path):
+        import tensorflow as tf
+
+        self._tf = tf
+        # Keep the loaded object referenced while its functions run.
+        self._loaded = tf.saved_model.load(str(path))
+        self._fn = self._loaded.signatures[SIGNATURE]
+        spec = self._fn.structured_input_signature[1][INPUT_NAME]
+        self.input = {"name": INPUT_NAME, "shape": list(spec.shape), "dtype": spec.dtype.name}
+        self.outputs = sorted(self._fn.structured_outputs)
+        self.precision = "float32"
+
+    def __call__(self, images):
+        return self._fn(**{INPUT_NAME: self._tf.constant(images)})["logits"].numpy()
+
+
+class _OnnxRunner:
+    def __init__(self, path):
+        import onnxruntime as ort
+
+        self._session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        inp = self._session.get_inputs()[0]
+        shape = [d if isinstance(d, int) else None for d in inp.shape]
+        self.input = {"name": inp.name, "shape": shape, "dtype": "float32",
+                      "dynamic_dims": [d for d in inp.shape if not isinstance(d, int)]}
+        self.outputs = [o.name for o in self._session.get_outputs()]
+        self.precision = "float32"
+
+    def __call__(self, images):
+        return self._session.run(["logits"], {self.input["name"]: images})[0]
+
+
+class _TfliteRunner:
+    def __init__(self, path):
+        from export.tflite_format import interpreter
+
+        self._interp = interpreter(path, num_threads=os.cpu_count())
+        self._runner = self._interp.get_signature_runner(SIGNATURE)
+        inp = self._runner.get_input_details()[INPUT_NAME]
+        self._in_dtype = np.dtype(inp["dtype"])
+        self._in_q = inp["quantization"]
+        self._out = self._runner.get_output_details()
+        self.input = {
+            "name": INPUT_NAME,
+            "shape": [None if d < 0 else int(d) for d in inp["shape_signature"]],
+            "dtype": self._in_dtype.name,
+        }
+        if self._in_dtype.kind != "f":
+            scale, zero = self._in_q
+            self.input["quantization"] = {"scale": float(scale), "zero_point": int(zero)}
+        self.outputs = sorted(self._out)
+        dtypes = {np.dtype(t["dtype"]).name for t in self._interp.get_tensor_details()}
+        self.precision = (
+            "int8" if "int8" in dtypes else "float16" if "float16" in dtypes else "float32"
+        )
+
+    def __call__(self, images):
+        x = images
+        if self._in_dtype.kind != "f":
+            scale, zero = self._in_q
+            info = np.iinfo(self._in_dtype)
+            x = np.clip(np.round(images / scale + zero), info.min, info.max).astype(self._in_dtype)
+        logits = self._runner(**{INPUT_NAME: x})["logits"]
+        if np.dtype(logits.dtype).kind != "f":
+            scale, zero = self._out["logits"]["quantization"]
+            logits = (logits.astype(np.float32) - zero) * scale
+        return np.asarray(logits, dtype=np.float32)
+
+
+def load_runner(path, kind: str | None = None):
+    """A callable ``images (N,H,W,C) float32 -> logits (N, classes)`` for an artifact."""
+    kind = kind or artifact_kind(path)
+    if not Path(path).exists():
+        raise ExportError(f"artifact {str(path)!r} does not exist")
+    runners = {"saved_model": _SavedModelRunner, "onnx": _OnnxRunner, "tflite": _TfliteRunner}
+    if kind not in runners:
+        raise ExportError(f"Unknown artifact kind {kind!r}; expected one of {sorted(runners)}")
+    return runners[kind](path)
+
+
+def reference_logits(model, images, batch_size: int = 32) -> np.ndarray:
+    out = [
+        np.asarray(model(images[i : i + batch_size], training=False), dtype=np.float32)
+        for i in range(0, len(images), batch_size)
+    ]
+    return np.concatenate(out)
+
+
+def _run_batched(runner, images, batch_size):
+    return np.concatenate(
+        [runner(images[i : i + batch_size]) for i in range(0, len(images), batch_size)]
+    )
+
+
+def batch1_latency_ms(fn, image, runs: int = 20, warmup: int = 2) -> float | None:
+    if runs <= 0:
+        return None
+    for _ in range(warmup):
+        fn(image)
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        fn(image)
+        times.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(times)
+
+
+def verify(
+    artifact,
+    reference,
+    images,
+    labels=None,
+    kind: str | None = None,
+    variant: str | None = None,
+    batch_sizes=DEFAULT_BATCH_SIZES,
+    latency_runs: int = 20,
+) -> dict:
+    """Runs ``artifact`` from disk on ``images`` and compares it with ``reference``.
+
+    Args:
+        artifact: a SavedModel version folder, ``.onnx`` or ``.tflite`` file.
+        reference: the float32 Keras model, or its logits on ``images`` (N, classes).
+        images: (N, H, W, C) float32 raw pixels.
+        labels: optional (N,) int labels; adds accuracy and the accuracy-drop check.
+        variant: "float32", "float16", "dynamic_int8" or "int8"; inferred from the tensor
+            types when None (a quantized TFLite file counts as "int8").
+        batch_sizes: the artifact is run one example at a time (batch 1) and in batches of
+            each larger size here; all results must pass.
+
+    Returns a dict of figures with ``passed`` and, when it did not pass, ``failures``
+    (one sentence each, with the numbers).
+    """
+    images = np.asarray(images, dtype=np.float32)
+    if images.ndim != 4 or len(images) == 0:
+        raise ExportError(f"verification images must be (N, H, W, C), got {images.shape}")
+    if isinstance(reference, np.ndarray):
+        ref = np.asarray(reference, dtype=np.float32)
+    else:
+        ref = reference_logits(reference, images)
+    if ref.shape[0] != len(images):
+        raise ExportError(f"{len(ref)} reference rows for {len(images)} images")
+    runner = load_runner(artifact, kind)
+    variant = variant or runner.precision
+    exact = variant == "float32"
+
+    outputs = {}
+    for b in sorted(set(batch_sizes)):
+        if b == 1:
+            n1 = min(len(images), BATCH1_EXAMPLES)
+            outputs[1] = (np.concatenate([runner(images[i : i + 1]) for i in range(n1)]), n1)
+        else:
+            outputs[b] = (_run_batched(runner, images, b), len(images))
+    largest = max(outputs)
+    logits = outputs[largest][0]
+
+    max_logit = float(np.max(np.abs(ref)))
+    tolerance = FLOAT_ATOL + FLOAT_RTOL * max_logit
+    diffs = {}
+    for b, (out, n) in outputs.items():
+        if out.shape != ref[:n].shape:
+            raise ExportError(f"{artifact}: output shape {out.shape} at batch {b}, expected "
+                              f"{ref[:n].shape}")
+        diffs[b] = float(np.max(np.abs(out - ref[:n]))) if np.all(np.isfinite(out)) else float("inf")
+    result = {
+        "variant": variant,
+        "n": int(len(images)),
+        "batch_sizes": sorted(outputs),
+        "max_abs_logit": max_logit,
+        "max_abs_diff": max(diffs.values()),
+        "max_abs_diff_by_batch": {str(b): d for b, d in sorted(diffs.items())},
+        "top1_agreement": float(np.mean(np.argmax(logits, 1) == np.argmax(ref, 1))),
+    }
+    # Batch-1 and batched runs of the same artifact must agree with each other too.
+    if 1 in outputs and largest != 1:
+        n1 = outputs[1][1]
+        result["batch1_vs_batched_max_diff"] = float(np.max(np.abs(outputs[1][0] - logits[:n1])))
+    failures = []
+    if exact:
+        result["check"] = "max|Δlogit| <= 1e-4 + 1e-5*max|logit|"
+        result["tolerance"] = tolerance
+        for b, d in sorted(diffs.items()):
+            if not d <= tolerance:
+                failures.append(
+                    f"batch {b}: max|Δlogit| {d:.3g} > tolerance {tolerance:.3g} "
+                    f"(max|logit| {max_logit:.3g})"
+                )
+    else:
+        result["check"] = "top-1 agreement" + (" and accuracy drop" if labels is not None else "")
+        need = MIN_AGREEMENT.get(variant, MIN_AGREEMENT["int8"])
+        result["min_agreement"] = need
+        for b, (out, n) in sorted(outputs.items()):
+            agree = float(np.mean(np.argmax(out, 1) == np.argmax(ref[:n], 1)))
+            if agree < need:
+                failures.append(f"batch {b}: top-1 agreement {agree:.4f} < {need} on {n} images")
+    if labels is not None:
+        labels = np.asarray(labels).reshape(-1)
+        if len(labels) != len(images):
+            raise ExportError(f"{len(labels)} labels for {len(images)} images")
+        ref_acc = float(np.mean(np.argmax(ref, 1) == labels))
+        acc = float(np.mean(np.argmax(logits, 1) == labels))
+        result.update(accuracy=acc, reference_accuracy=ref_acc, accuracy_drop=ref_acc - acc)
+        if not exact:
+            max_drop = MAX_ACCURACY_DROP.get(variant, MAX_ACCURACY_DROP["int8"])
+            result["max_accuracy_drop"] = max_drop
+            if ref_acc - acc > max_drop:
+                failures.append(
+                    f"accuracy {acc:.4f} vs Keras {ref_acc:.4f}: drop {ref_acc - acc:.4f} > "
+                    f"{max_drop}"
+                )
+    result["latency_ms_batch1_median"] = batch1_latency_ms(runner, images[:1], latency_runs)
+    result["latency_runs"] = latency_runs
+    result["passed"] = not failures
+    result["failures"] = failures
+    result["input"] = runner.input
+    result["outputs"] = runner.outputs
+    return result
