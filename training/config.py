@@ -1,0 +1,151 @@
+"""Every training option as data: one dataclass, and the CLI generated from it."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import typing
+
+from keras_resnet import ARCHS, STEMS
+
+from training.datasets import DATASETS, SOURCES
+
+OPTIMIZERS = ("sgd", "adam", "adamw")
+SCHEDULES = ("constant", "step", "cosine")
+PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
+JIT_MODES = ("auto", "on", "off")
+
+
+def _opt(default, help: str, choices=None, metavar=None):
+    return dataclasses.field(
+        default=default, metadata={"help": help, "choices": choices, "metavar": metavar}
+    )
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    # Model
+    arch: str = _opt("resnet18", "architecture", sorted(ARCHS))
+    stem: str = _opt("imagenet", "stem: 'imagenet' (7x7/2 conv + max-pool, torchvision and the "
+                     "seed code) or 'cifar' (3x3/1 conv, no pool: 4x the compute at 28-32 px)",
+                     list(STEMS))
+    width: int = _opt(64, "base channel count (stage i has width*2**(i-1) filters; 64 = paper)")
+    zero_init_residual: bool = _opt(False, "start each block's last BN gamma at zero")
+    # Data
+    dataset: str = _opt("mnist", "dataset (digits works offline: scikit-learn's bundled "
+                        "handwritten digits; synthetic is noise for smoke tests)", sorted(DATASETS))
+    data_dir: str | None = _opt(None, "folder with archive files (DATA_DIR/mnist/*-idx?-ubyte.gz, "
+                                "DATA_DIR/cifar-10-binary.tar.gz, ...) and/or TFDS data; "
+                                "default: archives in ./data, TFDS in ~/tensorflow_datasets",
+                                metavar="DIR")
+    source: str = _opt("auto", "where to read mnist/fashion_mnist/cifar from: 'auto' (archive "
+                       "files in the data dir if present, else TFDS, downloading if online), "
+                       "'archive' or 'tfds'", list(SOURCES))
+    subset: int | None = _opt(None, "train on only this many training images (quick runs; "
+                              "e.g. 5000 as in the seed code)", metavar="N")
+    val_fraction: float = _opt(0.1, "fraction of the training split held out for validation "
+                               "(fixed images); 0 validates on the test split")
+    augment: bool = _opt(True, "augment training images in tf.data (MNIST-like: +-10 deg "
+                         "rotation, +-10%% shift; CIFAR: 4 px pad + crop, horizontal flip)")
+    synthetic_shape: str = _opt("32,32,3", "H,W,C of --dataset synthetic", metavar="H,W,C")
+    synthetic_classes: int = _opt(10, "classes of --dataset synthetic")
+    # Optimisation
+    epochs: int = _opt(10, "epochs to train")
+    batch_size: int = _opt(128, "global batch size (split across GPUs)")
+    optimizer: str = _opt("adam", "'sgd' (momentum, optional Nesterov), 'adam' (L2 weight "
+                          "decay added to the gradient, as torch.optim.Adam) or 'adamw' "
+                          "(decoupled decay)", list(OPTIMIZERS))
+    lr: float = _opt(1e-3, "peak learning rate")
+    momentum: float = _opt(0.9, "SGD momentum")
+    nesterov: bool = _opt(False, "Nesterov momentum (SGD)")
+    weight_decay: float = _opt(1e-4, "weight decay on conv/dense kernels only (never on BN "
+                               "gamma/beta or biases)")
+    schedule: str = _opt("step", "learning-rate schedule: 'step' (x step_gamma every "
+                         "step_epochs, the seed's StepLR), 'cosine' (to 0, after warmup) or "
+                         "'constant'", list(SCHEDULES))
+    step_epochs: int = _opt(7, "epochs between decays of the step schedule")
+    step_gamma: float = _opt(0.1, "decay factor of the step schedule")
+    warmup_epochs: float = _opt(0.0, "linear warm-up from 0 at the start of the cosine "
+                                "schedule (epochs, may be fractional)")
+    label_smoothing: float = _opt(0.0, "label smoothing of the cross-entropy loss")
+    # Execution
+    precision: str = _opt("auto", "'auto' = mixed_float16 on a GPU, float32 on CPU (printed)",
+                          list(PRECISIONS))
+    jit_compile: str = _opt("auto", "XLA compilation of the train step: 'on', 'off' or 'auto' "
+                            "(on: measured faster on CPU and GPU for these nets)",
+                            list(JIT_MODES))
+    seed: int = _opt(0, "seed of weights init, shuffling and augmentation")
+    deterministic: bool = _opt(False, "bit-reproducible runs (tf op determinism; slower)")
+    run_dir: str | None = _opt(None, "output folder (default runs/ARCH-DATASET-TIMESTAMP)",
+                               metavar="DIR")
+    resume: bool = _opt(False, "continue the run in --run-dir from its last completed epoch "
+                        "(re-run the same command with --resume after a crash)")
+    verbose: str = _opt("auto", "Keras fit verbosity: auto (progress bar), 0, 1, 2",
+                        ["auto", "0", "1", "2"])
+
+    def validate(self) -> "TrainConfig":
+        for f in dataclasses.fields(self):
+            choices = f.metadata.get("choices")
+            value = getattr(self, f.name)
+            if choices and value not in choices:
+                raise ValueError(f"Unknown {f.name} {value!r}; expected one of {choices}")
+        positive = ("width", "epochs", "batch_size", "step_epochs", "synthetic_classes")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.subset is not None and self.subset < 1:
+            raise ValueError(f"subset must be positive, got {self.subset}")
+        if not 0 <= self.val_fraction < 1:
+            raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+        if not 0 <= self.label_smoothing < 1:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        if self.lr <= 0 or self.weight_decay < 0 or self.warmup_epochs < 0:
+            raise ValueError("lr must be > 0, weight_decay and warmup_epochs >= 0")
+        if self.resume and not self.run_dir:
+            raise ValueError("--resume needs --run-dir (the run to continue)")
+        self.synthetic_image_shape()
+        return self
+
+    def synthetic_image_shape(self) -> tuple:
+        try:
+            shape = tuple(int(s) for s in self.synthetic_shape.split(","))
+        except ValueError:
+            shape = ()
+        if len(shape) != 3 or min(shape) < 1:
+            raise ValueError(f"synthetic_shape must be H,W,C, got {self.synthetic_shape!r}")
+        return shape
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _base_type(annotation):
+    hint = annotation if not isinstance(annotation, str) else eval(  # noqa: S307 - own annotations
+        annotation, {"typing": typing})
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    return args[0] if args else hint
+
+
+def build_parser(description: str | None = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m training.fit", description=description,
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    for f in dataclasses.fields(TrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        kind = _base_type(f.type)
+        kwargs = dict(default=f.default, help=f.metadata["help"], dest=f.name)
+        if kind is bool:
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, **kwargs)
+            continue
+        if f.metadata.get("choices"):
+            kwargs["choices"] = f.metadata["choices"]
+        if f.metadata.get("metavar"):
+            kwargs["metavar"] = f.metadata["metavar"]
+        parser.add_argument(flag, type=kind, **kwargs)
+    return parser
+
+
+def parse_args(argv=None) -> TrainConfig:
+    args = build_parser().parse_args(argv)
+    return TrainConfig(**vars(args)).validate()

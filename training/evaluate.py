@@ -1,0 +1,96 @@
+"""`python -m training.evaluate --model RUN/best.keras`: evaluate a saved model, write a report.
+
+The dataset (and synthetic shape) default to those in the config.json next to the model.
+Writes metrics.json and confusion_matrix.png into --out (default: RUN/eval-<model>-<dataset>/,
+so the training run's own report is never overwritten).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from training.datasets import DATASETS, SOURCES
+
+    p = argparse.ArgumentParser(prog="python -m training.evaluate", description=__doc__,
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--model", required=True, help="a .keras file saved by training.fit")
+    p.add_argument("--dataset", choices=sorted(DATASETS), default=None,
+                   help="dataset to evaluate on (default: the one in the model's config.json)")
+    p.add_argument("--split", choices=["test", "val"], default="test", help="split to evaluate")
+    p.add_argument("--data-dir", default=None, help="as for training.fit")
+    p.add_argument("--source", choices=list(SOURCES), default="auto", help="as for training.fit")
+    p.add_argument("--batch-size", type=int, default=256, help="evaluation batch size")
+    p.add_argument("--out", default=None, help="report folder")
+    return p
+
+
+def read_run_config(model_path: str) -> dict:
+    path = os.path.join(os.path.dirname(os.path.abspath(model_path)), "config.json")
+    if os.path.isfile(path):
+        with open(path) as f:
+            return json.load(f)
+    return {}
+
+
+def evaluate(model_path: str, dataset: str | None = None, split: str = "test",
+             data_dir: str | None = None, source: str = "auto", batch_size: int = 256,
+             out: str | None = None) -> dict:
+    import keras
+
+    import keras_resnet  # noqa: F401 - registers the custom layers for loading
+    from training import datasets, report
+    from training.fit import log
+
+    if not os.path.isfile(model_path):
+        raise FileNotFoundError(f"no model file {model_path}")
+    config = read_run_config(model_path)
+    dataset = dataset or config.get("dataset")
+    if dataset is None:
+        raise ValueError(f"--dataset is needed: no config.json next to {model_path}")
+    options = config.get("options", {}) if config.get("dataset") == dataset else {}
+    synthetic = {}
+    if dataset == "synthetic" and options:
+        synthetic = dict(image_shape=tuple(config["input_shape"]),
+                         num_classes=config["num_classes"])
+    info = datasets.get_info(dataset, **synthetic)
+    val_fraction = options.get("val_fraction", 0.1)
+    model = keras.models.load_model(model_path, compile=False)
+    expected = tuple(model.input_shape[1:])
+    if expected != tuple(info.image_size) or model.output_shape[-1] != info.num_classes:
+        raise ValueError(
+            f"{model_path} takes {expected} and predicts {model.output_shape[-1]} classes; "
+            f"{dataset} has {info.image_size} images and {info.num_classes} classes")
+    ds = datasets.load(dataset, split, batch_size=batch_size, data_dir=data_dir, source=source,
+                       val_fraction=val_fraction, **synthetic)
+    metrics = report.evaluate_model(model, ds, info)
+    metrics.update(model=os.path.abspath(model_path), split=split)
+    stem = os.path.splitext(os.path.basename(model_path))[0]
+    out = out or os.path.join(os.path.dirname(os.path.abspath(model_path)),
+                              f"eval-{stem}-{dataset}")
+    files = report.write_report(out, metrics, info, title=f"{stem} on {dataset} ({split})")
+    for line in report.summary_lines(metrics):
+        log(line)
+    log("report: " + ", ".join(files.values()))
+    return metrics
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    from training.datasets import DatasetError
+
+    try:
+        evaluate(args.model, args.dataset, args.split, args.data_dir, args.source,
+                 args.batch_size, args.out)
+    except (FileNotFoundError, ValueError, DatasetError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

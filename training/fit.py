@@ -1,0 +1,356 @@
+"""`python -m training.fit`: train a keras_resnet model and write a run directory.
+
+RUN/config.json   every resolved option, dataset facts (class names, input shape) and versions
+RUN/best.keras    best validation accuracy; RUN/last.keras  last completed epoch (+ state.json)
+RUN/metrics.json  test accuracy/loss, per-class accuracy, epochs, wall time, images/s
+RUN/history.png, RUN/confusion_matrix.png, RUN/log.csv, RUN/logs/ (TensorBoard)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import platform
+import sys
+import time
+
+from training.config import TrainConfig, parse_args
+
+# Options that may differ between a run and its --resume (everything else must match).
+RESUMABLE_CHANGES = ("epochs", "resume", "run_dir", "verbose")
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN/inf; the message names the last good checkpoint."""
+
+
+def log(msg: str) -> None:
+    print(f"[training] {msg}", flush=True)
+
+
+# --------------------------------------------------------------------------------------------
+# Resolution of "auto" options
+
+
+def resolve_precision(requested: str, gpus: list) -> tuple[str, str]:
+    if requested != "auto":
+        return requested, "requested"
+    if gpus:
+        return "mixed_float16", f"auto: {len(gpus)} GPU(s) visible"
+    return "float32", "auto: no GPU visible"
+
+
+def resolve_jit_compile(requested: str, gpus: list) -> bool:
+    """The one place that decides XLA for the train step (issue 6 tunes CPU speed here).
+
+    "auto" means on: on this project's 2-core CPU XLA trained the 28x28 ImageNet-stem
+    ResNet-18 2.5x faster, and Keras's own "auto" did not turn it on (STACK_NOTES.md).
+    """
+    if requested == "auto":
+        return True
+    return requested == "on"
+
+
+def make_strategy(gpus: list):
+    import tensorflow as tf
+
+    if len(gpus) > 1:
+        return tf.distribute.MirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+def library_versions() -> dict:
+    import keras
+    import numpy
+    import tensorflow as tf
+
+    import keras_resnet
+
+    versions = {"python": platform.python_version(), "tensorflow": tf.__version__,
+                "keras": keras.__version__, "numpy": numpy.__version__,
+                "keras_resnet": keras_resnet.__version__, "platform": platform.platform()}
+    for module in ("tensorflow_datasets", "sklearn", "matplotlib"):
+        try:
+            versions[module] = __import__(module).__version__
+        except Exception:  # noqa: BLE001 - optional, recorded as missing
+            versions[module] = None
+    return versions
+
+
+# --------------------------------------------------------------------------------------------
+# Model, optimizer, compile
+
+
+def build_model(cfg: TrainConfig, info):
+    from keras_resnet import build_resnet
+
+    return build_resnet(
+        cfg.arch, input_shape=info.image_size, num_classes=info.num_classes, stem=cfg.stem,
+        width=cfg.width, zero_init_residual=cfg.zero_init_residual,
+        normalization=(list(info.mean), list(info.std)),
+    )
+
+
+def decayed_variables(model) -> list:
+    """Conv and dense kernels: the only weights that get weight decay (not BN, not biases)."""
+    return [v for v in model.trainable_variables if v.path.split("/")[-1] == "kernel"]
+
+
+def learning_rate(cfg: TrainConfig, steps_per_epoch: int):
+    import keras
+
+    schedules = keras.optimizers.schedules
+    if cfg.schedule == "constant":
+        return cfg.lr
+    if cfg.schedule == "step":
+        # torch StepLR(step_size, gamma) stepped once per epoch.
+        return schedules.ExponentialDecay(cfg.lr, cfg.step_epochs * steps_per_epoch,
+                                          cfg.step_gamma, staircase=True)
+    total = cfg.epochs * steps_per_epoch
+    warmup = int(round(cfg.warmup_epochs * steps_per_epoch))
+    if warmup:
+        return schedules.CosineDecay(0.0, max(1, total - warmup), warmup_target=cfg.lr,
+                                     warmup_steps=warmup)
+    return schedules.CosineDecay(cfg.lr, max(1, total))
+
+
+def make_optimizer(cfg: TrainConfig, model, steps_per_epoch: int):
+    """Optimizer whose weight decay touches conv/dense kernels only.
+
+    sgd and adam: L2 penalty wd/2*|w|^2 on the kernels, i.e. wd*w added to their gradient,
+    which is what torch.optim.SGD/Adam(weight_decay=wd) do (the seed: Adam, wd 1e-4).
+    adamw: decoupled decay, with every non-kernel variable excluded.
+    """
+    import keras
+
+    lr = learning_rate(cfg, steps_per_epoch)
+    kernels = decayed_variables(model)
+    if cfg.optimizer == "adamw":
+        opt = keras.optimizers.AdamW(lr, weight_decay=cfg.weight_decay)
+        kernel_ids = {id(v) for v in kernels}
+        opt.exclude_from_weight_decay(
+            var_list=[v for v in model.trainable_variables if id(v) not in kernel_ids])
+        return opt
+    if cfg.weight_decay:
+        for v in kernels:
+            v.regularizer = keras.regularizers.L2(cfg.weight_decay / 2.0)
+    if cfg.optimizer == "sgd":
+        return keras.optimizers.SGD(lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
+    return keras.optimizers.Adam(lr)
+
+
+def make_loss(label_smoothing: float):
+    import keras
+
+    if not label_smoothing:
+        return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    return SparseSmoothedCrossentropy(label_smoothing)
+
+
+def _register_loss():
+    import keras
+
+    @keras.saving.register_keras_serializable(package="training")
+    class SparseSmoothedCrossentropy(keras.losses.Loss):
+        """Cross-entropy on logits with integer labels and label smoothing (Keras's sparse
+        loss has no label_smoothing)."""
+
+        def __init__(self, label_smoothing=0.0, name="sparse_smoothed_crossentropy", **kwargs):
+            super().__init__(name=name, **kwargs)
+            self.label_smoothing = float(label_smoothing)
+
+        def call(self, y_true, y_pred):
+            from keras import ops
+
+            k = ops.shape(y_pred)[-1]
+            onehot = ops.one_hot(ops.cast(ops.reshape(y_true, (-1,)), "int32"), k)
+            return keras.losses.categorical_crossentropy(
+                onehot, y_pred, from_logits=True, label_smoothing=self.label_smoothing)
+
+        def get_config(self):
+            return {**super().get_config(), "label_smoothing": self.label_smoothing}
+
+    return SparseSmoothedCrossentropy
+
+
+SparseSmoothedCrossentropy = _register_loss()
+
+
+def compile_model(model, optimizer, loss, jit_compile) -> None:
+    """The single compile call of the project's training (tune speed here: issue 6)."""
+    model.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"], jit_compile=jit_compile)
+
+
+# --------------------------------------------------------------------------------------------
+# Run
+
+
+def default_run_dir(cfg: TrainConfig) -> str:
+    return os.path.join("runs", f"{cfg.arch}-{cfg.dataset}-{time.strftime('%Y%m%d-%H%M%S')}")
+
+
+def _check_resume_config(run_dir: str, cfg: TrainConfig) -> None:
+    path = os.path.join(run_dir, "config.json")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"Cannot resume: {path} does not exist")
+    with open(path) as f:
+        saved = json.load(f)["options"]
+    now = cfg.to_dict()
+    diffs = [f"--{k.replace('_', '-')}: saved {saved.get(k)!r}, now {now[k]!r}"
+             for k in now if k not in RESUMABLE_CHANGES and saved.get(k) != now[k]]
+    if diffs:
+        raise ValueError("--resume must repeat the original run's options (only --epochs may "
+                         "change); differences:\n  " + "\n  ".join(diffs))
+
+
+def run(cfg: TrainConfig, extra_callbacks=()) -> dict:
+    """Trains, evaluates and writes the run directory; returns metrics.json's content."""
+    import keras
+    import tensorflow as tf
+
+    from training import callbacks as cb
+    from training import datasets, report
+
+    cfg = dataclasses.replace(cfg).validate()
+    run_dir = cfg.run_dir or default_run_dir(cfg)
+    if cfg.resume:
+        _check_resume_config(run_dir, cfg)
+    elif any(os.path.exists(os.path.join(run_dir, f)) for f in ("state.json", "metrics.json")):
+        raise FileExistsError(
+            f"{run_dir} already holds a run; pass --resume to continue it or choose another "
+            "--run-dir")
+    os.makedirs(run_dir, exist_ok=True)
+    cb.clean_temporaries(run_dir)
+
+    gpus = tf.config.list_physical_devices("GPU")
+    precision, why = resolve_precision(cfg.precision, gpus)
+    jit = resolve_jit_compile(cfg.jit_compile, gpus)
+    log(f"precision: {precision} ({why}); XLA jit_compile: {jit} ({cfg.jit_compile})")
+    keras.utils.set_random_seed(cfg.seed)
+    if cfg.deterministic:
+        tf.config.experimental.enable_op_determinism()
+
+    resume_entry = cb.read_resume_state(run_dir) if cfg.resume else None
+    initial_epoch = resume_entry["epoch"] if resume_entry else 0
+    synthetic = dict(image_shape=cfg.synthetic_image_shape(),
+                     num_classes=cfg.synthetic_classes) if cfg.dataset == "synthetic" else {}
+    data = datasets.load_pipelines(
+        cfg.dataset, batch_size=cfg.batch_size, data_dir=cfg.data_dir, augment=cfg.augment,
+        seed=cfg.seed, subset=cfg.subset, val_fraction=cfg.val_fraction, source=cfg.source,
+        epochs=cfg.epochs, initial_epoch=min(initial_epoch, cfg.epochs), **synthetic)
+    info = data.info
+    val = data.val if data.val is not None else data.test
+    log(f"dataset {info.name} from {data.source}: {data.num_train} train / {data.num_val} val / "
+        f"{data.num_test} test images of {info.image_size}"
+        + ("" if data.val is not None else "; validating on the TEST split (--val-fraction 0)")
+        + ("  [SYNTHETIC noise: accuracy is meaningless]" if info.synthetic else ""))
+
+    strategy = make_strategy(gpus)
+    config = {
+        "arch": cfg.arch, "dataset": cfg.dataset, "class_names": list(info.class_names),
+        "num_classes": info.num_classes, "input_shape": list(info.image_size),
+        "mean": list(info.mean), "std": list(info.std), "precision": precision,
+        "precision_reason": why, "jit_compile": jit, "stem": cfg.stem, "width": cfg.width,
+        "data_source": data.source, "synthetic": info.synthetic,
+        "num_train": data.num_train, "num_val": data.num_val, "num_test": data.num_test,
+        "steps_per_epoch": data.steps_per_epoch, "strategy": type(strategy).__name__,
+        "num_replicas": strategy.num_replicas_in_sync, "gpus": [g.name for g in gpus],
+        "run_dir": os.path.abspath(run_dir), "command": sys.argv,
+        "options": cfg.to_dict(), "versions": library_versions(),
+    }
+    cb.atomic_write_json(os.path.join(run_dir, "config.json"), config)
+
+    previous_policy = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(precision)
+    try:
+        with strategy.scope():
+            model = build_model(cfg, info)
+            optimizer = make_optimizer(cfg, model, data.steps_per_epoch)
+            compile_model(model, optimizer, make_loss(cfg.label_smoothing), jit)
+            if resume_entry:
+                model.optimizer.build(model.trainable_variables)
+                model.load_weights(os.path.join(run_dir, cb.LAST))
+                log(f"resumed from {run_dir}/{cb.LAST} after epoch {initial_epoch} "
+                    f"(optimizer step {int(model.optimizer.iterations.numpy())})")
+        nan_guard = cb.NanGuard()
+        timer = cb.EpochTimer()
+        checkpoint = cb.RunCheckpoint(run_dir, "val_accuracy", nan_guard, resume_entry)
+        callbacks = [
+            nan_guard, checkpoint, timer,
+            keras.callbacks.CSVLogger(os.path.join(run_dir, "log.csv"), append=cfg.resume),
+            cb.ScalarTensorBoard(os.path.join(run_dir, "logs")),
+            *extra_callbacks,
+        ]
+        start = time.perf_counter()
+        if initial_epoch < cfg.epochs:
+            model.fit(data.train, epochs=cfg.epochs, initial_epoch=initial_epoch,
+                      steps_per_epoch=data.steps_per_epoch, validation_data=val, shuffle=False,
+                      callbacks=callbacks,
+                      verbose=cfg.verbose if cfg.verbose == "auto" else int(cfg.verbose))
+        wall = time.perf_counter() - start
+    finally:
+        keras.config.set_dtype_policy(previous_policy)
+
+    if nan_guard.nan_at is not None:
+        epoch, batch, value = nan_guard.nan_at
+        done = checkpoint.entry["epoch"]
+        kept = (f"the last good checkpoint is {os.path.join(run_dir, cb.LAST)} (epoch {done})"
+                if done else "no epoch completed, so there is no checkpoint")
+        raise TrainingDiverged(
+            f"Loss became {value} at epoch {epoch + 1}, batch {batch + 1}: training stopped; "
+            f"{kept}. Try a lower --lr, --precision float32, or a --warmup-epochs with "
+            "--schedule cosine.")
+
+    if checkpoint.entry["epoch"] == 0:
+        raise RuntimeError("no epoch completed; nothing to evaluate")
+    best_path = os.path.join(run_dir, cb.BEST)
+    if not os.path.isfile(best_path):
+        best_path = os.path.join(run_dir, cb.LAST)
+    best_model = keras.models.load_model(best_path, compile=False)
+    metrics = report.evaluate_model(best_model, data.test, info)
+    images = data.num_train * len(timer.train_seconds)
+    metrics.update(
+        model=os.path.basename(best_path), arch=cfg.arch,
+        epochs_completed=checkpoint.entry["epoch"], epochs_this_session=len(timer.train_seconds),
+        best_epoch=checkpoint.entry["best_epoch"],
+        best_val_accuracy=None if info.synthetic else checkpoint.entry["best"],
+        validation_split="val" if data.val is not None else "test",
+        train_wall_time_s=wall,
+        train_images_per_s=images / sum(timer.train_seconds) if timer.train_seconds else None,
+        # The first epoch includes tracing/XLA compilation.
+        train_images_per_s_after_first_epoch=(
+            data.num_train * (len(timer.train_seconds) - 1) / sum(timer.train_seconds[1:])
+            if len(timer.train_seconds) > 1 else None),
+        precision=precision, device="GPU" if gpus else "CPU",
+    )
+    title = f"{cfg.arch} on {cfg.dataset}"
+    files = report.write_report(run_dir, metrics, info, checkpoint.entry["history"], title)
+    for line in report.summary_lines(metrics):
+        log(line)
+    log(f"wall time {wall:.1f} s; report: " + ", ".join(files.values()))
+    return metrics
+
+
+def main(argv=None) -> int:
+    cfg = parse_args(argv)
+    try:
+        run(cfg)
+    except TrainingDiverged as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 3
+    except (FileExistsError, FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except Exception as e:  # noqa: BLE001 - dataset errors carry their own advice
+        from training.datasets import DatasetError
+
+        if isinstance(e, DatasetError):
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        raise
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
