@@ -410,8 +410,9 @@ def from_torch(
             (``{"state_dict": ...}``, ``{"model": ...}``, ``"module."`` prefixes) are unwrapped.
         arch: one of ``ARCHS``; inferred from the block counts when None. When given, the
             state_dict is checked against it.
-        input_shape: (height, width, channels). Default ``(None, None, C)``: any image size, C
-            from ``conv1``. Fix the size if you will export to TFLite.
+        input_shape: (height, width) or (height, width, channels); channels come from
+            ``conv1``. Default ``(None, None, C)``: any image size. Fix the size to export
+            (TFLite/ONNX through ``export``).
         num_classes: default: rows of ``fc.weight``. A different value fails in strict mode
             (use ``strict=False`` to keep a fresh classifier for fine-tuning).
         include_top: default: whether the state_dict has ``fc.*``. ``False`` drops ``fc.*``
@@ -450,10 +451,12 @@ def from_torch(
     channels = found["in_channels"]
     if input_shape is None:
         input_shape = (None, None, channels)
-    elif input_shape[-1] != channels:
+    elif len(input_shape) == 2:
+        input_shape = (*input_shape, channels)
+    elif len(input_shape) != 3 or input_shape[-1] != channels:
         raise ValueError(
-            f"input_shape {tuple(input_shape)} has {input_shape[-1]} channel(s) but conv1 takes "
-            f"{channels}"
+            f"input_shape {tuple(input_shape)} must be (height, width) or (height, width, "
+            f"{channels}): conv1 takes {channels} channel(s)"
         )
     model = build_resnet(
         arch,
@@ -614,9 +617,7 @@ def main(argv=None) -> int:
         if args.input_size:
             if len(args.input_size) > 2:
                 parser.error("--input-size takes H or H W")
-            h, w = (args.input_size * 2)[:2]
-            channels = infer_config(read_state_dict(args.from_torch)[0])["in_channels"]
-            input_shape = (h, w, channels)
+            input_shape = tuple((args.input_size * 2)[:2])
         print(f"reading {args.from_torch}")
         model = from_torch(
             args.from_torch, args.arch, input_shape=input_shape,

@@ -179,7 +179,8 @@ def test_round_trip_pth_exact(tmp_path):
     path = tmp_path / "w.pth"
     with pytest.warns(UserWarning):
         sd = save_torch_state_dict(model, path)
-    back = from_torch(path, input_shape=(32, 32, 3))
+    back = from_torch(path, input_shape=(32, 32))
+    assert back.input_shape == (None, 32, 32, 3)
     assert_same_weights(model, back)
     loaded, notes = read_state_dict(path)
     assert notes == [] and loaded.keys() == sd.keys()
@@ -329,9 +330,36 @@ def test_pth_without_torch_says_how(tmp_path, monkeypatch):
         read_state_dict(path)
 
 
-def test_imagenet_normalization_matches_torchvision_transform():
-    # torchvision: Normalize(mean, std) on x / 255.
-    x = np.random.default_rng(0).uniform(0, 255, (1, 20, 20, 3)).astype("float32")
-    mean, std = IMAGENET_NORMALIZATION
-    want = (x / 255 - np.array([0.485, 0.456, 0.406])) / np.array([0.229, 0.224, 0.225])
-    np.testing.assert_allclose((x - np.array(mean)) / np.array(std), want, rtol=1e-6, atol=1e-6)
+# ------------------------------------------------------------------------------------------
+# The deployment path: torchvision -> Keras (raw-pixel input) -> ONNX / TFLite, still torch's logits
+
+
+def test_torchvision_to_keras_to_onnx_and_tflite(tmp_path):
+    torch, torchvision = _torch()
+    export = pytest.importorskip("export", reason="export/ (issue: SavedModel/TFLite/ONNX) absent")
+    net = torchvision_model("resnet18", cifar=False, channels=3)
+    shape = (64, 64, 3)  # ImageNet stem (padding + max-pool) at a small size; export needs one
+    model = from_torch(net.state_dict(), input_shape=shape, normalization=IMAGENET_NORMALIZATION)
+
+    raw = np.random.default_rng(2).uniform(0, 255, (2, *shape)).astype("float32")
+    # torchvision's preprocessing: ToTensor (/255) then Normalize(ImageNet mean, std).
+    mean, std = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
+    torch_in = ((raw / 255 - mean) / std).astype("float32").transpose(0, 3, 1, 2).copy()
+    with torch.no_grad():
+        want = net(torch.from_numpy(torch_in)).numpy()
+    scale = float(np.max(np.abs(want)))
+
+    artifacts = {
+        "keras": None,
+        "onnx": export.onnx(model, tmp_path / "m.onnx"),
+        "tflite": export.tflite(model, tmp_path / "m.tflite", "float32"),
+    }
+    for kind, path in artifacts.items():
+        if path is None:
+            got = np.asarray(model(raw, training=False))
+        else:
+            got = np.asarray(export.load_runner(path)(raw))
+        diff = float(np.max(np.abs(got - want)))
+        print(f"\n[deploy] resnet18 64x64x3 {kind:6s} max|dlogit| {diff:.3g} "
+              f"relative {diff / scale:.3g}")
+        assert diff <= 1e-4 + 1e-5 * scale, kind
