@@ -1,0 +1,141 @@
+"""``python -m export``: bad input gives a clear error and writes nothing; exit statuses."""
+
+import json
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from export.cli import main
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def run_cli(capsys, *argv):
+    code = main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def leftovers(folder):
+    return sorted(p.name for p in Path(folder).iterdir() if p.name.startswith("."))
+
+
+def test_missing_model_file(tmp_path, capsys):
+    code, _, err = run_cli(capsys, "--model", tmp_path / "nope.keras", "--out", tmp_path / "a",
+                           "--formats", "onnx")
+    assert code == 2 and "does not exist" in err
+    assert not (tmp_path / "a").exists()
+
+
+@pytest.mark.parametrize("content", [b"", b"not a zip file at all", "zip"])
+def test_corrupt_model_file(tmp_path, capsys, content):
+    path = tmp_path / "best.keras"
+    if content == "zip":
+        with zipfile.ZipFile(path, "w") as z:
+            z.writestr("config.json", "{broken")
+    else:
+        path.write_bytes(content)
+    code, _, err = run_cli(capsys, "--model", path, "--out", tmp_path / "a", "--formats", "onnx")
+    assert code == 2
+    assert "corrupt" in err or "could not load" in err
+    assert not (tmp_path / "a").exists() and leftovers(tmp_path) == []
+
+
+def test_unknown_format_and_variant(basic_model_file, tmp_path, capsys):
+    code, _, err = run_cli(capsys, "--model", basic_model_file, "--out", tmp_path / "a",
+                           "--formats", "onnx,coreml")
+    assert code == 2 and "Unknown format ['coreml']" in err
+    code, _, err = run_cli(capsys, "--model", basic_model_file, "--out", tmp_path / "a",
+                           "--tflite-variants", "int4")
+    assert code == 2 and "Unknown TFLite variant" in err
+    assert not (tmp_path / "a").exists()
+
+
+def test_refuses_non_empty_out_without_overwrite(basic_model_file, tmp_path, capsys):
+    out = tmp_path / "artifacts"
+    out.mkdir()
+    (out / "keep.txt").write_text("precious")
+    code, _, err = run_cli(capsys, "--model", basic_model_file, "--out", out, "--formats", "onnx",
+                           "--inputs", basic_model_file.with_name("x.npy"))
+    assert code == 2 and "not empty" in err and "--overwrite" in err
+    assert [p.name for p in out.iterdir()] == ["keep.txt"]
+
+
+def test_int8_without_calibration_data(basic_model_file, tmp_path, capsys):
+    out = tmp_path / "artifacts"
+    code, _, err = run_cli(capsys, "--model", basic_model_file, "--out", out, "--no-dataset",
+                           "--formats", "tflite", "--inputs", basic_model_file.with_name("x.npy"))
+    assert code == 2 and "calibration" in err
+    code, _, err = run_cli(capsys, "--model", basic_model_file, "--out", out, "--no-dataset",
+                           "--formats", "tflite", "--tflite-variants", "int8")
+    assert code == 2 and "calibration" in err
+    assert not out.exists() and leftovers(tmp_path) == []
+
+
+def test_bad_inputs_file(basic_model_file, tmp_path, capsys):
+    bad = tmp_path / "x.npy"
+    np.save(bad, np.zeros((3, 5, 5, 1), np.float32))
+    code, _, err = run_cli(capsys, "--model", basic_model_file, "--out", tmp_path / "a",
+                           "--formats", "onnx", "--inputs", bad)
+    assert code == 2 and "(N, 28, 28, 1)" in err
+    assert not (tmp_path / "a").exists() and leftovers(tmp_path) == []
+
+
+def test_export_overwrite_and_manifest(basic_model_file, tmp_path, capsys):
+    out = tmp_path / "artifacts"
+    out.mkdir()
+    (out / "old.txt").write_text("old")
+    x, y = basic_model_file.with_name("x.npy"), basic_model_file.with_name("y.npy")
+    code, stdout, err = run_cli(capsys, "--model", basic_model_file, "--out", out, "--formats",
+                                "onnx,tflite", "--tflite-variants", "float32,int8",
+                                "--inputs", x, "--labels", y, "--calibration", x,
+                                "--overwrite", "--batch-size", "7", "--latency-runs", "2")
+    assert code == 0, err
+    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "model.onnx", "tflite"]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["passed"] and manifest["verification"]["batch_sizes"] == [1, 7]
+    assert [a["variant"] for a in manifest["artifacts"]] == ["float32", "float32", "int8"]
+    assert "model.onnx" in stdout and "tflite/model_int8.tflite" in stdout
+    assert leftovers(tmp_path) == []
+
+
+def test_failed_verification_exits_non_zero(basic_model_file, tmp_path, capsys, monkeypatch):
+    import export.verification as verification
+
+    monkeypatch.setattr(verification, "FLOAT_ATOL", -1.0)  # nothing can pass
+    out = tmp_path / "artifacts"
+    code, stdout, err = run_cli(capsys, "--model", basic_model_file, "--out", out, "--formats",
+                                "onnx", "--inputs", basic_model_file.with_name("x.npy"),
+                                "--latency-runs", "0")
+    assert code == 1
+    assert "FAILED" in stdout and "verification FAILED for onnx float32" in err
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["passed"] is False
+    assert "max|Δlogit|" in manifest["artifacts"][0]["verification"]["failures"][0]
+
+
+def test_python_dash_m_entry_point(tmp_path):
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    proc = subprocess.run(
+        [sys.executable, "-m", "export", "--model", str(tmp_path / "missing.keras"), "--out",
+         str(tmp_path / "a")],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 2
+    assert "export: error: model file" in proc.stderr and "does not exist" in proc.stderr
+
+
+@pytest.mark.skipif(not (REPO / "training" / "datasets.py").exists(),
+                    reason="training/datasets.py not written yet")
+def test_cli_with_digits_dataset(tmp_path, capsys):
+    pytest.importorskip("sklearn")
+    from training import datasets
+
+    if "digits" not in datasets.DATASETS:
+        pytest.skip("no 'digits' data set")
+    pytest.skip("wired up below once the datasets API is known")
