@@ -127,7 +127,7 @@ DATASETS = {
     # scaled to 0..255. Mean/std measured on all 1797 images after that transform.
     "digits": DatasetInfo(
         "digits", "scikit-learn load_digits (bundled, offline), 8x8 -> 28x28", (28, 28, 1), 10,
-        DIGIT_CLASSES, (39.7134,), (70.7168,), "mnist", {"train": 1437, "test": 360},
+        DIGIT_CLASSES, (39.7134,), (70.7168,), "mnist", {"train": 1438, "test": 359},
     ),
     "synthetic": DatasetInfo(
         "synthetic", "uniform noise with random labels (benchmarks and smoke tests only)",
@@ -427,7 +427,7 @@ def read_digits(split: str):
     x = np.clip(np.round(x), 0, 255).astype(np.uint8)
     x = np.pad(x, ((0, 0), (4, 4), (4, 4), (0, 0)))
     y = digits.target.astype(np.int32)
-    # sklearn has no official split: a fixed stratified 80/20 split (1437 / 360).
+    # sklearn has no official split: a fixed stratified 80/20 split (1438 / 359).
     rng = np.random.default_rng(0)
     test_idx = []
     for c in range(10):
