@@ -609,7 +609,14 @@ def main(argv=None) -> int:
         help="load what matches and warn about the rest (default: refuse any mismatch)",
     )
     args = parser.parse_args(argv)
+    try:
+        return _run(parser, args)
+    except (ValueError, FileNotFoundError, ImportError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
 
+
+def _run(parser, args) -> int:
     if args.from_torch:
         if len(args.out) != 1 or not args.out[0].endswith(".keras"):
             parser.error("--from-torch needs exactly one --out path ending in .keras")
@@ -625,7 +632,7 @@ def main(argv=None) -> int:
         )
         model.save(args.out[0])
         _verify_keras_file(model, args.out[0])
-        print(f"wrote {args.out[0]}")
+        print(f"wrote {args.out[0]} (reloaded and compared)")
         return 0
 
     import keras

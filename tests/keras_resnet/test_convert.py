@@ -208,6 +208,10 @@ def test_cli_round_trip(tmp_path, capsys):
     back = keras.models.load_model(keras_out, compile=False)
     assert back.input_shape == (None, 28, 28, 1)
     assert_same_weights(model, back)
+    # A mismatch is one readable error on stderr and exit status 2, not a traceback.
+    assert main(["--from-torch", str(st), "--arch", "resnet34", "--out", str(keras_out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: state_dict does not match 'resnet34'") and "layer3.5" in err
 
 
 # ------------------------------------------------------------------------------------------
