@@ -154,14 +154,10 @@ def read_state_dict(source) -> tuple[dict[str, np.ndarray], list[str]]:
         from safetensors.numpy import load_file
 
         try:
-            return unwrap_state_dict(load_file(path))
-        except (TypeError, ValueError) as err:
-            if isinstance(err, ValueError) and "state_dict" in str(err):
-                raise
-            raise ValueError(
-                f"{path}: could not read it as numpy arrays ({err}); bfloat16 tensors need "
-                "torch: load it with safetensors.torch and pass the dict to from_torch()"
-            ) from err
+            tensors = load_file(path)
+        except TypeError:  # a dtype numpy lacks (bfloat16)
+            tensors = _read_safetensors_as_float32(path)
+        return unwrap_state_dict(tensors)
     if not path.endswith(TORCH_SUFFIXES):
         raise ValueError(
             f"{path}: unknown checkpoint type; expected one of "
@@ -185,6 +181,36 @@ def read_state_dict(source) -> tuple[dict[str, np.ndarray], list[str]]:
             "load it yourself and pass model.state_dict() or save it as .safetensors."
         ) from err
     return unwrap_state_dict(obj)
+
+
+def _read_safetensors_as_float32(path) -> dict[str, np.ndarray]:
+    """Reads a .safetensors file whose tensors numpy cannot hold (bfloat16) as float32.
+
+    The format is an 8-byte little-endian header length, a JSON header
+    ``{name: {"dtype", "shape", "data_offsets": [begin, end]}}`` and the raw data.
+    """
+    import json
+
+    numpy_types = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "I64": "<i8", "I32": "<i4",
+                   "I16": "<i2", "I8": "i1", "U8": "u1", "BOOL": "?"}
+    with open(path, "rb") as f:
+        (size,) = np.frombuffer(f.read(8), "<u8")
+        header = json.loads(f.read(int(size)))
+        data = f.read()
+    out = {}
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        begin, end = info["data_offsets"]
+        raw = data[begin:end]
+        if info["dtype"] == "BF16":  # the top half of a float32
+            array = (np.frombuffer(raw, "<u2").astype(np.uint32) << 16).view(np.float32)
+        elif info["dtype"] in numpy_types:
+            array = np.frombuffer(raw, numpy_types[info["dtype"]])
+        else:
+            raise ValueError(f"{path}: tensor {name!r} has unsupported dtype {info['dtype']}")
+        out[name] = array.reshape(info["shape"]).copy()
+    return out
 
 
 # --------------------------------------------------------------------------------------------

@@ -186,6 +186,20 @@ def test_round_trip_pth_exact(tmp_path):
     assert notes == [] and loaded.keys() == sd.keys()
 
 
+def test_bfloat16_safetensors_from_torch(tmp_path):
+    torch, _ = _torch()
+    from safetensors.torch import save_file
+
+    sd = to_torch_state_dict(small_model("resnet18", (32, 32, 3), "imagenet"))
+    bf16 = {k: torch.from_numpy(v).to(torch.bfloat16 if v.dtype == np.float32 else v.dtype)
+            for k, v in sd.items()}
+    save_file(bf16, tmp_path / "w.safetensors")
+    back = to_torch_state_dict(from_torch(tmp_path / "w.safetensors"))
+    for k, v in bf16.items():
+        if not k.endswith("num_batches_tracked"):
+            np.testing.assert_array_equal(back[k], v.float().numpy(), err_msg=k)
+
+
 def test_cli_round_trip(tmp_path, capsys):
     model = small_model("resnet18", (28, 28, 1), "cifar")
     src = tmp_path / "m.keras"
