@@ -191,8 +191,8 @@ def test_bfloat16_safetensors_from_torch(tmp_path):
     from safetensors.torch import save_file
 
     sd = to_torch_state_dict(small_model("resnet18", (32, 32, 3), "imagenet"))
-    bf16 = {k: torch.from_numpy(v).to(torch.bfloat16 if v.dtype == np.float32 else v.dtype)
-            for k, v in sd.items()}
+    bf16 = {k: torch.from_numpy(v) for k, v in sd.items()}
+    bf16 = {k: v.bfloat16() if v.is_floating_point() else v for k, v in bf16.items()}
     save_file(bf16, tmp_path / "w.safetensors")
     back = to_torch_state_dict(from_torch(tmp_path / "w.safetensors"))
     for k, v in bf16.items():
