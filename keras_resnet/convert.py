@@ -228,9 +228,17 @@ def infer_config(state_dict: Mapping) -> dict:
 
     w = state_dict.get("conv1.weight")
     if w is None:
+        stems = [k for k in state_dict if k.endswith(".conv1.weight")
+                 and not re.search(r"layer\d+\.\d+\.conv1", k)]
+        prefixes = sorted({k[: -len("conv1.weight")] for k in stems})
+        hint = (
+            f"; its keys seem to start with {prefixes[0]!r}: pass "
+            f"{{k.removeprefix({prefixes[0]!r}): v for k, v in state_dict.items()}}"
+            if len(prefixes) == 1 else ""
+        )
         raise ValueError(
             "state_dict has no 'conv1.weight'; this does not look like a torchvision ResNet "
-            f"(first keys: {list(state_dict)[:5]})"
+            f"(first keys: {list(state_dict)[:5]}){hint}"
         )
     if w.ndim != 4 or w.shape[2] != w.shape[3]:
         raise ValueError(f"'conv1.weight' must be (out, in, k, k), got shape {tuple(w.shape)}")
@@ -557,7 +565,9 @@ def torch_compat_notes(model) -> list[str]:
         notes.append("the Keras model uses global max pooling; torchvision uses average pooling")
     dense = names.get("predictions")
     if dense is not None and dense.activation.__name__ != "linear":
-        notes.append(f"the Keras classifier applies {dense.activation.__name__}; torch's fc does not")
+        notes.append(
+            f"the Keras classifier applies {dense.activation.__name__}; torch's fc does not"
+        )
     return notes
 
 
@@ -572,7 +582,8 @@ def save_torch_state_dict(model, path) -> dict[str, np.ndarray]:
     if path.endswith(SAFETENSORS_SUFFIX):
         from safetensors.numpy import save_file
 
-        save_file(sd, path, metadata={"format": "pt", "source": "keras_resnet", "model": model.name})
+        metadata = {"format": "pt", "source": "keras_resnet", "model": model.name}
+        save_file(sd, path, metadata=metadata)
     elif path.endswith(TORCH_SUFFIXES):
         try:
             import torch
@@ -628,7 +639,8 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--normalization", type=_parse_normalization, default=None,
         help="'imagenet' (torchvision's mean/std, model then takes raw 0..255 pixels), 'none' "
-        "(default: the model expects torch-preprocessed input) or 'M1,M2,M3:S1,S2,S3' in pixel units",
+        "(default: the model expects torch-preprocessed input) or 'M1,M2,M3:S1,S2,S3' in "
+        "pixel units",
     )
     parser.add_argument(
         "--no-strict", action="store_true",

@@ -138,7 +138,8 @@ def test_torchvision_parity_and_export(arch, case):
     for k, v in fresh.state_dict().items():
         if not k.endswith("num_batches_tracked"):
             assert torch.equal(v, torch_sd[k]), k
-    assert sd["bn1.num_batches_tracked"].shape == () and sd["bn1.num_batches_tracked"].dtype == np.int64
+    counter = sd["bn1.num_batches_tracked"]
+    assert counter.shape == () and counter.dtype == np.int64
 
 
 # ------------------------------------------------------------------------------------------
@@ -153,7 +154,8 @@ def test_torchvision_parity_and_export(arch, case):
     ],
 )
 def test_round_trip_safetensors_exact(arch, shape, stem, tmp_path, monkeypatch):
-    model = small_model(arch, shape, stem, normalization=((120.0,) * shape[-1], (60.0,) * shape[-1]))
+    norm = ((120.0,) * shape[-1], (60.0,) * shape[-1])
+    model = small_model(arch, shape, stem, normalization=norm)
     path = tmp_path / "w.safetensors"
     monkeypatch.setitem(sys.modules, "torch", None)  # .safetensors must not need torch
     with pytest.warns(UserWarning) as record:
@@ -162,9 +164,7 @@ def test_round_trip_safetensors_exact(arch, shape, stem, tmp_path, monkeypatch):
     assert notes == torch_compat_notes(model)
     assert any("normalizes its input" in n for n in notes)
     assert any("width 8" in n for n in notes)
-    back = from_torch(
-        path, input_shape=shape, normalization=((120.0,) * shape[-1], (60.0,) * shape[-1])
-    )
+    back = from_torch(path, input_shape=shape, normalization=norm)
     assert back.name == arch
     assert_same_weights(model, back)
     x = images(shape) * 60 + 120
@@ -311,6 +311,12 @@ def test_unusable_state_dicts(key, value, match):
     else:
         sd[key] = value
     with pytest.raises(ValueError, match=match):
+        from_torch(sd)
+
+
+def test_unknown_prefix_gets_a_hint():
+    sd = {f"model.{k}": v for k, v in to_torch_state_dict(small_model()).items()}
+    with pytest.raises(ValueError, match=r"keys seem to start with 'model.'"):
         from_torch(sd)
 
 
