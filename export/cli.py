@@ -20,7 +20,7 @@ from export.pipeline import FORMATS, export_all, format_table
 from export.tflite_format import DEFAULT_CALIBRATION_SIZE, IO_DTYPES, VARIANTS
 from export.verification import DEFAULT_BATCH_SIZES
 
-EVAL_SPLITS = ("test", "validation", "val")
+EVAL_SPLITS = ("test", "val")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -84,17 +84,23 @@ def _dataset_module():
     return datasets
 
 
-def dataset_arrays(name: str, split: str, n: int):
-    """Up to ``n`` (images, labels) from ``training.datasets.load(name, split=...)``."""
+def dataset_arrays(name: str, split: str, n: int, shuffle: bool = False):
+    """Up to ``n`` (images, labels) from ``training.datasets.load(name, split=...)``, never
+    augmented; ``shuffle`` (seeded) draws calibration images from across the split."""
     datasets = _dataset_module()
     if name not in datasets.DATASETS:
         raise ExportError(f"Unknown dataset {name!r}; expected one of {sorted(datasets.DATASETS)}")
     params = inspect.signature(datasets.load).parameters
     kwargs = {"split": split, "batch_size": min(n, 64)}
-    for key, value in (("augment", False), ("shuffle", False), ("repeat", False)):
+    for key, value in (("augment", False), ("shuffle", shuffle), ("seed", 0)):
         if key in params:
             kwargs[key] = value
-    ds = datasets.load(name, **kwargs)
+    try:
+        ds = datasets.load(name, **kwargs)
+    except ValueError:
+        raise
+    except Exception as err:  # e.g. DatasetError: offline and no archive
+        raise ExportError(f"could not load dataset {name!r} split {split!r}: {err}")
     images, labels, count = [], [], 0
     for batch in ds:
         x, y = batch[0], batch[1]
@@ -155,7 +161,7 @@ def run(args) -> int:
         calibration = _load_npy(args.calibration, "--calibration")
         calib_desc = f"{args.calibration}"
     elif need_int8 and dataset:
-        calibration, _, = dataset_arrays(dataset, "train", args.num_calibration)
+        calibration, _ = dataset_arrays(dataset, "train", args.num_calibration, shuffle=True)
         calib_desc = f"{dataset!r} split 'train'"
     elif need_int8 and images is not None:
         raise ExportError(

@@ -20,7 +20,7 @@ def separable_images(shape, n, seed):
     return np.clip(x, 0, 255), labels.astype(np.int64)
 
 
-def train_small(arch, shape, stem, width, seed=0, epochs=3):
+def train_small(arch, shape, stem, width, seed=0, epochs=3, lr=3e-3):
     import keras
 
     import keras_resnet
@@ -31,7 +31,7 @@ def train_small(arch, shape, stem, width, seed=0, epochs=3):
     )
     x, y = separable_images(shape, 256, seed)
     model.compile(
-        optimizer=keras.optimizers.Adam(3e-3),
+        optimizer=keras.optimizers.Adam(lr),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
     )
@@ -40,9 +40,9 @@ def train_small(arch, shape, stem, width, seed=0, epochs=3):
 
 
 MODELS = {
-    # name: (arch, input shape, stem, width)
-    "basic": ("resnet18", (28, 28, 1), "imagenet", 8),
-    "bottleneck": ("resnet50", (32, 32, 3), "imagenet", 4),
+    # name: (arch, input shape, stem, width, learning rate)
+    "basic": ("resnet18", (28, 28, 1), "imagenet", 8, 3e-3),
+    "bottleneck": ("resnet50", (32, 32, 3), "imagenet", 8, 1e-2),
 }
 
 
@@ -63,8 +63,8 @@ def exported(request, tmp_path_factory):
     """A briefly trained model of each block type exported in every format and variant."""
     import export
 
-    arch, shape, stem, width = MODELS[request.param]
-    model = train_small(arch, shape, stem, width)
+    arch, shape, stem, width, lr = MODELS[request.param]
+    model = train_small(arch, shape, stem, width, lr=lr)
     images, labels = separable_images(shape, 64, seed=1)
     calibration, _ = separable_images(shape, 64, seed=2)
     out = tmp_path_factory.mktemp(f"export_{request.param}") / "artifacts"

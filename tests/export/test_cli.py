@@ -132,10 +132,39 @@ def test_python_dash_m_entry_point(tmp_path):
 
 @pytest.mark.skipif(not (REPO / "training" / "datasets.py").exists(),
                     reason="training/datasets.py not written yet")
-def test_cli_with_digits_dataset(tmp_path, capsys):
+def test_cli_reads_calibration_and_verification_data_from_the_run_dataset(tmp_path, capsys):
+    """config.json beside the model names the data set: the CLI verifies on its test split
+    (with accuracy) and calibrates int8 on its train split, with the run's class names."""
     pytest.importorskip("sklearn")
+    import keras_resnet
     from training import datasets
 
     if "digits" not in datasets.DATASETS:
         pytest.skip("no 'digits' data set")
-    pytest.skip("wired up below once the datasets API is known")
+    info = datasets.DATASETS["digits"]
+    model = keras_resnet.build_resnet("resnet18", tuple(info.image_size), info.num_classes,
+                                      width=8, normalization=(info.mean, info.std))
+    run = tmp_path / "run"
+    run.mkdir()
+    model.save(run / "best.keras")
+    names = [f"digit {c}" for c in info.class_names]
+    (run / "config.json").write_text(json.dumps(
+        {"dataset": "digits", "class_names": names, "arch": "resnet18",
+         "input_shape": list(info.image_size), "precision": "float32"}))
+    out = tmp_path / "artifacts"
+    code, stdout, err = run_cli(capsys, "--model", run / "best.keras", "--out", out,
+                                "--formats", "onnx,tflite", "--tflite-variants", "float32,int8",
+                                "--num-verify", "24", "--num-calibration", "24",
+                                "--latency-runs", "0")
+    # An untrained model: float formats must pass; int8 agreement on near-tied logits may not.
+    assert code in (0, 1), err
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["class_names"] == names
+    assert manifest["verification"]["data"] == "24 images of 'digits' split 'test'"
+    assert manifest["verification"]["labels"] is True
+    assert manifest["source"]["run_config"]["dataset"] == "digits"
+    by_variant = {a["variant"]: a for a in manifest["artifacts"] if a["format"] == "tflite"}
+    assert by_variant["int8"]["calibration"] == {"images": 24, "source": "'digits' split 'train'"}
+    assert "accuracy" in by_variant["int8"]["verification"]
+    assert all(a["passed"] for a in manifest["artifacts"] if a["variant"] == "float32")
+    assert "accuracy" in stdout
