@@ -40,11 +40,9 @@ def read_run_config(model_path: str) -> dict:
 def evaluate(model_path: str, dataset: str | None = None, split: str = "test",
              data_dir: str | None = None, source: str = "auto", batch_size: int = 256,
              out: str | None = None) -> dict:
-    import keras
-
-    import keras_resnet  # noqa: F401 - registers the custom layers for loading
     from training import datasets, report
     from training.fit import log
+    from training.modelio import load_model
 
     if not os.path.isfile(model_path):
         raise FileNotFoundError(f"no model file {model_path}")
@@ -59,7 +57,7 @@ def evaluate(model_path: str, dataset: str | None = None, split: str = "test",
                          num_classes=config["num_classes"])
     info = datasets.get_info(dataset, **synthetic)
     val_fraction = options.get("val_fraction", 0.1)
-    model = keras.models.load_model(model_path, compile=False)
+    model = load_model(model_path)
     expected = tuple(model.input_shape[1:])
     if expected != tuple(info.image_size) or model.output_shape[-1] != info.num_classes:
         raise ValueError(

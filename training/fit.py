@@ -211,6 +211,7 @@ def run(cfg: TrainConfig, extra_callbacks=()) -> dict:
 
     from training import callbacks as cb
     from training import datasets, report
+    from training.modelio import load_model
 
     cfg = dataclasses.replace(cfg).validate()
     run_dir = cfg.run_dir or default_run_dir(cfg)
@@ -307,7 +308,7 @@ def run(cfg: TrainConfig, extra_callbacks=()) -> dict:
     best_path = os.path.join(run_dir, cb.BEST)
     if not os.path.isfile(best_path):
         best_path = os.path.join(run_dir, cb.LAST)
-    best_model = keras.models.load_model(best_path, compile=False)
+    best_model = load_model(best_path)
     metrics = report.evaluate_model(best_model, data.test, info)
     images = data.num_train * len(timer.train_seconds)
     metrics.update(

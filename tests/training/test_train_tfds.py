@@ -1,0 +1,63 @@
+"""The TFDS source through tfds.testing.mock_data, and the fast offline failure."""
+
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from training import datasets
+from training.datasets import DatasetError, load, load_arrays
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def test_tfds_path_with_mock_data(tmp_path):
+    tfds = pytest.importorskip("tensorflow_datasets")
+    with tfds.testing.mock_data(num_examples=40):
+        x, y, source = load_arrays("mnist", "test", data_dir=str(tmp_path), source="tfds")
+        assert source == "tfds"
+        assert x.shape == (40, 28, 28, 1) and x.dtype == np.uint8 and y.dtype == np.int32
+        assert y.min() >= 0 and y.max() < 10
+        ds = load("mnist", "train", batch_size=16, data_dir=str(tmp_path), source="tfds",
+                  val_fraction=0.25, seed=0)
+        batches = list(ds)
+        assert len(batches) == 2  # 40 - 10 held out = 30 -> 16 + 14
+        assert batches[0][0].shape == (16, 28, 28, 1) and batches[0][0].dtype.name == "float32"
+
+
+def test_offline_tfds_fails_fast_with_advice(tmp_path, monkeypatch):
+    pytest.importorskip("tensorflow_datasets")
+    probed = []
+    monkeypatch.setattr(datasets, "network_available", lambda host, *a, **k: probed.append(host) or False)
+    start = time.perf_counter()
+    with pytest.raises(DatasetError) as err:
+        load_arrays("cifar10", "test", data_dir=str(tmp_path / "empty"), source="auto")
+    assert time.perf_counter() - start < 10
+    assert probed == ["www.cs.toronto.edu"]
+    message = str(err.value)
+    for advice in ("cifar-10-binary.tar.gz", "--dataset digits", "--data-dir", "offline"):
+        assert advice in message
+
+
+def test_network_probe_gives_up_quickly():
+    start = time.perf_counter()
+    assert datasets.network_available("host.invalid", timeout=1.0) is False
+    assert time.perf_counter() - start < 5
+
+
+def test_fit_cli_offline_mnist_explains_how_to_train_offline(tmp_path):
+    if datasets.network_available("storage.googleapis.com"):
+        pytest.skip("this machine is online; the offline failure cannot be observed")
+    start = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, "-m", "training.fit", "--dataset", "mnist", "--epochs", "1",
+         "--data-dir", str(tmp_path / "data"), "--run-dir", str(tmp_path / "run")],
+        cwd=ROOT, capture_output=True, text=True, timeout=180)
+    elapsed = time.perf_counter() - start
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "train-images-idx3-ubyte.gz" in proc.stderr and "--dataset digits" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert elapsed < 120  # interpreter + TensorFlow import dominate; the probe takes seconds
