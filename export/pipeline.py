@@ -244,7 +244,8 @@ def export_all(
             "source": {
                 **(source or {}),
                 "model_name": model.name,
-                "dtype_policy": model.dtype_policy.name,
+                "dtype_policies": sorted({getattr(l.dtype_policy, "name", "float32")
+                                          for l in model._flatten_layers()}),
                 "rebuilt_in_float32": rebuilt,
             },
             "input": {

@@ -31,7 +31,9 @@ def test_mixed_precision_model_exports_and_verifies(tmp_path):
     for a, b in zip(loaded.get_weights(), rebuilt.get_weights()):
         np.testing.assert_array_equal(a, b)
     ref = np.asarray(rebuilt(x, training=False))
-    half = np.asarray(loaded(x, training=False), dtype=np.float32)
+    # The in-memory model, not `loaded`: a mixed-precision .keras loaded under the float32
+    # global policy gets float32 sublayers inside float16 blocks and cannot run (see report).
+    half = np.asarray(model(x, training=False), dtype=np.float32)
     assert np.abs(ref - half).max() <= 0.05 * max(1.0, np.abs(ref).max())  # same net, fp16 math
 
     manifest = export.export_all(
@@ -41,7 +43,7 @@ def test_mixed_precision_model_exports_and_verifies(tmp_path):
     )
     assert manifest["passed"], [a["verification"]["failures"] for a in manifest["artifacts"]]
     assert manifest["source"]["rebuilt_in_float32"] is True
-    assert manifest["source"]["dtype_policy"] == "mixed_float16"
+    assert "mixed_float16" in manifest["source"]["dtype_policies"]
     assert "rebuilt from mixed precision" in manifest["verification"]["reference"]
     onnx_diff = [a for a in manifest["artifacts"] if a["format"] == "onnx"][0]["verification"]
     assert onnx_diff["max_abs_diff"] <= onnx_diff["tolerance"]
