@@ -1,0 +1,34 @@
+"""The benchmark harness runs and reports figures (it never asserts timings)."""
+
+import importlib.util
+
+import pytest
+
+from benchmarks.bench import main, run
+
+
+def test_harness_reports_positive_rates_for_both_frameworks():
+    has_torch = bool(importlib.util.find_spec("torch") and importlib.util.find_spec("torchvision"))
+    cfg = dict(arch="resnet18", input_shape=(32, 32, 3), stem="cifar", num_classes=10, width=64,
+               batch=2, precision="float32", modes=("train", "infer"), jit="default", warmup=1,
+               steps=1, repeats=2, torch=has_torch, torch_channels_last=False)
+    res = run(cfg)
+    expected = {"keras_resnet", "torchvision"} if has_torch else {"keras_resnet"}
+    for mode in ("train", "infer"):
+        assert set(res[mode]) == expected
+        for fig in res[mode].values():
+            assert len(fig["runs"]) == 2 and all(r > 0 for r in fig["runs"])
+            assert fig["peak_rss_mib"] > 100  # a process with TensorFlow or torch loaded
+    assert "jit_compile=False" in res["versions"]["keras_resnet"]  # CPU default: no XLA
+
+
+def test_cli_prints_table_and_rejects_bad_modes(capsys, tmp_path):
+    out = tmp_path / "r.json"
+    assert main(["--arch", "resnet18", "--input-shape", "32,32,1", "--stem", "cifar",
+                 "--width", "4", "--batch", "2", "--modes", "infer", "--warmup", "1",
+                 "--steps", "1", "--repeats", "1", "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "infer" in text and "ours img/s" in text
+    assert out.exists() and '"infer"' in out.read_text()
+    with pytest.raises(SystemExit):
+        main(["--modes", "fly"])
