@@ -14,7 +14,8 @@ from export.model_io import ExportError, float32_model
 from export.savedmodel_format import INPUT_NAME, OUTPUT_NAMES, frozen_serving_function
 
 DEFAULT_OPSET = 17
-# Oldest opset tf2onnx 1.17 converts a ResNet with; newest that it and onnxruntime 1.32 know.
+# 13: oldest with the ops a ResNet needs as used here; 18: newest tf2onnx 1.17 knows
+# (tf2onnx.constants.OPSET_TO_IR_VERSION). Opset 17 is exercised by the tests.
 MIN_OPSET, MAX_OPSET = 13, 18
 BATCH_DIM = "batch"
 

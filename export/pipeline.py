@@ -21,7 +21,7 @@ from export.model_io import (
     normalization,
     num_classes,
 )
-from export.onnx_format import DEFAULT_OPSET, onnx
+from export.onnx_format import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET, onnx
 from export.savedmodel_format import INPUT_NAME, OUTPUT_NAMES, saved_model
 from export.tflite_format import IO_DTYPES, VARIANTS, op_report, tflite
 from export.verification import (
@@ -156,6 +156,8 @@ def export_all(
     variants = parse_list(tflite_variants, VARIANTS, "TFLite variant") if "tflite" in formats else []
     if int8_io not in IO_DTYPES:
         raise ExportError(f"Unknown int8 I/O type {int8_io!r}; expected one of {list(IO_DTYPES)}")
+    if "onnx" in formats and not (isinstance(opset, int) and MIN_OPSET <= opset <= MAX_OPSET):
+        raise ExportError(f"ONNX opset must be an integer in {MIN_OPSET}..{MAX_OPSET}, got {opset!r}")
     out = check_out_dir(out, overwrite)
     shape = input_spec(model)
     classes = num_classes(model)
@@ -233,7 +235,7 @@ def export_all(
             extra = {"ops": op_report(path)}
             if variant == "int8":
                 extra["calibration"] = {
-                    "images": int(min(len(calibration_images), 200)),
+                    "images": int(len(calibration_images)),
                     "source": calibration_description or "given calibration images",
                 }
             add("tflite", variant, path, extra)

@@ -61,7 +61,7 @@ def tflite(
         variant: "float32"; "float16" (float16 weights, float compute); "dynamic_int8" (int8
             weights, activations quantized on the fly); "int8" (full integer, calibrated).
         representative_images: (N, H, W, C) raw-pixel images from the training data; required
-            for "int8" (the first ``DEFAULT_CALIBRATION_SIZE`` are used).
+            for "int8"; all are used (the CLI takes ``DEFAULT_CALIBRATION_SIZE`` by default).
         io_dtype: I/O type of the "int8" variant: "float32" (default), "int8" or "uint8".
     """
     import tensorflow as tf
@@ -82,7 +82,6 @@ def tflite(
                 "--inputs/--calibration FILE.npy), or leave the 'int8' variant out"
             )
         calibration = _check_images(representative_images, model, "calibration data")
-        calibration = calibration[:DEFAULT_CALIBRATION_SIZE]
     path = Path(path)
     if path.suffix != ".tflite":
         raise ExportError(f"TFLite path must end with '.tflite', got {str(path)!r}")

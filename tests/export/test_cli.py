@@ -53,7 +53,10 @@ def test_unknown_format_and_variant(basic_model_file, tmp_path, capsys):
     code, _, err = run_cli(capsys, "--model", basic_model_file, "--out", tmp_path / "a",
                            "--tflite-variants", "int4")
     assert code == 2 and "Unknown TFLite variant" in err
-    assert not (tmp_path / "a").exists()
+    code, _, err = run_cli(capsys, "--model", basic_model_file, "--out", tmp_path / "a",
+                           "--formats", "onnx", "--opset", "99")
+    assert code == 2 and "opset must be an integer in 13..18" in err
+    assert not (tmp_path / "a").exists() and leftovers(tmp_path) == []
 
 
 def test_refuses_non_empty_out_without_overwrite(basic_model_file, tmp_path, capsys):
