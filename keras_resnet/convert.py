@@ -84,8 +84,6 @@ def _to_numpy(value, key: str) -> np.ndarray:
         if str(t.dtype) == "torch.bfloat16":  # numpy has no bfloat16
             t = t.float()
         return t.numpy()
-    if np.isscalar(value) or isinstance(value, (list, tuple)):
-        return np.asarray(value)
     raise ValueError(
         f"state_dict entry {key!r} is a {type(value).__name__}, not a tensor; pass a plain "
         "state_dict (model.state_dict()) or a checkpoint that contains one"
@@ -175,10 +173,14 @@ def read_state_dict(source) -> tuple[dict[str, np.ndarray], list[str]]:
     except pickle.UnpicklingError as err:
         first = str(err).strip().splitlines()
         raise ValueError(
-            f"{path}: refused to load: it contains objects other than tensors and plain "
-            "containers, and unpickling them could run arbitrary code (torch.load with "
-            f"weights_only=True said: {first[0] if first else err!r}). If you trust the file, "
-            "load it yourself and pass model.state_dict() or save it as .safetensors."
+            f"{path}: refused to load: torch.load(weights_only=True) found something other "
+            "than tensors and plain containers, whose unpickling could run arbitrary code, or "
+            f"a file that is not a checkpoint ({first[0] if first else err!r}). If you trust "
+            "the file, load it yourself and pass its state_dict, or save it as .safetensors."
+        ) from err
+    except Exception as err:  # torch raises KeyError, RuntimeError, EOFError... on bad files
+        raise ValueError(
+            f"{path}: not a readable PyTorch checkpoint ({type(err).__name__}: {err})"
         ) from err
     return unwrap_state_dict(obj)
 

@@ -113,7 +113,7 @@ def test_torchvision_parity_and_export(arch, case):
     shape, cifar, batch = PARITY_CASES[case]
     start = time.perf_counter()
     net = torchvision_model(arch, cifar, shape[-1])
-    torch_sd = net.state_dict()
+    torch_sd = {k: v.clone() for k, v in net.state_dict().items()}
 
     model = from_torch(torch_sd, arch)  # arch given: checked against the weights
     assert model.input_shape == (None, None, None, shape[-1])
@@ -131,11 +131,13 @@ def test_torchvision_parity_and_export(arch, case):
     )
     assert diff <= 1e-4 + 1e-5 * scale
 
-    # Export: the state_dict we write loads into the same torchvision module, strict, exactly.
+    # Export: the state_dict we write loads into the torchvision module, strict, exactly.
     sd = to_torch_state_dict(model)
-    fresh = torchvision_model(arch, cifar, shape[-1], seed=1)
-    fresh.load_state_dict({k: torch.from_numpy(v) for k, v in sd.items()}, strict=True)
-    for k, v in fresh.state_dict().items():
+    with torch.no_grad():
+        for t in [*net.parameters(), *net.buffers()]:
+            t.zero_()
+    net.load_state_dict({k: torch.from_numpy(v) for k, v in sd.items()}, strict=True)
+    for k, v in net.state_dict().items():
         if not k.endswith("num_batches_tracked"):
             assert torch.equal(v, torch_sd[k]), k
     counter = sd["bn1.num_batches_tracked"]
@@ -344,6 +346,14 @@ def test_malicious_pickle_is_refused_and_never_runs(writer, tmp_path):
     with pytest.raises(ValueError, match="refused to load"):
         from_torch(path)
     assert not os.path.exists(sentinel)
+
+
+def test_corrupt_pth_is_a_clear_error(tmp_path):
+    _torch()
+    path = tmp_path / "w.pth"
+    path.write_bytes(b"hello, not a checkpoint")
+    with pytest.raises(ValueError, match="not a readable PyTorch checkpoint|refused to load"):
+        read_state_dict(path)
 
 
 def test_pth_without_torch_says_how(tmp_path, monkeypatch):
