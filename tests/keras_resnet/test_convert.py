@@ -34,8 +34,9 @@ def _torch():
     """torch and torchvision, or skip.
 
     torchvision imports torch._dynamo, which imports triton; triton's native library segfaults
-    when it is loaded after TensorFlow (torch 2.14.1 / triton 3.8 / TF 2.21). These CPU tests
-    never need triton, so it is made unimportable first (torch then reports it as absent).
+    when it is loaded after TensorFlow (torch 2.14.1 / triton 3.8 / TF 2.21). tests/conftest.py
+    imports torchvision first; should this module run without it, triton (never needed on the
+    CPU) is made unimportable before torchvision loads, and torch then reports it absent.
     """
     torch = pytest.importorskip("torch")
     sys.modules.setdefault("triton", None)
