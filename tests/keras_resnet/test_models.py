@@ -340,3 +340,29 @@ def test_summary_cli_prints_table_totals_and_flops(capsys):
     with pytest.raises(SystemExit):
         main(["--arch", "resnet18", "--input-shape", "8,8,1"])
     assert "minimum is 17" in capsys.readouterr().err
+
+
+def test_fused_batch_norm_matches_keras_and_updates_like_torch():
+    from keras_resnet.blocks import BatchNorm
+
+    x = np.random.default_rng(1).normal(2.0, 3.0, (8, 5, 5, 4)).astype("float32")
+    ours = BatchNorm(momentum=0.9, epsilon=1e-5)
+    ref = keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5)
+    y_ours, y_ref = ours(x, training=True), ref(x, training=True)
+    np.testing.assert_allclose(np.asarray(y_ours), np.asarray(y_ref), atol=2e-6)
+    np.testing.assert_allclose(ours.moving_mean.numpy(), ref.moving_mean.numpy(), atol=1e-6)
+    # torch.nn.BatchNorm2d: running_var += 0.1 * (unbiased batch variance - running_var)
+    flat = x.reshape(-1, 4)
+    np.testing.assert_allclose(ours.moving_variance.numpy(),
+                               0.9 + 0.1 * flat.var(0, ddof=1), rtol=1e-5)
+    # Inference uses the moving statistics, exactly as the Keras layer does with the same ones.
+    ref.moving_variance.assign(ours.moving_variance)
+    np.testing.assert_allclose(np.asarray(ours(x, training=False)),
+                               np.asarray(ref(x, training=False)), atol=2e-6)
+    # A frozen layer stays in inference mode under training=True.
+    ours.trainable = False
+    before = ours.moving_mean.numpy().copy()
+    np.testing.assert_allclose(np.asarray(ours(x, training=True)),
+                               np.asarray(ours(x, training=False)), atol=0)
+    np.testing.assert_array_equal(ours.moving_mean.numpy(), before)
+    assert keras.saving.get_registered_object("keras_resnet>BatchNorm") is BatchNorm
