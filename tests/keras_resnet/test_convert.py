@@ -359,6 +359,17 @@ def test_corrupt_pth_is_a_clear_error(tmp_path):
         read_state_dict(path)
 
 
+def test_torch_is_never_imported_at_module_level():
+    import ast
+    import keras_resnet.convert as convert
+
+    tree = ast.parse(open(convert.__file__).read())
+    top = [n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))]
+    names = [a.name for n in top for a in n.names] + [n.module or "" for n in top
+                                                      if isinstance(n, ast.ImportFrom)]
+    assert not [n for n in names if n.split(".")[0] in ("torch", "torchvision")]
+
+
 def test_pth_without_torch_says_how(tmp_path, monkeypatch):
     path = tmp_path / "w.pth"
     path.write_bytes(b"not read")
