@@ -79,8 +79,10 @@ class TrainConfig:
     deterministic: bool = _opt(False, "bit-reproducible runs (tf op determinism; slower)")
     run_dir: str | None = _opt(None, "output folder (default runs/ARCH-DATASET-TIMESTAMP)",
                                metavar="DIR")
-    resume: bool = _opt(False, "continue the run in --run-dir from its last completed epoch "
-                        "(re-run the same command with --resume after a crash)")
+    resume: bool = _opt(False, "continue the run in --run-dir from its last completed epoch, "
+                        "with optimizer state and schedule position (re-run the same command "
+                        "with --resume after a crash; only --epochs may change, which "
+                        "stretches a cosine schedule)")
     verbose: str = _opt("auto", "Keras fit verbosity: auto (progress bar), 0, 1, 2",
                         ["auto", "0", "1", "2"])
 

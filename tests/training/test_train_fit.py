@@ -279,3 +279,21 @@ def test_readme_user_script_example():
     assert len(history.history["loss"]) == 2
     assert history.history["loss"][1] < history.history["loss"][0]
     assert 0.0 <= result["accuracy"] <= 1.0 and math.isfinite(result["loss"])
+
+
+def test_cli_exit_codes_and_messages(tmp_path, monkeypatch, capsys):
+    from training import fit
+
+    def diverge(cfg):
+        raise TrainingDiverged("Loss became nan at epoch 2, batch 1")
+
+    monkeypatch.setattr(fit, "run", diverge)
+    assert fit.main(["--dataset", "digits"]) == 3
+    assert "Loss became nan" in capsys.readouterr().err
+    monkeypatch.undo()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "config.json").write_text(json.dumps({"options": TrainConfig(
+        dataset="digits", run_dir=str(empty)).to_dict()}))
+    assert fit.main(["--dataset", "digits", "--run-dir", str(empty), "--resume"]) == 2
+    assert "Nothing to resume" in capsys.readouterr().err
