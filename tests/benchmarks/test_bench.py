@@ -32,3 +32,9 @@ def test_cli_prints_table_and_rejects_bad_modes(capsys, tmp_path):
     assert out.exists() and '"infer"' in out.read_text()
     with pytest.raises(SystemExit):
         main(["--modes", "fly"])
+
+
+def test_pipeline_throughput_runs_the_training_pipeline():
+    from benchmarks.bench import pipeline_throughput
+
+    assert pipeline_throughput("digits", batch=64, batches=5) > 0
