@@ -19,7 +19,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import gzip
-import io
 import math
 import os
 import socket
