@@ -221,8 +221,6 @@ def run(cfg: TrainConfig, extra_callbacks=()) -> dict:
         raise FileExistsError(
             f"{run_dir} already holds a run; pass --resume to continue it or choose another "
             "--run-dir")
-    os.makedirs(run_dir, exist_ok=True)
-    cb.clean_temporaries(run_dir)
 
     gpus = tf.config.list_physical_devices("GPU")
     precision, why = resolve_precision(cfg.precision, gpus)
@@ -247,6 +245,9 @@ def run(cfg: TrainConfig, extra_callbacks=()) -> dict:
         + ("" if data.val is not None else "; validating on the TEST split (--val-fraction 0)")
         + ("  [SYNTHETIC noise: accuracy is meaningless]" if info.synthetic else ""))
 
+    # Created only now, so that a dataset error leaves no empty run directory behind.
+    os.makedirs(run_dir, exist_ok=True)
+    cb.clean_temporaries(run_dir)
     strategy = make_strategy(gpus)
     config = {
         "arch": cfg.arch, "dataset": cfg.dataset, "class_names": list(info.class_names),

@@ -60,4 +60,5 @@ def test_fit_cli_offline_mnist_explains_how_to_train_offline(tmp_path):
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "train-images-idx3-ubyte.gz" in proc.stderr and "--dataset digits" in proc.stderr
     assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "run").exists()  # a failed start leaves no empty run directory
     assert elapsed < 120  # interpreter + TensorFlow import dominate; the probe takes seconds
