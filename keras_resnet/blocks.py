@@ -24,7 +24,7 @@ def conv_initializer():
     )
 
 
-def make_conv(filters: int, kernel: int, stride: int, name: str):
+def make_conv(filters: int, kernel: int, stride: int, name: str, dtype=None):
     """Returns (padding layer or None, Conv2D) computing torch's Conv2d(padding=kernel//2).
 
     Keras "same" padding pads (0, 1) at stride 2 on even inputs where torch pads (1, 1), which
@@ -33,7 +33,7 @@ def make_conv(filters: int, kernel: int, stride: int, name: str):
     """
     pad = None
     if stride > 1 and kernel > 1:
-        pad = keras.layers.ZeroPadding2D(kernel // 2, name=f"{name}_pad")
+        pad = keras.layers.ZeroPadding2D(kernel // 2, name=f"{name}_pad", dtype=dtype)
         padding = "valid"
     else:
         padding = "same"
@@ -46,6 +46,7 @@ def make_conv(filters: int, kernel: int, stride: int, name: str):
         kernel_initializer=conv_initializer(),
         data_format="channels_last",
         name=name,
+        dtype=dtype,
     )
     return pad, conv
 
@@ -105,8 +106,9 @@ class BatchNorm(keras.layers.BatchNormalization):
         return ops.cast(y, self.compute_dtype)
 
 
-def make_bn(name: str, zero_gamma: bool = False):
+def make_bn(name: str, zero_gamma: bool = False, dtype=None):
     return BatchNorm(
+        dtype=dtype,
         axis=-1,
         momentum=BN_MOMENTUM,
         epsilon=BN_EPSILON,
@@ -133,18 +135,22 @@ class _ResidualBlock(keras.layers.Layer):
         self.zero_init_residual = bool(zero_init_residual)
         self.out_channels = self.filters * self.expansion
 
+        # Sublayers take the block's dtype policy, so that a mixed-precision .keras file loads
+        # back as mixed precision whatever the global policy is at load time.
         self.convs, self.bns, self.pads = [], [], []
         last = len(self._units) - 1
         for i, (kernel, strided, mult) in enumerate(self._units, start=1):
             pad, conv = make_conv(
-                self.filters * mult, kernel, self.stride if strided else 1, f"{self.name}_conv{i}"
+                self.filters * mult, kernel, self.stride if strided else 1, f"{self.name}_conv{i}",
+                dtype=self.dtype_policy,
             )
             self.pads.append(pad)
             self.convs.append(conv)
             self.bns.append(
-                make_bn(f"{self.name}_bn{i}", zero_gamma=self.zero_init_residual and i - 1 == last)
+                make_bn(f"{self.name}_bn{i}", dtype=self.dtype_policy,
+                        zero_gamma=self.zero_init_residual and i - 1 == last)
             )
-        # Decided in build(), once the input channel count is known.
+        # The projection shortcut is decided in build(), once the input channels are known.
         self.shortcut_conv = None
         self.shortcut_bn = None
 
@@ -154,9 +160,9 @@ class _ResidualBlock(keras.layers.Layer):
             raise ValueError(f"{self.name}: the channel dimension of the input must be known")
         if self.stride != 1 or in_channels != self.out_channels:
             _, self.shortcut_conv = make_conv(
-                self.out_channels, 1, self.stride, f"{self.name}_shortcut"
+                self.out_channels, 1, self.stride, f"{self.name}_shortcut", dtype=self.dtype_policy
             )
-            self.shortcut_bn = make_bn(f"{self.name}_shortcut_bn")
+            self.shortcut_bn = make_bn(f"{self.name}_shortcut_bn", dtype=self.dtype_policy)
         shape = tuple(input_shape)
         for layer in self.main_path:
             layer.build(shape)

@@ -72,8 +72,8 @@ class TrainConfig:
     precision: str = _opt("auto", "'auto' = mixed_float16 on a GPU, float32 on CPU (printed)",
                           list(PRECISIONS))
     jit_compile: str = _opt("auto", "XLA compilation of the train step: 'on', 'off' or 'auto' "
-                            "(= on: 2.5x faster steps for the 28x28 ResNet-18 on a 2-core CPU; "
-                            "costs ~20 s of compilation, so 'off' suits short tiny runs)",
+                            "(= on with a GPU, off on CPU, where XLA measured several times "
+                            "slower for these models)",
                             list(JIT_MODES))
     seed: int = _opt(0, "seed of weights init, shuffling and augmentation")
     deterministic: bool = _opt(False, "bit-reproducible runs (tf op determinism; slower)")

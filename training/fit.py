@@ -42,13 +42,16 @@ def resolve_precision(requested: str, gpus: list) -> tuple[str, str]:
 
 
 def resolve_jit_compile(requested: str, gpus: list) -> bool:
-    """The one place that decides XLA for the train step (issue 6 tunes CPU speed here).
+    """The one place that decides XLA for the train step.
 
-    "auto" means on: on this project's 2-core CPU XLA trained the 28x28 ImageNet-stem
-    ResNet-18 2.5x faster, and Keras's own "auto" did not turn it on (STACK_NOTES.md).
+    "auto" is keras_resnet.fast.default_jit_compile(): on with a GPU, off on CPU, where XLA
+    made these models several times slower (its CPU convolutions bypass oneDNN; measured with
+    benchmarks.bench, see README).
     """
     if requested == "auto":
-        return True
+        from keras_resnet.fast import default_jit_compile
+
+        return default_jit_compile()
     return requested == "on"
 
 

@@ -366,3 +366,17 @@ def test_fused_batch_norm_matches_keras_and_updates_like_torch():
                                np.asarray(ours(x, training=False)), atol=0)
     np.testing.assert_array_equal(ours.moving_mean.numpy(), before)
     assert keras.saving.get_registered_object("keras_resnet>BatchNorm") is BatchNorm
+
+
+def test_mixed_precision_keras_file_loads_under_the_float32_policy(tmp_path):
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    model = build_resnet("resnet50", input_shape=(32, 32, 3), num_classes=3, stem="cifar",
+                         width=4)
+    x = rand_images((32, 32, 3)) * 255
+    expected = np.asarray(model(x, training=False))
+    model.save(tmp_path / "mixed.keras")
+    keras.config.set_dtype_policy("float32")
+    loaded = keras.models.load_model(tmp_path / "mixed.keras")
+    block = loaded.get_layer("stage2_block1")
+    assert block.convs[0].compute_dtype == block.shortcut_bn.compute_dtype == "bfloat16"
+    np.testing.assert_array_equal(np.asarray(loaded(x, training=False)), expected)

@@ -298,3 +298,14 @@ def test_cli_exit_codes_and_messages(tmp_path, monkeypatch, capsys):
         dataset="digits", run_dir=str(empty)).to_dict()}))
     assert fit.main(["--dataset", "digits", "--run-dir", str(empty), "--resume"]) == 2
     assert "Nothing to resume" in capsys.readouterr().err
+
+
+def test_auto_jit_compile_is_off_on_cpu_and_explicit_choices_win():
+    import tensorflow as tf
+
+    from training.fit import resolve_jit_compile
+
+    gpus = tf.config.list_physical_devices("GPU")
+    assert resolve_jit_compile("auto", gpus) is bool(gpus)
+    assert resolve_jit_compile("on", gpus) is True
+    assert resolve_jit_compile("off", gpus) is False
