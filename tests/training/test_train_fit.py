@@ -182,7 +182,8 @@ def test_mixed_bfloat16_trains_on_cpu(tmp_path):
     assert len(history["loss"]) == 2 and all(math.isfinite(v) for v in history["loss"])
     from training.modelio import load_model
 
-    model = load_model(os.path.join(run_dir, "last.keras"))
+    model = load_model(os.path.join(run_dir, "last.keras"))  # under the float32 global policy
+    assert model.get_layer("stage2_block1").convs[0].compute_dtype == "bfloat16"
     conv = model.get_layer("stem_conv")
     assert conv.dtype_policy.name == "mixed_bfloat16" and conv.compute_dtype == "bfloat16"
     assert model.get_layer("predictions").compute_dtype == "float32"
