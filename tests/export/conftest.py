@@ -20,7 +20,10 @@ def separable_images(shape, n, seed):
     return np.clip(x, 0, 255), labels.astype(np.int64)
 
 
-def train_small(arch, shape, stem, width, seed=0, epochs=3, lr=3e-3):
+def train_small(arch, shape, stem, width, seed=0, epochs=6, lr=3e-3):
+    # 6 epochs: after 3 (24 steps) the bottleneck model's moving BN statistics were still far
+    # from the data and its test accuracy ranged 0.37-0.92 over seeds 0-2; after 6 it was
+    # 0.99-1.0, which the int8 accuracy-drop checks need.
     import keras
 
     import keras_resnet
