@@ -44,6 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", default=None,
                    help="data set (training.datasets) for calibration and verification; "
                    "default: the one named in config.json beside the model")
+    p.add_argument("--data-dir", default=None,
+                   help="where the data set's files are (default: the run's --data-dir from "
+                   "config.json)")
     p.add_argument("--no-dataset", action="store_true",
                    help="do not read the data set (verification then uses --inputs or random "
                    "images, and int8 needs --calibration)")
@@ -84,14 +87,29 @@ def _dataset_module():
     return datasets
 
 
-def dataset_arrays(name: str, split: str, n: int, shuffle: bool = False):
+def run_data_options(config: dict, data_dir: str | None = None) -> dict:
+    """``training.datasets.load`` keyword arguments that find the data the run trained on: its
+    data_dir (or ``data_dir``), source, validation fraction, and the synthetic shape/classes."""
+    options = config.get("options", {})
+    kwargs = {k: options[k] for k in ("data_dir", "source", "val_fraction") if k in options}
+    if data_dir is not None:
+        kwargs["data_dir"] = data_dir
+    if config.get("dataset") == "synthetic" and "synthetic_shape" in options:
+        kwargs["image_shape"] = tuple(int(v) for v in str(options["synthetic_shape"]).split(","))
+        kwargs["num_classes"] = int(options.get("synthetic_classes", 10))
+    return kwargs
+
+
+def dataset_arrays(name: str, split: str, n: int, shuffle: bool = False, load_kwargs=None):
     """Up to ``n`` (images, labels) from ``training.datasets.load(name, split=...)``, never
-    augmented; ``shuffle`` (seeded) draws calibration images from across the split."""
+    augmented; ``shuffle`` (seeded) draws calibration images from across the split;
+    ``load_kwargs`` (see run_data_options) say where the run's data lives."""
     datasets = _dataset_module()
     if name not in datasets.DATASETS:
         raise ExportError(f"Unknown dataset {name!r}; expected one of {sorted(datasets.DATASETS)}")
     params = inspect.signature(datasets.load).parameters
     kwargs = {"split": split, "batch_size": min(n, 64)}
+    kwargs.update({k: v for k, v in (load_kwargs or {}).items() if k in params})
     for key, value in (("augment", False), ("shuffle", shuffle), ("seed", 0)):
         if key in params:
             kwargs[key] = value
@@ -114,11 +132,11 @@ def dataset_arrays(name: str, split: str, n: int, shuffle: bool = False):
     return np.concatenate(images)[:n], np.concatenate(labels)[:n].astype(np.int64)
 
 
-def _eval_arrays(name, n):
+def _eval_arrays(name, n, load_kwargs=None):
     errors = []
     for split in EVAL_SPLITS:
         try:
-            x, y = dataset_arrays(name, split, n)
+            x, y = dataset_arrays(name, split, n, load_kwargs=load_kwargs)
             return x, y, split
         except ExportError:
             raise
@@ -145,6 +163,9 @@ def run(args) -> int:
     config = read_run_config(model_path) if model_path.exists() else {}
     model = load_model(model_path)
     dataset = None if args.no_dataset else (args.dataset or config.get("dataset"))
+    # The run's own data options apply only when exporting on the run's own dataset.
+    same = dataset == config.get("dataset")
+    load_kwargs = run_data_options(config if same else {}, args.data_dir)
     need_int8 = "tflite" in formats and "int8" in variants
 
     images = labels = calibration = None
@@ -155,13 +176,14 @@ def run(args) -> int:
         if args.labels:
             labels = _load_npy(args.labels, "--labels")
     elif dataset:
-        images, labels, split = _eval_arrays(dataset, args.num_verify)
+        images, labels, split = _eval_arrays(dataset, args.num_verify, load_kwargs)
         data_desc = f"{len(images)} images of {dataset!r} split {split!r}"
     if args.calibration:
         calibration = _load_npy(args.calibration, "--calibration")
         calib_desc = f"{args.calibration}"
     elif need_int8 and dataset:
-        calibration, _ = dataset_arrays(dataset, "train", args.num_calibration, shuffle=True)
+        calibration, _ = dataset_arrays(dataset, "train", args.num_calibration, shuffle=True,
+                                        load_kwargs=load_kwargs)
         calib_desc = f"{dataset!r} split 'train'"
     elif need_int8 and images is not None:
         raise ExportError(

@@ -210,6 +210,14 @@ def export_all(
                 "verification": result,
                 "passed": result["passed"],
             }
+            ops = (extra or {}).get("ops")
+            if ops:  # TFLite: builtin ops only; full-integer int8 computes in int8 only
+                if ops["non_builtin"]:
+                    result["failures"].append(f"non-builtin ops {ops['non_builtin']}")
+                if variant == "int8" and ops["float_compute_ops"]:
+                    result["failures"].append(
+                        f"float computation in the int8 model: {ops['float_compute_ops']}")
+                result["passed"] = entry["passed"] = not result["failures"]
             artifacts.append(entry)
             if not result["passed"]:
                 log(f"FAILED {fmt} {variant}: " + "; ".join(result["failures"]))

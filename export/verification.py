@@ -249,10 +249,19 @@ def verify(
         result["check"] = "top-1 agreement" + (" and accuracy drop" if labels is not None else "")
         need = MIN_AGREEMENT.get(variant, MIN_AGREEMENT["int8"])
         result["min_agreement"] = need
-        for b, (out, n) in sorted(outputs.items()):
-            agree = float(np.mean(np.argmax(out, 1) == np.argmax(ref[:n], 1)))
-            if agree < need:
-                failures.append(f"batch {b}: top-1 agreement {agree:.4f} < {need} on {n} images")
+        # Judged on the run over every image: the batch-1 run covers only BATCH1_EXAMPLES, where
+        # one near-tie flip would already read as 0.875 agreement.
+        agree = result["top1_agreement"]
+        if agree < need:
+            failures.append(f"batch {largest}: top-1 agreement {agree:.4f} < {need} on "
+                            f"{len(images)} images")
+    if "batch1_vs_batched_max_diff" in result:
+        # The artifact's batch-1 path must give what its batched path gives: to round-off for
+        # float32, and no further apart than the artifact is from Keras for float16/int8.
+        bound = tolerance if exact else max(tolerance, diffs[largest])
+        d1 = result["batch1_vs_batched_max_diff"]
+        if not d1 <= bound:
+            failures.append(f"batch 1 vs batch {largest}: max|Δlogit| {d1:.3g} > {bound:.3g}")
     if labels is not None:
         labels = np.asarray(labels).reshape(-1)
         if len(labels) != len(images):

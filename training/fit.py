@@ -200,11 +200,16 @@ def _check_resume_config(run_dir: str, cfg: TrainConfig) -> None:
     with open(path) as f:
         saved = json.load(f)["options"]
     now = cfg.to_dict()
+    # The cosine schedule is laid out over the run's total steps: changing --epochs would move
+    # the learning rate under a resumed run, so there it must stay as it was.
+    may_change = RESUMABLE_CHANGES if now.get("schedule") != "cosine" else tuple(
+        k for k in RESUMABLE_CHANGES if k != "epochs")
     diffs = [f"--{k.replace('_', '-')}: saved {saved.get(k)!r}, now {now[k]!r}"
-             for k in now if k not in RESUMABLE_CHANGES and saved.get(k) != now[k]]
+             for k in now if k not in may_change and saved.get(k) != now[k]]
     if diffs:
         raise ValueError("--resume must repeat the original run's options (only --epochs may "
-                         "change); differences:\n  " + "\n  ".join(diffs))
+                         "change, and not with --schedule cosine); differences:\n  "
+                         + "\n  ".join(diffs))
 
 
 def run(cfg: TrainConfig, extra_callbacks=()) -> dict:

@@ -171,3 +171,26 @@ def test_cli_reads_calibration_and_verification_data_from_the_run_dataset(tmp_pa
     assert "accuracy" in by_variant["int8"]["verification"]
     assert all(a["passed"] for a in manifest["artifacts"] if a["variant"] == "float32")
     assert "accuracy" in stdout
+
+
+def test_run_data_options_find_the_runs_own_data():
+    from export.cli import run_data_options
+
+    config = {"dataset": "synthetic", "options": {
+        "data_dir": "/data/here", "source": "archive", "val_fraction": 0.2,
+        "synthetic_shape": "28,28,1", "synthetic_classes": 4, "epochs": 3}}
+    assert run_data_options(config) == {
+        "data_dir": "/data/here", "source": "archive", "val_fraction": 0.2,
+        "image_shape": (28, 28, 1), "num_classes": 4}
+    assert run_data_options(config, data_dir="/elsewhere")["data_dir"] == "/elsewhere"
+    assert run_data_options({}) == {}
+
+
+def test_synthetic_run_exports_with_its_own_shape():
+    """A run on 28x28x1 synthetic data reads 28x28x1 verification images, not the table's."""
+    from export.cli import dataset_arrays, run_data_options
+
+    config = {"dataset": "synthetic", "options": {"synthetic_shape": "28,28,1",
+                                                  "synthetic_classes": 4}}
+    x, y = dataset_arrays("synthetic", "test", 8, load_kwargs=run_data_options(config))
+    assert x.shape == (8, 28, 28, 1) and y.max() < 4

@@ -310,3 +310,21 @@ def test_auto_jit_compile_is_off_on_cpu_and_explicit_choices_win():
     assert resolve_jit_compile("auto", gpus) is bool(gpus)
     assert resolve_jit_compile("on", gpus) is True
     assert resolve_jit_compile("off", gpus) is False
+
+
+def test_resume_may_extend_epochs_except_under_a_cosine_schedule(tmp_path):
+    import dataclasses
+
+    from training.config import TrainConfig
+    from training.fit import _check_resume_config
+
+    for schedule, allowed in (("step", True), ("cosine", False)):
+        cfg = TrainConfig(schedule=schedule, epochs=3)
+        (tmp_path / "config.json").write_text(json.dumps({"options": cfg.to_dict()}))
+        longer = dataclasses.replace(cfg, epochs=5, resume=True)
+        if allowed:
+            _check_resume_config(str(tmp_path), longer)
+        else:
+            with pytest.raises(ValueError, match="--epochs: saved 3, now 5"):
+                _check_resume_config(str(tmp_path), longer)
+        _check_resume_config(str(tmp_path), dataclasses.replace(cfg, resume=True))
