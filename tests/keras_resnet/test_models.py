@@ -380,3 +380,28 @@ def test_mixed_precision_keras_file_loads_under_the_float32_policy(tmp_path):
     block = loaded.get_layer("stage2_block1")
     assert block.convs[0].compute_dtype == block.shortcut_bn.compute_dtype == "bfloat16"
     np.testing.assert_array_equal(np.asarray(loaded(x, training=False)), expected)
+
+
+@pytest.mark.parametrize("size,kernel,stride,padding", [
+    (1, 3, 1, "same"), (1, 1, 1, "same"), (2, 1, 2, "same"), (4, 3, 2, "valid"),
+    (2, 3, 1, "same"), (3, 3, 2, "same"), (2, 3, 2, "same"), (3, 3, 1, "valid"),
+    (5, 3, 1, "same"),  # too big for the matrix product: the plain convolution runs
+])
+def test_tiny_map_convolution_equals_keras_conv2d(size, kernel, stride, padding):
+    from keras_resnet.blocks import Conv2D
+
+    x = tf.constant(np.random.default_rng(0).normal(size=(5, size, size, 8)).astype("float32"))
+    ours = Conv2D(16, kernel, strides=stride, padding=padding, use_bias=False)
+    ref = keras.layers.Conv2D(16, kernel, strides=stride, padding=padding, use_bias=False)
+    ours.build(x.shape)
+    ref.build(x.shape)
+    ref.kernel.assign(ours.kernel)
+    assert (ours._tap_selection(x) is None) == (size == 5)
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(x)
+        y_ours, y_ref = ours(x), ref(x)
+        l_ours, l_ref = tf.reduce_sum(y_ours ** 2), tf.reduce_sum(y_ref ** 2)
+    np.testing.assert_allclose(np.asarray(y_ours), np.asarray(y_ref), rtol=1e-5, atol=1e-6)
+    for g_ours, g_ref in zip(tape.gradient(l_ours, [x, ours.kernel]),
+                             tape.gradient(l_ref, [x, ref.kernel])):
+        np.testing.assert_allclose(np.asarray(g_ours), np.asarray(g_ref), rtol=1e-5, atol=1e-5)
