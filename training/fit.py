@@ -51,7 +51,7 @@ def resolve_jit_compile(requested: str, gpus: list) -> bool:
     if requested == "auto":
         from keras_resnet.fast import default_jit_compile
 
-        return default_jit_compile()
+        return default_jit_compile(gpus)
     return requested == "on"
 
 
