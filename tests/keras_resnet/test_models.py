@@ -382,25 +382,40 @@ def test_mixed_precision_keras_file_loads_under_the_float32_policy(tmp_path):
     np.testing.assert_array_equal(np.asarray(loaded(x, training=False)), expected)
 
 
-@pytest.mark.parametrize("size,kernel,stride,padding", [
-    (1, 3, 1, "same"), (1, 1, 1, "same"), (2, 1, 2, "same"), (4, 3, 2, "valid"),
-    (2, 3, 1, "same"), (3, 3, 2, "same"), (2, 3, 2, "same"), (3, 3, 1, "valid"),
-    (5, 3, 1, "same"),  # too big for the matrix product: the plain convolution runs
+@pytest.mark.parametrize("size,kernel,stride,padding,pad,path", [
+    (1, 3, 1, "same", None, "matmul"), (1, 1, 1, "same", None, "matmul"),
+    (2, 1, 2, "same", None, "matmul"), (4, 3, 2, "valid", None, "matmul"),
+    (2, 3, 1, "same", None, "matmul"), (3, 3, 2, "same", None, "matmul"),
+    (2, 3, 2, "same", None, "matmul"), (3, 3, 1, "valid", None, "matmul"),
+    # torch-style zero padding given to call(): the product skips the padded pixels
+    (2, 3, 2, "valid", ((1, 1), (1, 1)), "matmul"), (3, 3, 2, "valid", ((1, 1), (1, 1)), "matmul"),
+    (1, 3, 2, "valid", ((1, 1), (1, 1)), "matmul"), (2, 3, 1, "valid", ((1, 1), (1, 1)), "matmul"),
+    # too big for the matrix product: the plain convolution runs
+    (5, 3, 1, "same", None, "conv"), (6, 3, 2, "valid", ((1, 1), (1, 1)), "conv"),
+    # strided 1x1 (projection shortcuts): subsampled first, even and odd sizes, then conv/matmul
+    (8, 1, 2, "valid", None, "conv"), (7, 1, 2, "valid", None, "conv"),
+    (7, 1, 2, "same", None, "conv"), (5, 1, 2, "valid", None, "matmul"),
+    (4, 1, 2, "valid", None, "matmul"),
 ])
-def test_tiny_map_convolution_equals_keras_conv2d(size, kernel, stride, padding):
+def test_conv2d_formulations_equal_keras_conv2d(size, kernel, stride, padding, pad, path):
     from keras_resnet.blocks import Conv2D
 
     x = tf.constant(np.random.default_rng(0).normal(size=(5, size, size, 8)).astype("float32"))
     ours = Conv2D(16, kernel, strides=stride, padding=padding, use_bias=False)
     ref = keras.layers.Conv2D(16, kernel, strides=stride, padding=padding, use_bias=False)
-    ours.build(x.shape)
-    ref.build(x.shape)
+    padded = x.shape if pad is None else (5, size + 2, size + 2, 8)  # as blocks build it
+    ours.build(padded)
+    ref.build(padded)
     ref.kernel.assign(ours.kernel)
-    assert (ours._tap_selection(x) is None) == (size == 5)
+    h = -(-size // stride) if kernel == 1 else size  # the 1x1 path plans on the subsampled map
+    plan = ours._tap_plan(h, h, pad, (1, 1) if kernel == 1 else (stride, stride))
+    assert (plan is None) == (path == "conv")
     with tf.GradientTape(persistent=True) as tape:
         tape.watch(x)
-        y_ours, y_ref = ours(x), ref(x)
+        y_ours = ours(x) if pad is None else ours(x, pad=pad)
+        y_ref = ref(x if pad is None else keras.layers.ZeroPadding2D(pad)(x))
         l_ours, l_ref = tf.reduce_sum(y_ours ** 2), tf.reduce_sum(y_ref ** 2)
+    assert y_ours.shape == y_ref.shape
     np.testing.assert_allclose(np.asarray(y_ours), np.asarray(y_ref), rtol=1e-5, atol=1e-6)
     for g_ours, g_ref in zip(tape.gradient(l_ours, [x, ours.kernel]),
                              tape.gradient(l_ref, [x, ref.kernel])):
