@@ -65,6 +65,9 @@ class KerasRunner:
             loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
             jit_compile=jit,
         )
+        from keras_resnet.summary import total_macs
+
+        self.macs = total_macs(self.model)  # same architecture as torchvision's: same MACs
         rng = np.random.default_rng(0)
         self.x = rng.uniform(0, 1, (self.batch, h, w, c)).astype("float32")
         self.y = rng.integers(0, cfg["num_classes"], self.batch).astype("int32")
@@ -135,7 +138,7 @@ RUNNERS = {"keras_resnet": KerasRunner, "torchvision": TorchRunner}
 def _worker(kind: str, cfg: dict, conn) -> None:
     try:
         runner = RUNNERS[kind](cfg)
-        conn.send(("ready", runner.describe()))
+        conn.send(("ready", runner.describe(), getattr(runner, "macs", None)))
         while True:
             msg = conn.recv()
             if msg[0] == "stop":
@@ -153,7 +156,7 @@ def _worker(kind: str, cfg: dict, conn) -> None:
 def run(cfg: dict) -> dict:
     ctx = mp.get_context("spawn")  # TensorFlow and torch must not be forked after import
     kinds = ["keras_resnet"] + (["torchvision"] if cfg["torch"] else [])
-    workers = {}
+    workers, macs = {}, None
     for kind in kinds:
         parent, child = ctx.Pipe()
         proc = ctx.Process(target=_worker, args=(kind, cfg, child), daemon=True)
@@ -164,7 +167,10 @@ def run(cfg: dict) -> dict:
             proc.join()
             continue
         workers[kind] = (proc, parent, msg[1])
+        if msg[2] is not None:
+            macs = msg[2]
     results = {"config": cfg, "versions": {k: w[2] for k, w in workers.items()},
+               "forward_macs_per_image": macs,
                "machine": f"{platform.machine()}, {os.cpu_count()} logical CPUs, "
                           f"{platform.platform()}"}
     for mode in cfg["modes"]:
@@ -222,11 +228,15 @@ def print_results(res: dict) -> None:
           f"precision={cfg['precision']}  ({res['machine']})")
     for k, v in res["versions"].items():
         print(f"  {k}: {v}")
+    macs = res.get("forward_macs_per_image")
     print(f"  {'mode':<7}{'ours img/s':>12}{'torch img/s':>13}{'ratio':>8}"
-          f"{'ours MiB':>10}{'torch MiB':>11}")
+          f"{'ours MiB':>10}{'torch MiB':>11}{'ours GMAC/s':>13}{'torch GMAC/s':>14}")
     for mode in cfg["modes"]:
         ours = res[mode]["keras_resnet"]
         theirs = res[mode].get("torchvision")
+        # Compute rate: forward MACs per image x images/s; a training step does the forward
+        # product and two backward ones (input and weight gradients), so x3.
+        scale = (macs or 0) * (3 if mode == "train" else 1) / 1e9
         line = f"  {mode:<7}{ours['median_img_s']:>12.1f}"
         if theirs:
             line += (f"{theirs['median_img_s']:>13.1f}"
@@ -234,7 +244,13 @@ def print_results(res: dict) -> None:
                      f"{ours['peak_rss_mib']:>10.0f}{theirs['peak_rss_mib']:>11.0f}")
         else:
             line += f"{'-':>13}{'-':>8}{ours['peak_rss_mib']:>10.0f}{'-':>11}"
+        if scale:
+            line += f"{ours['median_img_s'] * scale:>13.1f}"
+            line += f"{theirs['median_img_s'] * scale:>14.1f}" if theirs else f"{'-':>14}"
         print(line)
+    if macs:
+        print(f"  forward pass: {macs / 1e9:.3f} GMAC per image (training counted as 3x); "
+              "the machine's ceiling: python -m benchmarks.peak")
 
 
 def main(argv=None) -> int:

@@ -96,6 +96,11 @@ def summarize(model: keras.Model) -> list[Row]:
     return rows
 
 
+def total_macs(model: keras.Model) -> int:
+    """Multiply-accumulates of one forward pass per image (convolutions and the classifier)."""
+    return sum(r.macs for r in summarize(model) if r.depth == 0)
+
+
 def _fmt_shape(shape) -> str:
     return "(" + ", ".join("N" if d is None else str(d) for d in shape) + ")"
 
@@ -111,7 +116,7 @@ def format_table(model: keras.Model) -> str:
     top = [r for r in rows if r.depth == 0]
     total = sum(_numel(w.shape) for w in model.weights)
     trainable = sum(_numel(w.shape) for w in model.trainable_weights)
-    macs = sum(r.macs for r in top)
+    macs = sum(r.macs for r in top)  # = total_macs(model), without summarizing twice
     flops = 2 * macs + sum(r.other_flops for r in top)
     lines += [
         "=" * 98,

@@ -20,6 +20,7 @@ def test_harness_reports_positive_rates_for_both_frameworks():
             assert len(fig["runs"]) == 2 and all(r > 0 for r in fig["runs"])
             assert fig["peak_rss_mib"] > 100  # a process with TensorFlow or torch loaded
     assert "jit_compile=False" in res["versions"]["keras_resnet"]  # CPU default: no XLA
+    assert res["forward_macs_per_image"] == 555_422_720  # ResNet-18, CIFAR stem, 32x32x3
 
 
 def test_cli_prints_table_and_rejects_bad_modes(capsys, tmp_path):
@@ -28,7 +29,7 @@ def test_cli_prints_table_and_rejects_bad_modes(capsys, tmp_path):
                  "--width", "4", "--batch", "2", "--modes", "infer", "--warmup", "1",
                  "--steps", "1", "--repeats", "1", "--json", str(out)]) == 0
     text = capsys.readouterr().out
-    assert "infer" in text and "ours img/s" in text
+    assert "infer" in text and "ours img/s" in text and "ours GMAC/s" in text
     assert out.exists() and '"infer"' in out.read_text()
     with pytest.raises(SystemExit):
         main(["--modes", "fly"])
@@ -38,3 +39,16 @@ def test_pipeline_throughput_runs_the_training_pipeline():
     from benchmarks.bench import pipeline_throughput
 
     assert pipeline_throughput("digits", batch=64, batches=5) > 0
+
+
+def test_peak_reports_the_fma_ceiling_or_why_not_and_the_sgemm_rate(capsys):
+    from benchmarks.peak import fma_gmacs, main, sgemm_gmacs
+
+    gmacs, how = fma_gmacs(iters=10_000)
+    assert (gmacs is None and how) or (gmacs > 0 and "threads" in how)
+    assert sgemm_gmacs(n=128, repeats=2) > 0
+    assert main(["--n", "128", "--iters", "10000"]) == 0
+    out = capsys.readouterr().out
+    assert "sgemm" in out and "GMAC/s" in out and "fma" in out
+    with pytest.raises(SystemExit):
+        main(["--n", "0"])

@@ -342,6 +342,23 @@ def test_summary_cli_prints_table_totals_and_flops(capsys):
     assert "minimum is 17" in capsys.readouterr().err
 
 
+def test_total_macs_counts_every_convolution_and_the_classifier():
+    from keras_resnet.summary import total_macs
+
+    model = build_resnet("resnet18", input_shape=(32, 32, 3), num_classes=10, stem="cifar")
+    expected = 32 * 32 * 9 * 3 * 64  # 3x3 stem
+    size, cin = 32, 64
+    for cout in (64, 128, 256, 512):
+        out = size if cout == 64 else size // 2
+        expected += out * out * 9 * cin * cout  # first 3x3 of the stage's first block
+        expected += 3 * out * out * 9 * cout * cout  # the three other 3x3 convolutions
+        if cout != cin:
+            expected += out * out * cin * cout  # 1x1 projection shortcut
+        size, cin = out, cout
+    expected += 512 * 10
+    assert total_macs(model) == expected  # 555,422,720
+
+
 def test_fused_batch_norm_matches_keras_and_updates_like_torch():
     from keras_resnet.blocks import BatchNorm
 
