@@ -437,3 +437,23 @@ def test_conv2d_formulations_equal_keras_conv2d(size, kernel, stride, padding, p
     for g_ours, g_ref in zip(tape.gradient(l_ours, [x, ours.kernel]),
                              tape.gradient(l_ref, [x, ref.kernel])):
         np.testing.assert_allclose(np.asarray(g_ours), np.asarray(g_ref), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("arch", ["resnet18", "resnet50"])
+def test_xla_compiles_the_fast_paths_and_agrees(arch):
+    # The GPU path keeps XLA: the tiny-map products (gather of taps, padding folded in) and the
+    # subsampled 1x1 shortcuts must compile under jit_compile=True (odd 7x7 -> 4x4 map included).
+    x = rand_images((28, 28, 1), batch=4) * 255
+    y = np.arange(4) % 3
+    results = []
+    for jit in (False, True):
+        keras.utils.set_random_seed(0)
+        model = build_resnet(arch, input_shape=(28, 28, 1), num_classes=3, width=8)
+        model.compile(optimizer=keras.optimizers.SGD(0.01), jit_compile=jit,
+                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        loss = model.train_on_batch(x, y)
+        results.append((loss, model.predict_on_batch(x)))
+    (loss_eager, out_eager), (loss_xla, out_xla) = results
+    assert math.isfinite(loss_xla)
+    np.testing.assert_allclose(loss_xla, loss_eager, rtol=1e-3)  # 50 layers of round-off
+    np.testing.assert_allclose(out_xla, out_eager, rtol=1e-3, atol=1e-4)
