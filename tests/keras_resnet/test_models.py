@@ -451,9 +451,9 @@ def test_xla_compiles_the_fast_paths_and_agrees(arch):
         model = build_resnet(arch, input_shape=(28, 28, 1), num_classes=3, width=8)
         model.compile(optimizer=keras.optimizers.SGD(0.01), jit_compile=jit,
                       loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-        loss = model.train_on_batch(x, y)
-        results.append((loss, model.predict_on_batch(x)))
+        out = model.predict_on_batch(x)  # before training: one SGD step at batch 4 makes
+        results.append((model.train_on_batch(x, y), out))  # the moving statistics chaotic
     (loss_eager, out_eager), (loss_xla, out_xla) = results
     assert math.isfinite(loss_xla)
     np.testing.assert_allclose(loss_xla, loss_eager, rtol=1e-3)  # 50 layers of round-off
-    np.testing.assert_allclose(out_xla, out_eager, rtol=1e-3, atol=1e-4)
+    np.testing.assert_allclose(out_xla, out_eager, rtol=1e-4, atol=1e-4 * np.abs(out_eager).max())
