@@ -29,44 +29,21 @@ def conv_initializer():
 _MATMUL_MAX_PIXELS = 9
 
 
-def _subsample(x, sh: int, sw: int):
-    """``x[:, ::sh, ::sw, :]`` of a channels-last map with static height and width.
-
-    Written as pad + reshape + slice: on TensorFlow's CPU kernels a StridedSlice with a step
-    is ~6x slower (13 ms vs 2.1 ms on 32x32x32x256), and on TensorFlow a plain Slice (whose
-    gradient is a Pad) trains 2-3.5x faster than a step-1 StridedSlice (whose gradient kernel
-    is generic): 11 vs 26 ms forward + backward on the same map."""
-    h, w, c = x.shape[1], x.shape[2], x.shape[3]
-    ho, wo = -(-h // sh), -(-w // sw)
-    if (ho * sh, wo * sw) != (h, w):
-        x = ops.pad(x, [[0, 0], [0, ho * sh - h], [0, wo * sw - w], [0, 0]])
-    x = ops.reshape(x, (-1, ho, sh, wo, sw * c))
-    if keras.backend.backend() == "tensorflow":
-        import tensorflow as tf
-
-        return ops.reshape(tf.slice(x, [0, 0, 0, 0, 0], [-1, ho, 1, wo, c]), (-1, ho, wo, c))
-    return x[:, :, 0, :, :c]
-
-
 @keras.saving.register_keras_serializable(package="keras_resnet")
 class Conv2D(keras.layers.Conv2D):
     """keras.layers.Conv2D with faster formulations of the convolutions a ResNet has on CPU.
 
     Same arguments, variables and results: the products are the same and only the order of the
     sums may differ (float32 round-off). The class keeps Keras's name so that .keras weight keys
-    stay those of a plain Conv2D. Two cases are computed differently:
+    stay those of a plain Conv2D.
 
-    - Strided 1x1 convolutions (the projection shortcuts) subsample the input first and run a
-      stride-1 convolution, which TensorFlow's oneDNN kernel runs about twice as fast
-      (ResNet-50 CIFAR shortcut 32x32x256 -> 16x16x512, batch 32: 23.8 ms vs 13.5 ms).
-    - On maps of at most 3x3 pixels (and wherever the output is a single pixel) most of a
-      padded 3x3 convolution multiplies zeros: on a 1x1 map only the centre tap meets a pixel,
-      on a 2x2 map each output sees 4 of 9 taps. There the convolution is a matrix product
-      ``x (N, P*Cin) @ W[q] (P*Cin, Cout)`` per output pixel q, over the P input pixels that
-      some tap reaches, with ``W`` gathered from the kernel's taps (a zero block where no tap
-      links a pair), several times faster forward and backward than TensorFlow's CPU
-      convolution (ResNet-18 stage 4 on 28x28 MNIST, batch 128: 3.8 -> 1.1 ms forward,
-      13.0 -> 4.0 ms forward + backward for the strided 2x2 -> 1x1 convolution).
+    On maps of at most 3x3 pixels (and wherever the output is a single pixel) most of a padded
+    3x3 convolution multiplies zeros: on a 1x1 map only the centre tap meets a pixel, on a 2x2
+    map each output sees 4 of 9 taps. There the convolution is a matrix product
+    ``x (N, P*Cin) @ W[q] (P*Cin, Cout)`` per output pixel q, over the P input pixels that some
+    tap reaches, with ``W`` gathered from the kernel's taps (a zero block where no tap links a
+    pair), several times faster forward and backward than TensorFlow's CPU convolution
+    (``python -m benchmarks.conv_paths``).
 
     ``call(inputs, pad=((top, bottom), (left, right)))`` zero-pads the input first, as torch's
     ``Conv2d(padding=...)`` does; the matrix-product path then skips the padded pixels.
@@ -92,23 +69,12 @@ class Conv2D(keras.layers.Conv2D):
             or tuple(self.dilation_rate) != (1, 1)
             or self.groups != 1
         )
-        strides = tuple(self.strides)
-        if not plain and tuple(self.kernel_size) == (1, 1) and strides != (1, 1):
-            if pad is not None:
-                inputs, pad = self._pad(inputs, pad), None
-            inputs, strides = _subsample(inputs, *strides), (1, 1)
-            h, w = inputs.shape[1], inputs.shape[2]
-        plan = None if plain else self._tap_plan(h, w, pad, strides)
-        if plan is None:
-            if pad is not None:
-                inputs = self._pad(inputs, pad)
-            return ops.conv(inputs, kernel, strides=list(strides), padding=self.padding,
-                            dilation_rate=self.dilation_rate, data_format=self.data_format)
-        return self._matmul_conv(inputs, kernel, *plan)
-
-    @staticmethod
-    def _pad(inputs, pad):
-        return ops.pad(inputs, [[0, 0], list(pad[0]), list(pad[1]), [0, 0]])
+        plan = None if plain else self._tap_plan(h, w, pad, tuple(self.strides))
+        if plan is not None:
+            return self._matmul_conv(inputs, kernel, *plan)
+        if pad is not None:
+            inputs = ops.pad(inputs, [[0, 0], list(pad[0]), list(pad[1]), [0, 0]])
+        return super().convolution_op(inputs, kernel)
 
     def _tap_plan(self, h, w, pad, strides):
         """(tap index T[output pixel, active input pixel], active pixels, ho, wo) or None.

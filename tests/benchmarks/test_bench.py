@@ -52,3 +52,16 @@ def test_peak_reports_the_fma_ceiling_or_why_not_and_the_sgemm_rate(capsys):
     assert "sgemm" in out and "GMAC/s" in out and "fma" in out
     with pytest.raises(SystemExit):
         main(["--n", "0"])
+
+
+def test_conv_paths_times_both_formulations_and_they_agree(capsys):
+    from benchmarks.conv_paths import main, measure
+
+    r = measure(batch=2, size=2, cin=8, cout=8, kernel=3, stride=2, pad=1, repeats=1)
+    assert all(t > 0 for t in r["ours"] + r["keras"])
+    assert r["max_abs_diff"] < 1e-5
+    assert main(["--only", "on 1x1", "--repeats", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "R18 28x28 stage4 3x3 on 1x1 (128)" in out and "stage3" not in out
+    with pytest.raises(SystemExit):
+        main(["--only", "no such shape"])
