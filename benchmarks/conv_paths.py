@@ -6,7 +6,7 @@ For each convolution shape that keras_resnet.blocks.Conv2D computes differently 
 matrix products; the last row is a plain convolution for reference) it prints the median time of
 a forward pass and of a forward + backward pass (input and kernel gradients) for ours and for
 a plain keras.layers.Conv2D with the same kernel (strided convolutions padded by ZeroPadding2D
-first, as torch's padding), both inside tf.function, and the largest difference of outputs.
+first, as torch's padding), both inside tf.function, taking turns call by call, and the largest difference of outputs.
 Figures only.
 """
 
@@ -27,15 +27,18 @@ SHAPES = (
 )
 
 
-def _median_ms(fn, x, repeats: int) -> float:
-    for _ in range(3):
-        fn(x)
-    times = []
+def _median_ms(fns: dict, x, repeats: int) -> dict:
+    """Median ms per function; the functions take turns, so a slow moment hits all of them."""
+    for fn in fns.values():
+        for _ in range(3):
+            fn(x)
+    times = {name: [] for name in fns}
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        [t.numpy() for t in fn(x)]
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times) * 1e3
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            [t.numpy() for t in fn(x)]
+            times[name].append(time.perf_counter() - t0)
+    return {name: statistics.median(t) * 1e3 for name, t in times.items()}
 
 
 def measure(batch, size, cin, cout, kernel, stride, pad, repeats=20) -> dict:
@@ -64,9 +67,9 @@ def measure(batch, size, cin, cout, kernel, stride, pad, repeats=20) -> dict:
     def ref_fwd(x):
         return ref(zero_pad(x) if stride > 1 and pad else x)
 
-    out = {}
+    fns = {}
     for name, fwd, layer in (("ours", ours_fwd, ours), ("keras", ref_fwd, ref)):
-        forward = tf.function(lambda x, fwd=fwd: [fwd(x)])
+        fns[name, "forward"] = tf.function(lambda x, fwd=fwd: [fwd(x)])
 
         @tf.function
         def train(x, fwd=fwd, layer=layer):
@@ -76,7 +79,9 @@ def measure(batch, size, cin, cout, kernel, stride, pad, repeats=20) -> dict:
                 loss = tf.reduce_sum(y * y)
             return tape.gradient(loss, [x, layer.kernel])
 
-        out[name] = (_median_ms(forward, x, repeats), _median_ms(train, x, repeats))
+        fns[name, "train"] = train
+    ms = _median_ms(fns, x, repeats)
+    out = {name: (ms[name, "forward"], ms[name, "train"]) for name in ("ours", "keras")}
     out["max_abs_diff"] = float(np.abs(ours_fwd(x).numpy() - ref_fwd(x).numpy()).max())
     return out
 
