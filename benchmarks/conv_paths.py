@@ -6,8 +6,8 @@ For each convolution shape that keras_resnet.blocks.Conv2D computes differently 
 matrix products; the last row is a plain convolution for reference) it prints the median time of
 a forward pass and of a forward + backward pass (input and kernel gradients) for ours and for
 a plain keras.layers.Conv2D with the same kernel (strided convolutions padded by ZeroPadding2D
-first, as torch's padding), both inside tf.function, taking turns call by call, and the largest difference of outputs.
-Figures only.
+first, as torch's padding), both inside tf.function, taking turns call by call, and the
+largest difference of outputs. Figures only.
 """
 
 from __future__ import annotations

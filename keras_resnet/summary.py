@@ -28,6 +28,9 @@ class Row:
     macs: int
     other_flops: int  # element-wise work: BN, ReLU, add, pooling
     depth: int = 0
+    # MACs whose kernel tap lands on a real pixel, not on zero padding: the work a convolution
+    # kernel that skips padding (oneDNN's, ours on tiny maps) must do. Equal to macs elsewhere.
+    pixel_macs: int = 0
 
 
 def _numel(shape) -> int:
@@ -56,21 +59,52 @@ def _layer_cost(layer, in_shape, out_shape) -> tuple[int, int]:
     return 0, 0
 
 
+def _taps_on_pixels(size: int, kernel: int, stride: int, out: int, before: int) -> int:
+    """Along one axis: sum over output positions of the taps that land inside the input."""
+    return sum(sum(1 for a in range(kernel) if 0 <= i * stride + a - before < size)
+               for i in range(out))
+
+
+def _pixel_macs(layer, in_shape, out_shape, pad=((0, 0), (0, 0))) -> int:
+    """MACs of a Conv2D counting only taps on real pixels; in_shape is before `pad`."""
+    (kh, kw), (sh, sw) = layer.kernel_size, layer.strides
+    h, w, cin = int(in_shape[1]), int(in_shape[2]), int(in_shape[3])
+    ho, wo = int(out_shape[1]), int(out_shape[2])
+    top, left = pad[0][0], pad[1][0]
+    if layer.padding == "same":  # TF's "same": the odd pixel of padding goes last
+        top += max((ho - 1) * sh + kh - (h + sum(pad[0])), 0) // 2
+        left += max((wo - 1) * sw + kw - (w + sum(pad[1])), 0) // 2
+    return (_taps_on_pixels(h, kh, sh, ho, top) * _taps_on_pixels(w, kw, sw, wo, left)
+            * cin * layer.filters)
+
+
+def _row(layer, in_shape, out_shape, padded_from=None, depth=0) -> Row:
+    """padded_from: (shape before, padding) when a ZeroPadding2D fed this layer."""
+    macs, other = _layer_cost(layer, in_shape, out_shape)
+    pixel_macs = macs
+    if isinstance(layer, keras.layers.Conv2D):
+        before, pad = padded_from or (in_shape, ((0, 0), (0, 0)))
+        pixel_macs = _pixel_macs(layer, before, out_shape, pad)
+    return Row(layer.name, type(layer).__name__, out_shape, _params(layer), macs, other, depth,
+               pixel_macs)
+
+
 def _block_rows(block: _ResidualBlock, in_shape) -> list[Row]:
     rows = []
-    shape = tuple(in_shape)
+    shape, padded_from = tuple(in_shape), None
     for layer in block.main_path:
         out = layer.compute_output_shape(shape)
-        macs, other = _layer_cost(layer, shape, out)
+        row = _row(layer, shape, out, padded_from, depth=1)
         if isinstance(layer, keras.layers.BatchNormalization):
-            other *= 2  # BN then ReLU (or the residual add after the last BN)
-        rows.append(Row(layer.name, type(layer).__name__, out, _params(layer), macs, other, 1))
+            row.other_flops *= 2  # BN then ReLU (or the residual add after the last BN)
+        rows.append(row)
+        padded_from = (shape, layer.padding) if isinstance(layer, keras.layers.ZeroPadding2D) \
+            else None
         shape = out
     sc_shape = tuple(in_shape)
     for layer in block.shortcut_path:
         out = layer.compute_output_shape(sc_shape)
-        macs, other = _layer_cost(layer, sc_shape, out)
-        rows.append(Row(layer.name, type(layer).__name__, out, _params(layer), macs, other, 1))
+        rows.append(_row(layer, sc_shape, out, depth=1))
         sc_shape = out
     return rows
 
@@ -78,6 +112,7 @@ def _block_rows(block: _ResidualBlock, in_shape) -> list[Row]:
 def summarize(model: keras.Model) -> list[Row]:
     """One row per top-level layer and, indented, per sublayer of each residual block."""
     rows = []
+    pads = {}  # id of a ZeroPadding2D's output -> (its input shape, padding)
     for layer in model.layers:
         if isinstance(layer, keras.layers.InputLayer):
             rows.append(Row(layer.name, "Input", tuple(layer.output.shape), 0, 0, 0))
@@ -87,18 +122,22 @@ def summarize(model: keras.Model) -> list[Row]:
         if isinstance(layer, _ResidualBlock):
             sub = _block_rows(layer, in_shape)
             rows.append(Row(layer.name, type(layer).__name__, out_shape, _params(layer),
-                            sum(r.macs for r in sub), sum(r.other_flops for r in sub)))
+                            sum(r.macs for r in sub), sum(r.other_flops for r in sub), 0,
+                            sum(r.pixel_macs for r in sub)))
             rows.extend(sub)
         else:
-            macs, other = _layer_cost(layer, in_shape, out_shape)
-            rows.append(Row(layer.name, type(layer).__name__, out_shape, _params(layer),
-                            macs, other))
+            rows.append(_row(layer, in_shape, out_shape, pads.get(id(layer.input))))
+            if isinstance(layer, keras.layers.ZeroPadding2D):
+                pads[id(layer.output)] = (in_shape, layer.padding)
     return rows
 
 
-def total_macs(model: keras.Model) -> int:
-    """Multiply-accumulates of one forward pass per image (convolutions and the classifier)."""
-    return sum(r.macs for r in summarize(model) if r.depth == 0)
+def total_macs(model: keras.Model, on_pixels: bool = False) -> int:
+    """Multiply-accumulates of one forward pass per image (convolutions and the classifier).
+
+    on_pixels=True counts only kernel taps that land on real pixels, not on zero padding."""
+    rows = [r for r in summarize(model) if r.depth == 0]
+    return sum(r.pixel_macs if on_pixels else r.macs for r in rows)
 
 
 def _fmt_shape(shape) -> str:
@@ -117,6 +156,7 @@ def format_table(model: keras.Model) -> str:
     total = sum(_numel(w.shape) for w in model.weights)
     trainable = sum(_numel(w.shape) for w in model.trainable_weights)
     macs = sum(r.macs for r in top)  # = total_macs(model), without summarizing twice
+    pixel_macs = sum(r.pixel_macs for r in top)
     flops = 2 * macs + sum(r.other_flops for r in top)
     lines += [
         "=" * 98,
@@ -124,6 +164,7 @@ def format_table(model: keras.Model) -> str:
         f"Trainable params:     {trainable:,}",
         f"Non-trainable params: {total - trainable:,}  (batch-norm moving statistics etc.)",
         f"Multiply-accumulates: {macs / 1e9:.3f} G per image  (torchvision's 'GFLOPS' figure)",
+        f"  of which on pixels: {pixel_macs / 1e9:.3f} G  (taps on zero padding excluded)",
         f"FLOPs:                {flops / 1e9:.3f} G per image  (2 x MACs + element-wise ops)",
         f"Parameter size:       {total * 4 / 2**20:.2f} MiB as float32",
     ]

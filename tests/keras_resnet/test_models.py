@@ -358,6 +358,21 @@ def test_total_macs_counts_every_convolution_and_the_classifier():
     expected += 512 * 10
     assert total_macs(model) == expected  # 555,422,720
 
+    # Only taps on real pixels: a 3x3 "same" conv on n x n maps meets (3n - 2)^2 of 9 n^2 taps
+    # per channel pair; a 3x3/2 conv padded by 1 on n x n meets (3 n/2 - 1)^2.
+    on_pixels = 94 * 94 * 3 * 64
+    size, cin = 32, 64
+    for cout in (64, 128, 256, 512):
+        if cout == 64:
+            on_pixels += (3 * size - 2) ** 2 * cin * cout
+        else:
+            on_pixels += (3 * size // 2 - 1) ** 2 * cin * cout + (size // 2) ** 2 * cin * cout
+            size //= 2
+        on_pixels += 3 * (3 * size - 2) ** 2 * cout * cout
+        cin = cout
+    on_pixels += 512 * 10
+    assert total_macs(model, on_pixels=True) == on_pixels  # 481,859,328
+
 
 def test_fused_batch_norm_matches_keras_and_updates_like_torch():
     from keras_resnet.blocks import BatchNorm
