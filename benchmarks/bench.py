@@ -256,11 +256,10 @@ def print_results(res: dict) -> None:
               "excluded (training counted as 3x); the machine's ceiling: python -m benchmarks.peak")
 
 
-def main(argv=None) -> int:
+def add_model_arguments(p: argparse.ArgumentParser) -> None:
+    """--arch, --input-shape, --stem, --num-classes, --width, --batch (bench and profile)."""
     from keras_resnet.builder import ARCHS, STEMS
 
-    p = argparse.ArgumentParser(prog="python -m benchmarks.bench", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--arch", default="resnet18", choices=sorted(ARCHS))
     p.add_argument("--input-shape", type=parse_shape, default=(28, 28, 1), help="H,W,C")
     p.add_argument("--stem", default="imagenet", choices=STEMS)
@@ -268,6 +267,12 @@ def main(argv=None) -> int:
     p.add_argument("--width", type=int, default=64,
                    help="base width of ours (torchvision's is fixed at 64: use 64 to compare)")
     p.add_argument("--batch", type=int, default=128)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.bench", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_model_arguments(p)
     p.add_argument("--precision", default="float32",
                    choices=("float32", "mixed_bfloat16", "mixed_float16"))
     p.add_argument("--modes", default="train,infer",

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import collections
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -68,8 +69,12 @@ def profile(cfg: dict, steps: int, inter_op: int | None):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import tensorflow as tf
 
-    if inter_op:
-        tf.config.threading.set_inter_op_parallelism_threads(inter_op)
+    if inter_op and tf.config.threading.get_inter_op_parallelism_threads() != inter_op:
+        try:
+            tf.config.threading.set_inter_op_parallelism_threads(inter_op)
+        except RuntimeError as e:  # TensorFlow already ran something in this process
+            print(f"warning: inter-op threads stay at TensorFlow's setting ({e}); op times may "
+                  "overlap", file=sys.stderr)
     from benchmarks.bench import KerasRunner
 
     runner = KerasRunner(cfg)
@@ -91,17 +96,11 @@ def profile(cfg: dict, steps: int, inter_op: int | None):
 
 
 def main(argv=None) -> int:
-    from benchmarks.bench import parse_shape
-    from keras_resnet.builder import ARCHS, STEMS
+    from benchmarks.bench import add_model_arguments
 
     p = argparse.ArgumentParser(prog="python -m benchmarks.profile", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--arch", default="resnet18", choices=sorted(ARCHS))
-    p.add_argument("--input-shape", type=parse_shape, default=(28, 28, 1), help="H,W,C")
-    p.add_argument("--stem", default="imagenet", choices=STEMS)
-    p.add_argument("--num-classes", type=int, default=10)
-    p.add_argument("--width", type=int, default=64)
-    p.add_argument("--batch", type=int, default=128)
+    add_model_arguments(p)
     p.add_argument("--mode", default="train", choices=("train", "infer"))
     p.add_argument("--steps", type=int, default=5, help="profiled steps (and timed steps)")
     p.add_argument("--inter-op", type=int, default=1,

@@ -68,3 +68,20 @@ def test_conv_paths_times_both_formulations_and_they_agree(capsys):
     assert "R18 28x28 stage4 3x3 on 1x1 (128)" in out and "stage3" not in out
     with pytest.raises(SystemExit):
         main(["--only", "no such shape"])
+
+
+def test_profile_lists_op_types_and_convolution_rates(capsys):
+    from benchmarks.profile import layer_of, main
+
+    assert layer_of("gradient_tape/resnet18_1/stage4_block2_1/stage4_block2_conv1_1/convolution",
+                    {"stage4_block2_conv1": 1}) == "stage4_block2_conv1"
+    assert layer_of("resnet18_1/stage1_block1_1/Relu", {"stage4_block2_conv1": 1}) is None
+    assert main(["--arch", "resnet18", "--input-shape", "32,32,3", "--stem", "cifar",
+                 "--width", "4", "--batch", "2", "--mode", "train", "--steps", "1",
+                 "--top", "5"]) == 0
+    out = capsys.readouterr().out
+    assert "ms per step" in out and "Conv2DBackpropFilter" in out and "GMAC/s" in out
+    rates = [line.split()[-1] for line in out.split("slowest ops")[1].splitlines()[1:] if line]
+    assert any(float(r) > 0 for r in rates if r.replace(".", "").isdigit())
+    with pytest.raises(SystemExit):
+        main(["--steps", "0"])
