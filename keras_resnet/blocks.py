@@ -29,6 +29,25 @@ def conv_initializer():
 _MATMUL_MAX_PIXELS = 9
 
 
+def conv_geometry(size, kernel_size, strides, padding, pad=None):
+    """(out height, out width, top, left) of a 2D convolution, or None if it has no output.
+
+    ``pad`` ((top, bottom), (left, right)) is zero padding added first; ``top``/``left`` count
+    all padding before the first input row/column (Keras/TF "same" puts its odd pixel last)."""
+    (h, w), (kh, kw), (sh, sw) = size, kernel_size, strides
+    (pt, pb), (pl, pr) = pad if pad is not None else ((0, 0), (0, 0))
+    hp, wp = h + pt + pb, w + pl + pr
+    if padding == "valid":
+        if hp < kh or wp < kw:
+            return None
+        return (hp - kh) // sh + 1, (wp - kw) // sw + 1, pt, pl
+    if padding == "same":
+        ho, wo = -(-hp // sh), -(-wp // sw)
+        return (ho, wo, pt + max((ho - 1) * sh + kh - hp, 0) // 2,
+                pl + max((wo - 1) * sw + kw - wp, 0) // 2)
+    return None
+
+
 @keras.saving.register_keras_serializable(package="keras_resnet")
 class Conv2D(keras.layers.Conv2D):
     """keras.layers.Conv2D with faster formulations of the convolutions a ResNet has on CPU.
@@ -82,18 +101,10 @@ class Conv2D(keras.layers.Conv2D):
         T holds kh*kw where no tap links the pair; active pixels are those of the unpadded
         input that some tap reaches."""
         (kh, kw), (sh, sw) = self.kernel_size, strides
-        (pt, pb), (pl, pr) = pad if pad is not None else ((0, 0), (0, 0))
-        hp, wp = h + pt + pb, w + pl + pr
-        if self.padding == "valid":
-            if hp < kh or wp < kw:
-                return None
-            ho, wo, top, left = (hp - kh) // sh + 1, (wp - kw) // sw + 1, pt, pl
-        elif self.padding == "same":  # Keras/TF "same": the extra pixel of padding goes last
-            ho, wo = -(-hp // sh), -(-wp // sw)
-            top = pt + max((ho - 1) * sh + kh - hp, 0) // 2
-            left = pl + max((wo - 1) * sw + kw - wp, 0) // 2
-        else:
+        geometry = conv_geometry((h, w), self.kernel_size, strides, self.padding, pad)
+        if geometry is None:
             return None
+        ho, wo, top, left = geometry
         if h * w > _MATMUL_MAX_PIXELS and ho * wo != 1:
             return None
         taps = kh * kw

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import keras
 
-from keras_resnet.blocks import _ResidualBlock
+from keras_resnet.blocks import _ResidualBlock, conv_geometry
 from keras_resnet.builder import ARCHS, STEMS, build_resnet
 
 
@@ -65,15 +65,12 @@ def _taps_on_pixels(size: int, kernel: int, stride: int, out: int, before: int) 
                for i in range(out))
 
 
-def _pixel_macs(layer, in_shape, out_shape, pad=((0, 0), (0, 0))) -> int:
+def _pixel_macs(layer, in_shape, pad=((0, 0), (0, 0))) -> int:
     """MACs of a Conv2D counting only taps on real pixels; in_shape is before `pad`."""
     (kh, kw), (sh, sw) = layer.kernel_size, layer.strides
     h, w, cin = int(in_shape[1]), int(in_shape[2]), int(in_shape[3])
-    ho, wo = int(out_shape[1]), int(out_shape[2])
-    top, left = pad[0][0], pad[1][0]
-    if layer.padding == "same":  # TF's "same": the odd pixel of padding goes last
-        top += max((ho - 1) * sh + kh - (h + sum(pad[0])), 0) // 2
-        left += max((wo - 1) * sw + kw - (w + sum(pad[1])), 0) // 2
+    ho, wo, top, left = conv_geometry((h, w), layer.kernel_size, layer.strides, layer.padding,
+                                      pad)
     return (_taps_on_pixels(h, kh, sh, ho, top) * _taps_on_pixels(w, kw, sw, wo, left)
             * cin * layer.filters)
 
@@ -84,7 +81,7 @@ def _row(layer, in_shape, out_shape, padded_from=None, depth=0) -> Row:
     pixel_macs = macs
     if isinstance(layer, keras.layers.Conv2D):
         before, pad = padded_from or (in_shape, ((0, 0), (0, 0)))
-        pixel_macs = _pixel_macs(layer, before, out_shape, pad)
+        pixel_macs = _pixel_macs(layer, before, pad)
     return Row(layer.name, type(layer).__name__, out_shape, _params(layer), macs, other, depth,
                pixel_macs)
 
