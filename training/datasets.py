@@ -561,11 +561,16 @@ def augment_batch(images, seed, kind: str):
     a2 = cos * qx + sin * qy + cx
     b2 = -sin * qx + cos * qy + cy
     transforms = tf.stack([a0, a1, a2, b0, b1, b2, zeros, zeros], axis=1)
-    return tf.raw_ops.ImageProjectiveTransformV3(
+    out = tf.raw_ops.ImageProjectiveTransformV3(
         images=images, transforms=transforms, output_shape=shape[1:3],
         fill_value=tf.constant(0.0, tf.float32), interpolation=interpolation,
         fill_mode="CONSTANT",
     )
+    # The op's shape function drops H and W (output_shape is a tensor). The models branch on a
+    # known spatial size (blocks.Conv2D's matrix-product path), so losing it here would put
+    # training on the slow generic path.
+    out.set_shape(images.shape)
+    return out
 
 
 def make_pipeline(images: np.ndarray, labels: np.ndarray, batch_size: int, *, shuffle: bool,
@@ -613,6 +618,9 @@ def make_pipeline(images: np.ndarray, labels: np.ndarray, batch_size: int, *, sh
         keys = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).take(1)
     ds = keys.flat_map(one_epoch)
     ds = ds.map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    image_spec = ds.element_spec[0]
+    if not image_spec.shape[1:].is_fully_defined():
+        raise AssertionError(f"pipeline lost the static image shape: {image_spec}")
     # flat_map hides the length; Keras needs it to end evaluation without a warning.
     per_epoch = batches_per_epoch(n, batch_size, drop_remainder)
     total = per_epoch * ((epochs - initial_epoch) if epochs is not None else 1)

@@ -149,3 +149,30 @@ def test_synthetic_any_shape_and_unknown_names():
         load("digits", "training")
     with pytest.raises(ValueError, match="only be chosen for 'synthetic'"):
         datasets.get_info("mnist", image_shape=(32, 32, 3))
+
+
+@pytest.mark.parametrize("name", sorted(DATASETS))
+def test_every_pipeline_has_fully_known_image_shape(name):
+    # Keras traces the train step with the dataset's element_spec: an unknown H or W there turns
+    # off the models' shape-dependent fast paths (blocks.Conv2D's matrix products).
+    info = DATASETS[name]
+    n = 40
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (n, *info.image_size), dtype=np.uint8)
+    labels = rng.integers(0, info.num_classes, n).astype(np.int32)
+    for augmentation in ("none", "mnist", "cifar"):
+        for epochs in (None, 3):
+            ds = make_pipeline(images, labels, 16, shuffle=True, augmentation=augmentation,
+                               epochs=epochs)
+            spec = ds.element_spec[0]
+            assert spec.shape.as_list() == [None, *info.image_size], (augmentation, spec)
+            x, _ = next(iter(ds))
+            assert x.shape == (16, *info.image_size)
+
+
+def test_load_pipelines_train_val_test_all_have_static_shapes():
+    for name, kwargs in (("digits", {}), ("synthetic", {"image_shape": (20, 24, 2)})):
+        data = datasets.load_pipelines(name, batch_size=32, epochs=2, **kwargs)
+        for ds in (data.train, data.val, data.test):
+            assert ds.element_spec[0].shape[1:].is_fully_defined(), (name, ds.element_spec)
+            assert tuple(ds.element_spec[0].shape[1:]) == data.info.image_size
