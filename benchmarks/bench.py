@@ -89,6 +89,17 @@ class KerasRunner:
 
 
 # ---------------------------------------------------------------- torchvision (PyTorch)
+def torch_resnet(torchvision, torch, arch: str, stem: str, channels: int, num_classes: int):
+    """torchvision's `arch` with our stem: the CIFAR stem is a 3x3/1 conv and no max-pool."""
+    model = getattr(torchvision.models, arch)(num_classes=num_classes)
+    if stem == "cifar":
+        model.conv1 = torch.nn.Conv2d(channels, model.conv1.out_channels, 3, 1, 1, bias=False)
+        model.maxpool = torch.nn.Identity()
+    elif channels != 3:
+        model.conv1 = torch.nn.Conv2d(channels, model.conv1.out_channels, 7, 2, 3, bias=False)
+    return model
+
+
 class TorchRunner:
     name = "torchvision"
 
@@ -100,12 +111,7 @@ class TorchRunner:
         h, w, c = cfg["input_shape"]
         self.torch = torch
         self.batch = cfg["batch"]
-        model = getattr(torchvision.models, cfg["arch"])(num_classes=cfg["num_classes"])
-        if cfg["stem"] == "cifar":
-            model.conv1 = torch.nn.Conv2d(c, model.conv1.out_channels, 3, 1, 1, bias=False)
-            model.maxpool = torch.nn.Identity()
-        elif c != 3:
-            model.conv1 = torch.nn.Conv2d(c, model.conv1.out_channels, 7, 2, 3, bias=False)
+        model = torch_resnet(torchvision, torch, cfg["arch"], cfg["stem"], c, cfg["num_classes"])
         self.channels_last = cfg["torch_channels_last"]
         fmt = torch.channels_last if self.channels_last else torch.contiguous_format
         self.model = model.to(memory_format=fmt)
