@@ -470,3 +470,73 @@ def test_xla_compiles_the_fast_paths_and_agrees(arch):
     assert math.isfinite(loss_xla)
     np.testing.assert_allclose(loss_xla, loss_eager, rtol=1e-3)  # 50 layers of round-off
     np.testing.assert_allclose(out_xla, out_eager, rtol=1e-4, atol=1e-4 * np.abs(out_eager).max())
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_training_input_gradient_is_a_forward_convolution_and_equals_tensorflows(dtype):
+    from keras_resnet.blocks import Conv2D
+
+    x = tf.constant(np.random.default_rng(0).normal(size=(4, 6, 5, 8)).astype("float32"))
+    ours = Conv2D(16, 3, padding="same", use_bias=False, dtype=dtype)
+    ref = keras.layers.Conv2D(16, 3, padding="same", use_bias=False, dtype=dtype)
+    ours.build(x.shape)
+    ref.build(x.shape)
+    ref.kernel.assign(ours.kernel)
+
+    def grads(layer, training):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = layer(x, training=training) if layer is ours else layer(x)
+            loss = tf.reduce_sum(tf.cast(y, "float32") ** 2)
+        return y, tape.gradient(loss, [x, layer.kernel])
+
+    y_ours, g_ours = grads(ours, True)
+    y_ref, g_ref = grads(ref, None)
+    tol = 1e-5 if dtype == "float32" else 2e-2
+    np.testing.assert_allclose(np.asarray(y_ours, "float32"), np.asarray(y_ref, "float32"),
+                               rtol=tol, atol=tol)
+    for a, b in zip(g_ours, g_ref):
+        scale = float(np.abs(np.asarray(b, "float32")).max())
+        np.testing.assert_allclose(np.asarray(a, "float32"), np.asarray(b, "float32"),
+                                   rtol=tol, atol=tol * scale)
+
+    def op_types(training):
+        @tf.function
+        def step(x):
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                y = ours(x, training=training)
+            return tape.gradient(y, x)
+        return {op.type for op in step.get_concrete_function(x).graph.get_operations()}
+
+    assert "Conv2DBackpropInput" not in op_types(True)
+    # Inference and the tape outside training keep TensorFlow's own gradient (and its
+    # Conv2D + batch norm + ReLU fusion in inference graphs).
+    assert "Conv2DBackpropInput" in op_types(False)
+
+
+def test_training_step_uses_the_forward_convolution_for_stride_1_input_gradients():
+    from keras_resnet import blocks
+
+    model = build_resnet("resnet18", input_shape=(32, 32, 3), num_classes=4, stem="cifar",
+                         width=4)
+    x = rand_images((32, 32, 3), batch=2) * 255
+
+    def count_backprop_input():
+        @tf.function
+        def step(x):
+            with tf.GradientTape() as tape:
+                loss = tf.reduce_sum(model(x, training=True))
+            return tape.gradient(loss, model.trainable_variables)
+        ops_ = step.get_concrete_function(x).graph.get_operations()
+        return sum(op.type == "Conv2DBackpropInput" for op in ops_)
+
+    # ResNet-18, CIFAR stem: 14 stride-1 3x3 convolutions (stem and 13 in blocks) switch to
+    # the forward convolution; the 3 strided 3x3 and 3 strided 1x1 shortcuts keep TensorFlow's.
+    with_flip = count_backprop_input()
+    blocks.FLIPPED_INPUT_GRADIENT = False
+    try:
+        without = count_backprop_input()
+    finally:
+        blocks.FLIPPED_INPUT_GRADIENT = True
+    assert (with_flip, without) == (6, 20)
