@@ -20,6 +20,11 @@ import statistics
 import sys
 import time
 
+# Module level on purpose: the spawned workers re-import this module, and _cli then sets up
+# the same filtering of TensorFlow's load-time log lines there.
+from keras_resnet import _cli
+from keras_resnet.archs import ARCHS, STEMS
+
 MODES = ("train", "infer")
 
 
@@ -50,6 +55,10 @@ class KerasRunner:
 
         if cfg["precision"] != "float32":
             keras.config.set_dtype_policy(cfg["precision"])
+        if cfg.get("input_gradient", "forward") == "tensorflow":
+            from keras_resnet import blocks
+
+            blocks.FLIPPED_INPUT_GRADIENT = False
         keras.utils.set_random_seed(0)
         h, w, c = cfg["input_shape"]
         self.batch = cfg["batch"]
@@ -85,7 +94,11 @@ class KerasRunner:
         import keras
         import tensorflow as tf
 
-        return f"tensorflow {tf.__version__}, keras {keras.__version__}, jit_compile={self.jit}"
+        from keras_resnet import blocks
+
+        grad = "forward conv" if blocks.FLIPPED_INPUT_GRADIENT else "Conv2DBackpropInput"
+        return (f"tensorflow {tf.__version__}, keras {keras.__version__}, jit_compile={self.jit}, "
+                f"stride-1 3x3 input gradient: {grad}")
 
 
 # ---------------------------------------------------------------- torchvision (PyTorch)
@@ -263,9 +276,8 @@ def print_results(res: dict) -> None:
 
 
 def add_model_arguments(p: argparse.ArgumentParser) -> None:
-    """--arch, --input-shape, --stem, --num-classes, --width, --batch (bench and profile)."""
-    from keras_resnet.builder import ARCHS, STEMS
-
+    """--arch, --input-shape, --stem, --num-classes, --width, --batch, --log-level (bench and
+    profile)."""
     p.add_argument("--arch", default="resnet18", choices=sorted(ARCHS))
     p.add_argument("--input-shape", type=parse_shape, default=(28, 28, 1), help="H,W,C")
     p.add_argument("--stem", default="imagenet", choices=STEMS)
@@ -273,6 +285,7 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--width", type=int, default=64,
                    help="base width of ours (torchvision's is fixed at 64: use 64 to compare)")
     p.add_argument("--batch", type=int, default=128)
+    _cli.add_log_level_argument(p)
 
 
 def main(argv=None) -> int:
@@ -288,6 +301,9 @@ def main(argv=None) -> int:
     p.add_argument("--warmup", type=int, default=3, help="untimed steps per mode")
     p.add_argument("--steps", type=int, default=5, help="steps per timed run")
     p.add_argument("--repeats", type=int, default=5, help="timed runs (median reported)")
+    p.add_argument("--input-gradient", default="forward", choices=("forward", "tensorflow"),
+                   help="ours: input gradient of stride-1 3x3 convolutions as a forward "
+                        "convolution (default) or TensorFlow's Conv2DBackpropInput (A/B)")
     p.add_argument("--no-torch", dest="torch", action="store_false",
                    help="skip torchvision even when installed")
     p.add_argument("--torch-channels-last", action="store_true")
@@ -296,6 +312,7 @@ def main(argv=None) -> int:
                         "size and augmentation (e.g. mnist, cifar10)")
     p.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
     a = p.parse_args(argv)
+    _cli.configure(a)
     modes = tuple(m for m in a.modes.split(",") if m)
     bad = [m for m in modes if m not in MODES]
     if bad or not modes:
@@ -316,7 +333,7 @@ def main(argv=None) -> int:
                width=a.width,
                batch=a.batch, precision=a.precision, modes=modes, jit=a.jit, warmup=a.warmup,
                steps=a.steps, repeats=a.repeats, torch=a.torch,
-               torch_channels_last=a.torch_channels_last)
+               torch_channels_last=a.torch_channels_last, input_gradient=a.input_gradient)
     res = run(cfg)
     print_results(res)
     if a.pipeline:

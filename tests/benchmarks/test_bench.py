@@ -20,6 +20,7 @@ def test_harness_reports_positive_rates_for_both_frameworks():
             assert len(fig["runs"]) == 2 and all(r > 0 for r in fig["runs"])
             assert fig["peak_rss_mib"] > 100  # a process with TensorFlow or torch loaded
     assert "jit_compile=False" in res["versions"]["keras_resnet"]  # CPU default: no XLA
+    assert "input gradient: forward conv" in res["versions"]["keras_resnet"]
     # ResNet-18, CIFAR stem, 32x32x3, taps on zero padding excluded (see test_models)
     assert res["forward_macs_per_image"] == 481_859_328
 
@@ -28,10 +29,12 @@ def test_cli_prints_table_and_rejects_bad_modes(capsys, tmp_path):
     out = tmp_path / "r.json"
     assert main(["--arch", "resnet18", "--input-shape", "32,32,1", "--stem", "cifar",
                  "--width", "4", "--batch", "2", "--modes", "infer", "--warmup", "1",
-                 "--steps", "1", "--repeats", "1", "--json", str(out)]) == 0
+                 "--steps", "1", "--repeats", "1", "--json", str(out),
+                 "--input-gradient", "tensorflow"]) == 0
     text = capsys.readouterr().out
     assert "infer" in text and "ours img/s" in text and "ours GMAC/s" in text
     assert out.exists() and '"infer"' in out.read_text()
+    assert "input gradient: Conv2DBackpropInput" in out.read_text()  # the A/B switch reached it
     with pytest.raises(SystemExit):
         main(["--modes", "fly"])
 
