@@ -17,6 +17,8 @@ import os
 import statistics
 import time
 
+from keras_resnet import _cli
+
 # (label, batch, input size, in channels, out channels, kernel, stride, torch padding)
 SHAPES = (
     ("R18 28x28 stage3 3x3 on 2x2", 128, 2, 256, 256, 3, 1, 1),
@@ -91,7 +93,9 @@ def main(argv=None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--repeats", type=int, default=20, help="timed calls per figure (median)")
     p.add_argument("--only", help="measure only the shapes whose label contains this text")
+    _cli.add_log_level_argument(p)
     a = p.parse_args(argv)
+    _cli.configure(a)
     if a.repeats < 1:
         p.error(f"--repeats must be positive, got {a.repeats}")
     shapes = [s for s in SHAPES if not a.only or a.only in s[0]]

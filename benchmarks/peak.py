@@ -31,6 +31,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from keras_resnet import _cli
+
 SOURCE = Path(__file__).with_name("fma_peak.c")
 
 
@@ -103,7 +105,9 @@ def main(argv=None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--n", type=int, default=4096, help="matrix size for sgemm")
     p.add_argument("--iters", type=int, default=50_000_000, help="FMA loop iterations")
+    _cli.add_log_level_argument(p)
     a = p.parse_args(argv)
+    _cli.configure(a)
     if a.n < 1 or a.iters < 1:
         p.error(f"--n and --iters must be positive, got {a.n} and {a.iters}")
     gmacs, how = fma_gmacs(a.iters)

@@ -20,6 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from keras_resnet import _cli
+
 
 def op_times(trace_dir: str, steps: int) -> dict[tuple[str, str], float]:
     """{(op type, op name): ms per step} from the .xplane.pb the profiler wrote."""
@@ -107,6 +109,7 @@ def main(argv=None) -> int:
                    help="inter-op threads (1: ops one at a time, times add up; 0: TF default)")
     p.add_argument("--top", type=int, default=25, help="how many individual ops to list")
     a = p.parse_args(argv)
+    _cli.configure(a)
     if a.steps < 1 or a.batch < 1 or a.top < 0 or a.inter_op < 0:
         p.error("--steps and --batch must be positive, --top and --inter-op not negative")
     cfg = dict(arch=a.arch, input_shape=a.input_shape, stem=a.stem, num_classes=a.num_classes,

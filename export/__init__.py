@@ -14,16 +14,44 @@ Every writer rebuilds a mixed-precision model in float32 (weights copied) first.
 named ``*_format`` so that ``export.onnx`` etc. stay functions, not submodules.
 """
 
-from export.model_io import ExportError, float32_model, load_model
-from export.onnx_format import DEFAULT_OPSET, onnx
-from export.pipeline import FORMATS, export_all, format_table
-from export.savedmodel_format import INPUT_NAME, OUTPUT_NAMES, saved_model
-from export.tflite_format import VARIANTS as TFLITE_VARIANTS
-from export.tflite_format import op_report, tflite
-from export.verification import load_runner, verify
+import importlib
+
+# public name -> (module, attribute); resolved on first use (PEP 562), so that `import export`
+# and `python -m export --help` load no TensorFlow/ONNX/LiteRT.
+_EXPORTS = {
+    "DEFAULT_OPSET": ("export.onnx_format", "DEFAULT_OPSET"),
+    "ExportError": ("export.model_io", "ExportError"),
+    "FORMATS": ("export.pipeline", "FORMATS"),
+    "INPUT_NAME": ("export.savedmodel_format", "INPUT_NAME"),
+    "OUTPUT_NAMES": ("export.savedmodel_format", "OUTPUT_NAMES"),
+    "TFLITE_VARIANTS": ("export.tflite_format", "VARIANTS"),
+    "export_all": ("export.pipeline", "export_all"),
+    "float32_model": ("export.model_io", "float32_model"),
+    "format_table": ("export.pipeline", "format_table"),
+    "load_model": ("export.model_io", "load_model"),
+    "load_runner": ("export.verification", "load_runner"),
+    "onnx": ("export.onnx_format", "onnx"),
+    "op_report": ("export.tflite_format", "op_report"),
+    "saved_model": ("export.savedmodel_format", "saved_model"),
+    "tflite": ("export.tflite_format", "tflite"),
+    "verify": ("export.verification", "verify"),
+}
 
 __all__ = [
     "DEFAULT_OPSET", "ExportError", "FORMATS", "INPUT_NAME", "OUTPUT_NAMES", "TFLITE_VARIANTS",
     "export_all", "float32_model", "format_table", "load_model", "load_runner", "onnx",
     "op_report", "saved_model", "tflite", "verify",
 ]
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    module, attribute = _EXPORTS[name]
+    value = getattr(importlib.import_module(module), attribute)
+    globals()[name] = value  # later lookups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

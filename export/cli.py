@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import argparse
 import inspect
-import os
 import sys
 from pathlib import Path
 
 import numpy as np
+
+from keras_resnet import _cli
 
 from export.model_io import ExportError, load_model, read_run_config
 from export.onnx_format import DEFAULT_OPSET
@@ -63,6 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the larger verification batch size (batch 1 is always run; default 8)")
     p.add_argument("--latency-runs", type=int, default=20,
                    help="timed batch-1 runs per artifact for the latency median (default 20)")
+    _cli.add_log_level_argument(p)
     return p
 
 
@@ -229,8 +231,8 @@ def run(args) -> int:
 
 
 def main(argv=None) -> int:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     args = build_parser().parse_args(argv)
+    _cli.configure(args)
     try:
         return run(args)
     except ExportError as err:

@@ -1,24 +1,68 @@
-"""keras_resnet: torchvision's ResNet v1.5 (ResNet-18 ... 152) as Keras 3 models."""
+"""keras_resnet: torchvision's ResNet v1.5 (ResNet-18 ... 152) as Keras 3 models.
 
-from keras_resnet.blocks import BN_EPSILON, BN_MOMENTUM, BasicBlock, Bottleneck
-from keras_resnet.builder import (
-    ARCHS,
-    STEMS,
-    build_resnet,
-    min_input_size,
-    output_stride,
-    resnet18,
-    resnet34,
-    resnet50,
-    resnet101,
-    resnet152,
-)
-from keras_resnet.features import feature_extractor, freeze
+The public names are resolved on first use (PEP 562), so ``import keras_resnet`` and the
+architecture table (``keras_resnet.ARCHS``, ``STEMS``) do not load Keras/TensorFlow: the CLIs
+answer ``--help`` and usage errors in a fraction of a second. The custom layers are registered
+for ``keras.models.load_model`` as soon as Keras is imported, whichever comes first.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from keras_resnet import _imports
 
 __version__ = "0.1.0"
+
+# public name -> the module that defines it
+_EXPORTS = {
+    "ARCHS": "keras_resnet.archs",
+    "STEMS": "keras_resnet.archs",
+    "BN_EPSILON": "keras_resnet.blocks",
+    "BN_MOMENTUM": "keras_resnet.blocks",
+    "BasicBlock": "keras_resnet.blocks",
+    "Bottleneck": "keras_resnet.blocks",
+    "build_resnet": "keras_resnet.builder",
+    "min_input_size": "keras_resnet.builder",
+    "output_stride": "keras_resnet.builder",
+    "resnet18": "keras_resnet.builder",
+    "resnet34": "keras_resnet.builder",
+    "resnet50": "keras_resnet.builder",
+    "resnet101": "keras_resnet.builder",
+    "resnet152": "keras_resnet.builder",
+    "feature_extractor": "keras_resnet.features",
+    "freeze": "keras_resnet.features",
+}
+# Submodules that `import keras_resnet` used to load eagerly: still reachable as attributes.
+_SUBMODULES = ("archs", "blocks", "builder", "features")
 
 __all__ = [
     "ARCHS", "STEMS", "BN_EPSILON", "BN_MOMENTUM", "BasicBlock", "Bottleneck", "build_resnet",
     "feature_extractor", "freeze", "min_input_size", "output_stride", "resnet18", "resnet34",
     "resnet50", "resnet101", "resnet152",
 ]
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    elif name in _SUBMODULES:
+        value = importlib.import_module(f"{__name__}.{name}")
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value  # later lookups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__) | set(_SUBMODULES))
+
+
+def _register_layers() -> None:
+    # Importing blocks runs its @register_keras_serializable decorators.
+    importlib.import_module("keras_resnet.blocks")
+
+
+# A .keras file names our layers "keras_resnet>BasicBlock" etc.; Keras finds them only when
+# registered, so register them the moment Keras is loaded (now, if it already is).
+_imports.after_import("keras", _register_layers)

@@ -1,4 +1,4 @@
-"""One architecture table and one functional builder for the ResNet family."""
+"""One functional builder for the ResNet family, over the table in keras_resnet.archs."""
 
 from __future__ import annotations
 
@@ -7,20 +7,11 @@ from typing import Sequence
 
 import keras
 
+from keras_resnet.archs import ARCHS, NUM_STAGES, STEMS
 from keras_resnet.blocks import BasicBlock, Bottleneck, make_bn, make_conv
 
-# name -> (block type, blocks per stage); torchvision/resnet.py, He et al. 2015, table 1.
-ARCHS = {
-    "resnet18": ("basic", (2, 2, 2, 2)),
-    "resnet34": ("basic", (3, 4, 6, 3)),
-    "resnet50": ("bottleneck", (3, 4, 6, 3)),
-    "resnet101": ("bottleneck", (3, 4, 23, 3)),
-    "resnet152": ("bottleneck", (3, 8, 36, 3)),
-}
 BLOCKS = {"basic": BasicBlock, "bottleneck": Bottleneck}
-STEMS = ("imagenet", "cifar")
 POOLINGS = ("avg", "max", None)
-NUM_STAGES = 4
 
 
 def _check_arch(arch: str) -> tuple[str, tuple[int, ...]]:

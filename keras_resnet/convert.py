@@ -620,7 +620,8 @@ def _parse_normalization(text: str | None):
 
 
 def main(argv=None) -> int:
-    from keras_resnet.builder import ARCHS
+    from keras_resnet import _cli
+    from keras_resnet.archs import ARCHS
 
     parser = argparse.ArgumentParser(
         prog="python -m keras_resnet.convert",
@@ -648,7 +649,9 @@ def main(argv=None) -> int:
         "--no-strict", action="store_true",
         help="load what matches and warn about the rest (default: refuse any mismatch)",
     )
+    _cli.add_log_level_argument(parser)
     args = parser.parse_args(argv)
+    _cli.configure(args)
     try:
         return _run(parser, args)
     except (ValueError, FileNotFoundError, ImportError) as err:

@@ -12,11 +12,18 @@ from __future__ import annotations
 import argparse
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import keras
+from keras_resnet import _cli
+from keras_resnet.archs import ARCHS, STEMS
 
-from keras_resnet.blocks import _ResidualBlock, conv_geometry
-from keras_resnet.builder import ARCHS, STEMS, build_resnet
+if TYPE_CHECKING:
+    import keras
+
+    from keras_resnet.blocks import _ResidualBlock
+
+# Keras is imported inside the functions, so that `--help` and usage errors of the CLI below
+# are answered without loading TensorFlow.
 
 
 @dataclass
@@ -43,6 +50,8 @@ def _params(layer) -> int:
 
 def _layer_cost(layer, in_shape, out_shape) -> tuple[int, int]:
     """(MACs, other FLOPs) for one image through `layer`."""
+    import keras
+
     out = _numel(out_shape[1:])
     if isinstance(layer, keras.layers.Conv2D):
         kh, kw = layer.kernel_size
@@ -67,6 +76,8 @@ def _taps_on_pixels(size: int, kernel: int, stride: int, out: int, before: int) 
 
 def _pixel_macs(layer, in_shape, pad=((0, 0), (0, 0))) -> int:
     """MACs of a Conv2D counting only taps on real pixels; in_shape is before `pad`."""
+    from keras_resnet.blocks import conv_geometry
+
     (kh, kw), (sh, sw) = layer.kernel_size, layer.strides
     h, w, cin = int(in_shape[1]), int(in_shape[2]), int(in_shape[3])
     ho, wo, top, left = conv_geometry((h, w), layer.kernel_size, layer.strides, layer.padding,
@@ -77,6 +88,8 @@ def _pixel_macs(layer, in_shape, pad=((0, 0), (0, 0))) -> int:
 
 def _row(layer, in_shape, out_shape, padded_from=None, depth=0) -> Row:
     """padded_from: (shape before, padding) when a ZeroPadding2D fed this layer."""
+    import keras
+
     macs, other = _layer_cost(layer, in_shape, out_shape)
     pixel_macs = macs
     if isinstance(layer, keras.layers.Conv2D):
@@ -87,6 +100,8 @@ def _row(layer, in_shape, out_shape, padded_from=None, depth=0) -> Row:
 
 
 def _block_rows(block: _ResidualBlock, in_shape) -> list[Row]:
+    import keras
+
     rows = []
     shape, padded_from = tuple(in_shape), None
     for layer in block.main_path:
@@ -108,6 +123,10 @@ def _block_rows(block: _ResidualBlock, in_shape) -> list[Row]:
 
 def summarize(model: keras.Model) -> list[Row]:
     """One row per top-level layer and, indented, per sublayer of each residual block."""
+    import keras
+
+    from keras_resnet.blocks import _ResidualBlock
+
     rows = []
     pads = {}  # id of a ZeroPadding2D's output -> (its input shape, padding)
     for layer in model.layers:
@@ -198,7 +217,11 @@ def main(argv=None) -> int:
                         help="base channel count (default: %(default)s)")
     parser.add_argument("--no-top", action="store_true",
                         help="without the pooling + classifier head")
+    _cli.add_log_level_argument(parser)
     args = parser.parse_args(argv)
+    _cli.configure(args)
+    from keras_resnet.builder import build_resnet
+
     try:
         model = build_resnet(args.arch, input_shape=args.input_shape,
                              num_classes=args.num_classes, stem=args.stem, width=args.width,

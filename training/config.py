@@ -6,7 +6,8 @@ import argparse
 import dataclasses
 import typing
 
-from keras_resnet import ARCHS, STEMS
+from keras_resnet import _cli
+from keras_resnet.archs import ARCHS, STEMS
 
 from training.datasets import DATASETS, SOURCES
 
@@ -146,9 +147,16 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
         if f.metadata.get("metavar"):
             kwargs["metavar"] = f.metadata["metavar"]
         parser.add_argument(flag, type=kind, **kwargs)
+    # Not a TrainConfig field: how much TensorFlow logs is no part of a run's recipe.
+    _cli.add_log_level_argument(parser)
     return parser
 
 
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """The validated TrainConfig of parsed options (CLI-only ones such as --log-level left out)."""
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    return TrainConfig(**{k: v for k, v in vars(args).items() if k in names}).validate()
+
+
 def parse_args(argv=None) -> TrainConfig:
-    args = build_parser().parse_args(argv)
-    return TrainConfig(**vars(args)).validate()
+    return config_from_args(build_parser().parse_args(argv))

@@ -12,6 +12,8 @@ import json
 import os
 import sys
 
+from keras_resnet import _cli
+
 
 def build_parser() -> argparse.ArgumentParser:
     from training.datasets import DATASETS, SOURCES
@@ -26,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--source", choices=list(SOURCES), default="auto", help="as for training.fit")
     p.add_argument("--batch-size", type=int, default=256, help="evaluation batch size")
     p.add_argument("--out", default=None, help="report folder")
+    _cli.add_log_level_argument(p)
     return p
 
 
@@ -79,6 +82,7 @@ def evaluate(model_path: str, dataset: str | None = None, split: str = "test",
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    _cli.configure(args)
     from training.datasets import DatasetError
 
     try:

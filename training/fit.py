@@ -9,13 +9,16 @@ RUN/history.png, RUN/confusion_matrix.png, RUN/log.csv, RUN/logs/ (TensorBoard)
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import platform
 import sys
 import time
 
-from training.config import TrainConfig, parse_args
+from keras_resnet import _cli, _imports
+
+from training.config import TrainConfig, build_parser, config_from_args
 
 # Options that may differ between a run and its --resume (everything else must match).
 RESUMABLE_CHANGES = ("epochs", "resume", "run_dir", "verbose")
@@ -148,9 +151,10 @@ def make_loss(label_smoothing: float):
 
     if not label_smoothing:
         return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-    return SparseSmoothedCrossentropy(label_smoothing)
+    return _register_loss()(label_smoothing)
 
 
+@functools.cache
 def _register_loss():
     import keras
 
@@ -177,7 +181,16 @@ def _register_loss():
     return SparseSmoothedCrossentropy
 
 
-SparseSmoothedCrossentropy = _register_loss()
+def __getattr__(name: str):
+    # PEP 562: training.fit.SparseSmoothedCrossentropy without loading Keras at import.
+    if name == "SparseSmoothedCrossentropy":
+        return _register_loss()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+# Registered (for keras.models.load_model(..., compile=True)) as soon as Keras is loaded, not
+# at import: `python -m training.fit --help` must not load TensorFlow.
+_imports.after_import("keras", _register_loss)
 
 
 def compile_model(model, optimizer, loss, jit_compile) -> None:
@@ -343,7 +356,13 @@ def run(cfg: TrainConfig, extra_callbacks=()) -> dict:
 
 
 def main(argv=None) -> int:
-    cfg = parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _cli.configure(args)
+    try:
+        cfg = config_from_args(args)
+    except ValueError as e:
+        parser.error(str(e))
     try:
         run(cfg)
     except TrainingDiverged as e:
