@@ -39,6 +39,8 @@ import tarfile
 import tempfile
 import time
 
+from keras_resnet import _cli
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Datasets whose archive format this benchmark can write (digits and synthetic need no files).
 WRITABLE = ("mnist", "fashion_mnist", "cifar10", "cifar100")
@@ -254,6 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="torch DataLoader num_workers (default 0: the machine's cores go to "
                         "the model, as tf.data's parallel map shares them too)")
     p.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
+    _cli.add_log_level_argument(p)
     p.add_argument("fit_options", nargs=argparse.REMAINDER,
                    help="after --: further training.fit options (e.g. -- --stem cifar)")
     return p
@@ -262,6 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     p = build_parser()
     a = p.parse_args(argv)
+    _cli.configure(a)
     extra = a.fit_options[1:] if a.fit_options[:1] == ["--"] else a.fit_options
     for flag in ("--run-dir", "--subset", "--epochs", "--dataset", "--data-dir", "--resume"):
         if any(opt == flag or opt.startswith(flag + "=") for opt in extra):
