@@ -1,17 +1,21 @@
-"""ONNX writer: the model's float32 tf.function through ``tf2onnx.convert.from_function``.
+"""ONNX writer: the model's frozen float32 serving graph through ``tf2onnx.convert.from_graph_def``.
 
-This is the route Keras's own ``model.export(format="onnx")`` takes; it is used directly so
-that the graph gets our input/output names and the shared serving function.
-``tf2onnx.convert.from_keras`` is not used: it is broken on Keras 3 (onnx/tensorflow-onnx#2329,
-#2348).
+Keras's own ``model.export(format="onnx")`` hands tf2onnx the tf.function
+(``from_function``), which freezes it again and keeps the function, its frozen copy and their
+registrations alive through the conversion; here the serving function is frozen once into a
+GraphDef (``frozen_graph_def``), the functions are dropped, and tf2onnx gets the GraphDef with
+our input/output names. ``tf2onnx.convert.from_keras`` is not used: it is broken on Keras 3
+(onnx/tensorflow-onnx#2329, #2348).
 """
 
 from __future__ import annotations
 
+import contextlib
+import gc
 from pathlib import Path
 
 from export.model_io import ExportError, float32_model
-from export.savedmodel_format import INPUT_NAME, OUTPUT_NAMES, frozen_serving_function
+from export.savedmodel_format import INPUT_NAME, OUTPUT_NAMES, frozen_graph_def
 
 DEFAULT_OPSET = 17
 # 13: oldest with the ops a ResNet needs as used here; 18: newest tf2onnx 1.17 knows
@@ -37,9 +41,10 @@ def onnx(model, path, opset: int = DEFAULT_OPSET) -> Path:
     if path.suffix != ".onnx":
         raise ExportError(f"ONNX path must end with '.onnx', got {str(path)!r}")
     model = float32_model(model)
-    serve = frozen_serving_function(model)
+    graph_def, input_name, outputs = frozen_graph_def(model)
     patch_tf2onnx()  # tf2onnx 1.17 uses np.object etc., gone in numpy 2 (Keras ships the patch)
-    proto = _convert(serve, opset)
+    proto = _convert(graph_def, input_name, outputs, opset)
+    del graph_def
     _name_batch_dimension(proto)
     got = [o.name for o in proto.graph.output]
     if sorted(got) != sorted(OUTPUT_NAMES):
@@ -50,20 +55,26 @@ def onnx(model, path, opset: int = DEFAULT_OPSET) -> Path:
     return path
 
 
-def _convert(serve, opset):
-    """Frozen tf.function -> ONNX ModelProto.
+def _convert(graph_def, input_name, outputs, opset):
+    """Frozen GraphDef -> ONNX ModelProto with inputs [image] and outputs logits, probabilities.
 
-    The function must be frozen (``frozen_serving_function``): ``tf2onnx.convert.from_function``
-    (and so Keras's ``model.export(format="onnx")``) turns every non-variable tensor the
-    function captures into an extra graph *input*: a model with a
+    The graph must be frozen (``frozen_graph_def``): given a tf.function,
+    ``tf2onnx.convert.from_function`` (and so Keras's ``model.export(format="onnx")``) turns
+    every non-variable tensor the function captures into an extra graph *input*: a model with a
     ``keras.layers.Normalization(mean=..., variance=...)`` layer came out with inputs ``image``,
     ``.../normalization/Sub/y:0`` and ``.../Sqrt/x:0``.
     """
     import tf2onnx
 
-    proto, _ = tf2onnx.convert.from_function(
-        serve, input_signature=serve.input_signature, opset=opset
-    )
+    with _collect_between_optimizers(), _quiet_tf_deprecations():
+        proto, _ = tf2onnx.convert.from_graph_def(
+            graph_def,
+            name="serve",
+            input_names=[input_name],
+            output_names=list(outputs),
+            opset=opset,
+            tensors_to_rename={input_name: INPUT_NAME, **outputs},
+        )
     inputs = [i.name for i in proto.graph.input]
     if inputs != [INPUT_NAME]:
         raise ExportError(f"ONNX graph inputs are {inputs}, expected [{INPUT_NAME!r}]")
@@ -76,3 +87,48 @@ def _name_batch_dimension(proto) -> None:
         dims = value.type.tensor_type.shape.dim
         if dims and not dims[0].HasField("dim_value"):
             dims[0].dim_param = BATCH_DIM
+
+
+@contextlib.contextmanager
+def _collect_between_optimizers():
+    """Runs Python's garbage collector before each of tf2onnx's graph optimizers.
+
+    ``tf2onnx.optimizer.optimize_graph`` deep-copies the whole graph, weights included, before
+    each of its 12 optimizers and drops the previous copy, for as many rounds as any optimizer
+    changes something. The dropped copies are reference cycles (graph <-> nodes) that the
+    generational collector reaches late: for a ResNet-50 about 45 copies (4.5 GB) were alive
+    at once. Collected before each optimizer, two are. The optimizers and their order are
+    tf2onnx's own; only the factories are wrapped.
+    """
+    from tf2onnx import optimizer
+
+    original = optimizer._optimizers
+
+    def collecting(factory):
+        def make():
+            gc.collect()
+            return factory()
+
+        return make
+
+    optimizer._optimizers = type(original)(
+        (name, collecting(factory)) for name, factory in original.items()
+    )
+    try:
+        yield
+    finally:
+        optimizer._optimizers = original
+
+
+@contextlib.contextmanager
+def _quiet_tf_deprecations():
+    """``from_graph_def`` calls TF1 graph utilities (convert_variables_to_constants,
+    extract_sub_graph) whose deprecation warnings say nothing to our users."""
+    from tensorflow.python.util import deprecation
+
+    previous = deprecation._PRINT_DEPRECATION_WARNINGS
+    deprecation._PRINT_DEPRECATION_WARNINGS = False
+    try:
+        yield
+    finally:
+        deprecation._PRINT_DEPRECATION_WARNINGS = previous
