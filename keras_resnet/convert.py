@@ -387,7 +387,7 @@ def load_torch_state_dict(model, state_dict, strict: bool = True) -> dict:
     if problems and strict:
         raise ValueError(problems + "\nNothing was loaded.")
     for key, var, kind in loadable:
-        var.assign(np.ascontiguousarray(_to_keras_layout(sd[key], kind)).astype(var.dtype))
+        var.assign(np.ascontiguousarray(_to_keras_layout(sd[key], kind), dtype=var.dtype))
     if problems:
         warnings.warn(
             f"loaded {len(loadable)} of {len(key_map)} tensors (strict=False); the rest keep "
