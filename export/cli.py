@@ -231,6 +231,9 @@ def run(args) -> int:
 
 
 def main(argv=None) -> int:
+    from export.model_io import return_large_blocks_on_free
+
+    return_large_blocks_on_free()  # before TensorFlow allocates; see its docstring
     args = build_parser().parse_args(argv)
     _cli.configure(args)
     try:

@@ -14,7 +14,7 @@ import contextlib
 import gc
 from pathlib import Path
 
-from export.model_io import ExportError, float32_model
+from export.model_io import ExportError, float32_model, release_memory
 from export.savedmodel_format import INPUT_NAME, OUTPUT_NAMES, frozen_graph_def
 
 DEFAULT_OPSET = 17
@@ -45,6 +45,7 @@ def onnx(model, path, opset: int = DEFAULT_OPSET) -> Path:
     patch_tf2onnx()  # tf2onnx 1.17 uses np.object etc., gone in numpy 2 (Keras ships the patch)
     proto = _convert(graph_def, input_name, outputs, opset)
     del graph_def
+    release_memory()  # tf2onnx's TF graphs and its own graph copies, before the checker runs
     _name_batch_dimension(proto)
     got = [o.name for o in proto.graph.output]
     if sorted(got) != sorted(OUTPUT_NAMES):
@@ -52,6 +53,8 @@ def onnx(model, path, opset: int = DEFAULT_OPSET) -> Path:
     onnx_lib.checker.check_model(proto, full_check=True)
     path.parent.mkdir(parents=True, exist_ok=True)
     onnx_lib.save(proto, str(path))
+    del proto
+    release_memory()
     return path
 
 

@@ -47,6 +47,8 @@ def saved_model(model, path, version: int = 1) -> Path:
     module.model = model  # tracks the variables
     module.serve = serve
     tf.saved_model.save(module, str(target), signatures={SIGNATURE: serve.get_concrete_function()})
+    del module, serve
+    release_memory()
     return target
 
 

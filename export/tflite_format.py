@@ -114,6 +114,8 @@ def tflite(
         flatbuffer = converter.convert()
     del converter
     path.write_bytes(flatbuffer)
+    del flatbuffer
+    release_memory()  # the converter's graphs, so that the next conversion starts lean
     return path
 
 

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from export.model_io import ExportError
+from export.model_io import ExportError, release_memory
 from export.savedmodel_format import INPUT_NAME, SIGNATURE
 
 FLOAT_ATOL = 1e-4
@@ -43,6 +43,12 @@ MAX_ACCURACY_DROP = {"float16": 0.01, "dynamic_int8": 0.02, "int8": 0.02}
 DEFAULT_BATCH_SIZES = (1, 8)
 # Examples run one at a time for the batch-1 comparison (all of them would be slow on a CPU).
 BATCH1_EXAMPLES = 8
+# Batch size of the Keras reference run. Small, because TensorFlow's oneDNN CPU allocator keeps
+# the largest working set it ever had for the rest of the process, a floor under every later
+# conversion: a ResNet-50 at 224x224 kept +0.93 GB after eager batch 32, +0.33 GB after batch
+# 8, +0.07 GB after batch 2, with identical logits (batch 1 takes another oneDNN path and
+# differs in the last bits).
+REFERENCE_BATCH_SIZE = 2
 
 
 def artifact_kind(path) -> str:
@@ -139,14 +145,8 @@ def load_runner(path, kind: str | None = None):
     return runners[kind](path)
 
 
-def reference_logits(model, images, batch_size: int = max(DEFAULT_BATCH_SIZES)) -> np.ndarray:
-    """The Keras model's float32 logits, ``batch_size`` images at a time.
-
-    Batch 8, not more: TensorFlow's oneDNN CPU allocator keeps the largest working set it
-    ever had for the rest of the process, so the batch size here sets a floor under every
-    later conversion. A ResNet-50 at 224x224 kept +0.9 GB after batch 32, +0.3 GB after
-    batch 8 (identical logits).
-    """
+def reference_logits(model, images, batch_size: int = REFERENCE_BATCH_SIZE) -> np.ndarray:
+    """The Keras model's float32 logits, ``batch_size`` images at a time (eager)."""
     out = [
         np.asarray(model(images[i : i + batch_size], training=False), dtype=np.float32)
         for i in range(0, len(images), batch_size)
@@ -290,4 +290,6 @@ def verify(
     result["failures"] = failures
     result["input"] = runner.input
     result["outputs"] = runner.outputs
+    del runner
+    release_memory()  # the artifact's runtime (interpreter, session, loaded SavedModel)
     return result
