@@ -157,10 +157,11 @@ def plan(folder: Path, args) -> list[tuple[str, list[str]]]:
     py = sys.executable
     rows = []
     if "convert" in args.what:
-        rows.append(("convert", [py, "-m", "keras_resnet.convert", "--from-torch",
-                                 str(folder / "model.pth"), "--out", str(folder / "converted.keras"),
-                                 "--input-size", str(args.input_size), "--normalization",
-                                 "imagenet"]))
+        rows.append(("convert", [
+            py, "-m", "keras_resnet.convert", "--from-torch", str(folder / "model.pth"),
+            "--out", str(folder / "converted.keras"), "--input-size", str(args.input_size),
+            "--normalization", "imagenet",
+        ]))
     if "export" in args.what:
         variants = args.tflite_variants if "tflite" in args.formats else []
 
@@ -179,7 +180,8 @@ def plan(folder: Path, args) -> list[tuple[str, list[str]]]:
             for fmt in args.formats:
                 if fmt == "tflite":
                     for v in variants:
-                        rows.append((f"export tflite {v}", export_cmd(f"tflite_{v}", ["tflite"], [v])))
+                        cmd = export_cmd(f"tflite_{v}", ["tflite"], [v])
+                        rows.append((f"export tflite {v}", cmd))
                 else:
                     rows.append((f"export {fmt}", export_cmd(fmt, [fmt], variants)))
     return rows
@@ -203,7 +205,8 @@ def format_report(report: dict) -> str:
     fmt = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()
     lines += [fmt(head), fmt(["-" * w for w in widths])] + [fmt(r) for r in rows]
     lines.append("")
-    lines.append("peak RSS: ru_maxrss of each subprocess (os.wait4), as /usr/bin/time -v reports it")
+    lines.append("peak RSS: ru_maxrss of each subprocess (os.wait4), as /usr/bin/time -v "
+                 "reports it")
     for note in report["notes"]:
         lines.append(f"note: {note}")
     lines.append("commands:")
