@@ -15,13 +15,13 @@ import argparse
 import json
 import multiprocessing as mp
 import os
-import platform
 import statistics
 import sys
 import time
 
 # Module level on purpose: the spawned workers re-import this module, and _cli then sets up
 # the same filtering of TensorFlow's load-time log lines there.
+from benchmarks.machine import describe
 from keras_resnet import _cli
 from keras_resnet.archs import ARCHS, STEMS
 
@@ -193,8 +193,7 @@ def run(cfg: dict) -> dict:
             macs = msg[2]
     results = {"config": cfg, "versions": {k: w[2] for k, w in workers.items()},
                "forward_macs_per_image": macs,
-               "machine": f"{platform.machine()}, {os.cpu_count()} logical CPUs, "
-                          f"{platform.platform()}"}
+               "machine": describe()}
     for mode in cfg["modes"]:
         rates = {k: [] for k in workers}
         peak = {}

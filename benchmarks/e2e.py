@@ -31,7 +31,6 @@ import io
 import json
 import math
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -40,27 +39,11 @@ import tempfile
 import time
 
 from keras_resnet import _cli
+from benchmarks.machine import describe
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Datasets whose archive format this benchmark can write (digits and synthetic need no files).
 WRITABLE = ("mnist", "fashion_mnist", "cifar10", "cifar100")
-
-
-def machine() -> str:
-    model, isa = platform.processor() or platform.machine(), "unknown ISA"
-    try:
-        with open("/proc/cpuinfo") as f:
-            text = f.read()
-        names = [line.split(":", 1)[1].strip() for line in text.splitlines()
-                 if line.startswith("model name")]
-        model = names[0] if names else model
-        flags = text.split()
-        isa = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "no AVX2"
-    except OSError:
-        pass
-    cap = os.environ.get("ONEDNN_MAX_CPU_ISA")
-    return (f"{model}, {os.cpu_count()} logical CPUs, {isa}"
-            + (f", ONEDNN_MAX_CPU_ISA={cap}" if cap else ""))
 
 
 # ------------------------------------------------------------------------- data files
@@ -324,7 +307,7 @@ def main(argv=None) -> int:
                 torch_versions = res["versions"]
 
     medians = {k: statistics.median(v) for k, v in runs.items()}
-    result = {"machine": machine(), "fit_command": "python -m training.fit " + " ".join(
+    result = {"machine": describe(), "fit_command": "python -m training.fit " + " ".join(
         arg if arg != data_dir or a.data_dir else "TMP/data" for arg in fit_args),
               "batch_size": cfg.batch_size, "steps_per_epoch": a.steps, "runs": runs,
               "median_img_s": medians, "fit_wall_s": fit_wall, "torch": torch_versions,

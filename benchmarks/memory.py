@@ -35,6 +35,8 @@ import time
 from importlib import metadata
 from pathlib import Path
 
+from benchmarks.machine import describe
+
 WHAT = ("export", "convert")
 FORMATS = ("saved_model", "onnx", "tflite")
 VARIANTS = ("float32", "float16", "dynamic_int8", "int8")
@@ -128,14 +130,6 @@ def run_measured(cmd: list[str], log_path: Path) -> dict:
 
 
 def machine() -> dict:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     mem = None
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():
@@ -149,7 +143,7 @@ def machine() -> dict:
             versions[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:
             versions[dist] = None
-    return {"platform": platform.platform(), "cpu": cpu, "logical_cpus": os.cpu_count(),
+    return {"platform": platform.platform(), "cpu": describe(),
             "memory_gib": round(mem, 1) if mem else None, "versions": versions}
 
 
@@ -190,8 +184,7 @@ def plan(folder: Path, args) -> list[tuple[str, list[str]]]:
 def format_report(report: dict) -> str:
     m = report["machine"]
     lines = [
-        f"machine: {m['cpu']}, {m['logical_cpus']} logical CPUs, "
-        f"{m['memory_gib']} GiB, {m['platform']}",
+        f"machine: {m['cpu']}, {m['memory_gib']} GiB, {m['platform']}",
         "versions: " + ", ".join(f"{k} {v}" for k, v in m["versions"].items() if v),
         f"model: {report['config']['arch']}, {report['config']['input_size']}x"
         f"{report['config']['input_size']}x3, width {report['config']['width']}, "

@@ -31,6 +31,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchmarks.machine import describe
 from keras_resnet import _cli
 
 SOURCE = Path(__file__).with_name("fma_peak.c")
@@ -110,6 +111,7 @@ def main(argv=None) -> int:
     _cli.configure(a)
     if a.n < 1 or a.iters < 1:
         p.error(f"--n and --iters must be positive, got {a.n} and {a.iters}")
+    print(f"machine: {describe()}")
     gmacs, how = fma_gmacs(a.iters)
     if gmacs is None:
         print(f"fma    skipped: {how}")

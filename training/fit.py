@@ -194,7 +194,7 @@ _imports.after_import("keras", _register_loss)
 
 
 def compile_model(model, optimizer, loss, jit_compile) -> None:
-    """The single compile call of the project's training (tune speed here: issue 6)."""
+    """The single compile call of the project's training, shared with benchmarks.e2e."""
     model.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"], jit_compile=jit_compile)
 
 
