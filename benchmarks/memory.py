@@ -27,6 +27,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import shlex
 import subprocess
 import sys
@@ -103,8 +104,11 @@ def make_inputs(folder: Path, args) -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import numpy as np
 
+    import keras
+
     from keras_resnet import build_resnet
 
+    keras.utils.set_random_seed(0)  # the same weights each run, so each run checks the same model
     s = args.input_size
     model = build_resnet(args.arch, input_shape=(s, s, 3), num_classes=args.num_classes,
                          width=args.width)
@@ -116,10 +120,9 @@ def make_inputs(folder: Path, args) -> None:
 
 def run_measured(cmd: list[str], log_path: Path) -> dict:
     """Runs ``cmd``; returns its exit code, wall time and peak RSS (MiB) from ``wait4``."""
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL=os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"))
     start = time.perf_counter()
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
         _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
     wall = time.perf_counter() - start
@@ -221,11 +224,16 @@ def run(args, folder: Path) -> dict:
     runs = []
     for name, cmd in plan(folder, args):
         print(f"running {name} ...", file=sys.stderr, flush=True)
-        result = run_measured(cmd, folder / f"{name.replace(' ', '_').strip('()')}.log")
+        result = run_measured(cmd, folder / (re.sub(r"[^A-Za-z0-9]+", "_", name).strip("_")
+                                             + ".log"))
         result["name"] = name
         runs.append(result)
         if result["exit_code"] != 0:
-            notes.append(f"{name} exited with {result['exit_code']}; log: {result['log']}")
+            # The log's folder may be temporary: keep its last lines, which say why.
+            tail = [line for line in Path(result["log"]).read_text(errors="replace").splitlines()
+                    if line.strip()][-3:]
+            notes.append(f"{name} exited with {result['exit_code']}; the end of its output:\n"
+                         + "\n".join("    " + line for line in tail))
     config = {k: getattr(args, k) for k in ("arch", "input_size", "width", "num_classes", "what",
                                             "formats", "tflite_variants", "calibration_images",
                                             "latency_runs")}
