@@ -88,3 +88,18 @@ def test_profile_lists_op_types_and_convolution_rates(capsys):
     assert any(float(r) > 0 for r in rates if r.replace(".", "").isdigit())
     with pytest.raises(SystemExit):
         main(["--steps", "0"])
+
+
+def test_weight_gradient_formulations_agree_with_tensorflows(capsys):
+    from benchmarks.weight_grad import METHODS, main, measure
+
+    r = measure(batch=2, size=4, channels=8, repeats=1)
+    assert set(r) == set(METHODS)
+    for ms, gmacs, diff in r.values():
+        assert ms > 0 and gmacs > 0 and diff < 1e-5
+    assert r["tensorflow"][2] == 0
+    assert main(["--batch", "2", "--repeats", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "machine:" in out and "stage4 4x4x512 (2)" in out
+    with pytest.raises(SystemExit):
+        main(["--batch", "0"])
