@@ -3,9 +3,12 @@ are asserted)."""
 
 import importlib.util
 
+import pytest
+
 from benchmarks.memory import main
 
 
+@pytest.mark.slow  # runs convert and six exports as subprocesses (~1 min)
 def test_memory_harness_reports_peak_rss_of_each_cli(capsys, tmp_path):
     has_torch = bool(importlib.util.find_spec("torch") and importlib.util.find_spec("torchvision"))
     out = tmp_path / "memory.json"

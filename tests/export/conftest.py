@@ -61,7 +61,9 @@ class Exported:
         raise KeyError((fmt, variant))
 
 
-@pytest.fixture(scope="session", params=sorted(MODELS))
+# The bottleneck model's export takes ~1.5 min: it runs with the slow tests (CI runs both).
+@pytest.fixture(scope="session",
+                params=["basic", pytest.param("bottleneck", marks=pytest.mark.slow)])
 def exported(request, tmp_path_factory):
     """A briefly trained model of each block type exported in every format and variant."""
     import export

@@ -382,6 +382,7 @@ def test_pth_without_torch_says_how(tmp_path, monkeypatch):
 # The deployment path: torchvision -> Keras (raw-pixel input) -> ONNX / TFLite, still torch's logits
 
 
+@pytest.mark.slow  # two converters on a full-width ResNet (~45 s)
 def test_torchvision_to_keras_to_onnx_and_tflite(tmp_path):
     torch, torchvision = _torch()
     export = pytest.importorskip("export", reason="export/ (issue: SavedModel/TFLite/ONNX) absent")
