@@ -1,37 +1,154 @@
-"""README's code, run as a user runs it: from a folder outside the repository."""
+"""README's code and commands, run as a user runs them: from a folder outside the repository.
 
+Each test takes a block from README.md by a line it contains and may shrink it with explicit
+substitutions (fewer epochs, smaller widths, fewer benchmark repeats; random weights where README
+downloads them): a substitution whose text is no longer in README fails the test, so README and
+the tests cannot drift apart. `pip install -r requirements.txt` (quick start) is what
+scripts/test.sh runs before the tests; `pip install .` is checked by tests/test_packaging.py and
+scripts/test.sh is this suite itself.
+"""
+
+import glob
 import os
 import re
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
+README = (REPO / "README.md").read_text()
 
 
-def python_blocks() -> list[str]:
-    return re.findall(r"```python\n(.*?)```", (REPO / "README.md").read_text(), re.S)
-
-
-def block_with(text: str) -> str:
-    found = [b for b in python_blocks() if text in b]
-    assert len(found) == 1, f"README has {len(found)} python blocks containing {text!r}"
+def block(lang: str, containing: str) -> str:
+    found = [b for b in re.findall(rf"```{lang}\n(.*?)```", README, re.S) if containing in b]
+    assert len(found) == 1, f"README has {len(found)} {lang} blocks containing {containing!r}"
     return found[0]
 
 
-def run_outside_repo(code: str, tmp_path) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONPATH=str(REPO), TF_CPP_MIN_LOG_LEVEL="3")
-    return subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=600)
+def shrink(text: str, subs: dict) -> str:
+    for old, new in subs.items():
+        assert old in text, f"README no longer says {old!r}: update this test with it"
+        text = text.replace(old, new)
+    return text
+
+
+def env():
+    return dict(os.environ, PYTHONPATH=str(REPO), TF_CPP_MIN_LOG_LEVEL="3")
+
+
+def run_bash(script: str, cwd, timeout=900) -> str:
+    r = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=cwd, env=env(),
+                       capture_output=True, text=True, timeout=timeout)
+    assert r.returncode == 0, f"{script}\nexit {r.returncode}\n{r.stdout[-2000:]}\n{r.stderr[-3000:]}"
+    return r.stdout
+
+
+def run_python(code: str, cwd, timeout=900) -> str:
+    r = subprocess.run([sys.executable, "-c", code], cwd=cwd, env=env(), capture_output=True,
+                       text=True, timeout=timeout)
+    assert r.returncode == 0, f"exit {r.returncode}\n{r.stdout[-2000:]}\n{r.stderr[-3000:]}"
+    return r.stdout
 
 
 def test_model_library_block_builds_compiles_and_trains(tmp_path):
-    code = block_with("from keras_resnet import resnet50, build_resnet") + (
+    code = block("python", "from keras_resnet import resnet50, build_resnet") + (
         "\nimport numpy as np\n"
         "assert model.output_shape == (None, 1000), model.output_shape\n"
         "x = np.random.default_rng(0).uniform(0, 255, (8, 28, 28, 1)).astype('float32')\n"
         "h = mnist.fit(x, np.arange(8) % 10, epochs=1, verbose=0).history\n"
         "assert set(h) == {'loss', 'accuracy'}, h\n"
         "print('README-OK')\n")
-    r = run_outside_repo(code, tmp_path)
-    assert r.returncode == 0 and "README-OK" in r.stdout, r.stderr[-3000:]
+    assert "README-OK" in run_python(code, tmp_path)
+
+
+def test_pipelines_in_your_own_script_block(tmp_path):
+    code = shrink(block("python", "from training.datasets import DATASETS, load"),
+                  {"width=16": "width=4", "epochs=5": "epochs=1"})
+    out = run_python(code, tmp_path)
+    assert "'accuracy':" in out and "'loss':" in out
+
+
+def test_train_evaluate_export_and_run_every_artifact(tmp_path):
+    """Training's command, then evaluate, export and the artifact snippet on what they wrote."""
+    fit = shrink(block("bash", "--dataset digits --width 16 --epochs 10   # offline"),
+                 {"--width 16 --epochs 10": "--width 4 --epochs 1 --subset 300"})
+    run_bash(fit, tmp_path)
+    (run,) = glob.glob(str(tmp_path / "runs" / "resnet18-digits-*"))
+    run = os.path.relpath(run, tmp_path)
+    for name in ("config.json", "best.keras", "last.keras", "metrics.json", "history.png",
+                 "confusion_matrix.png", "log.csv"):
+        assert (tmp_path / run / name).is_file(), name
+
+    evaluate = "python -m training.evaluate --model runs/<run>/best.keras"
+    assert f"`{evaluate}`" in README
+    assert "accuracy" in run_bash(evaluate.replace("runs/<run>", run), tmp_path)
+
+    export = block("bash", "python -m export --model runs/<run>/best.keras")
+    run_bash(export.replace("runs/<run>", run), tmp_path)
+    assert "tflite" in run_python(
+        block("python", 'ort.InferenceSession("artifacts/model.onnx")') + "\nprint('tflite')\n",
+        tmp_path)
+
+
+@pytest.mark.slow  # two short trainings on MNIST- and CIFAR-format archives the test writes
+def test_gpu_recipes_run_on_cpu_with_archives(tmp_path):
+    from benchmarks.e2e import write_archive
+
+    for name in ("mnist", "cifar10"):
+        write_archive(name, str(tmp_path / "data"), n_train=256, n_test=64)
+    script = shrink(block("bash", "# MNIST, the seed recipe"), {
+        "--dataset mnist --epochs 10": "--dataset mnist --epochs 1 --width 4 --subset 256",
+        "--epochs 100 --batch-size 128": "--epochs 2 --batch-size 64 --width 4 --subset 256",
+    })
+    run_bash(script, tmp_path)
+    assert len(glob.glob(str(tmp_path / "runs" / "resnet18-mnist-*" / "metrics.json"))) == 1
+    assert len(glob.glob(str(tmp_path / "runs" / "resnet18-cifar10-*" / "metrics.json"))) == 1
+
+
+@pytest.mark.slow  # a full-size ResNet-50 through convert, TFLite, ONNX and back to torch
+def test_pytorch_interop_blocks(tmp_path):
+    code = shrink(block("python", "from keras_resnet.convert import IMAGENET_NORMALIZATION"),
+                  {'weights="IMAGENET1K_V2"': "weights=None"})  # no network here
+    assert run_python(code, tmp_path).strip().splitlines()[-1] == "True"
+    run_bash(block("bash", "python -m keras_resnet.convert --from-torch resnet50.pth"), tmp_path)
+    for path in ("resnet50.keras", "artifacts/resnet50/model.onnx", "resnet50.pth",
+                 "resnet50.safetensors"):
+        assert (tmp_path / path).is_file(), path
+
+
+@pytest.mark.slow  # every benchmark command, each cut to a step or two
+def test_benchmark_commands(tmp_path):
+    e2e = shrink(block("bash", "python -m benchmarks.e2e --dataset mnist --repeats 3"), {
+        "--dataset mnist --repeats 3\n": "--dataset mnist --repeats 1 --steps 2 -- --width 4\n",
+        "--steps 15 --repeats 3 -- --stem cifar": "--steps 2 --repeats 1 -- --width 4 --stem cifar",
+        "--dataset mnist --repeats 3   #": "--dataset mnist --repeats 1 --steps 2 -- --width 4 #",
+    })
+    assert run_bash(e2e, tmp_path).count("fit / train_on_batch") == 3
+    bench = shrink(block("bash", "python -m benchmarks.bench --arch resnet18"), {
+        "--repeats 5": "--repeats 1 --warmup 1 --width 8",
+        "--steps 3": "--steps 1",
+    })
+    assert run_bash(bench, tmp_path).count("ours img/s") == 4
+    memory = shrink(block("bash", "python -m benchmarks.memory"), {
+        "python -m benchmarks.memory ": "python -m benchmarks.memory --arch resnet18 "
+        "--input-size 32 --width 8 --num-classes 4 --no-alone --tflite-variants float32 ",
+    })
+    assert "peak RSS" in run_bash(memory, tmp_path)
+    # The commands README names in its prose.
+    for command in ("python -m benchmarks.peak", "python -m benchmarks.weight_grad",
+                    "python -m benchmarks.conv_paths",
+                    "python -m benchmarks.profile --arch resnet18\n  --input-shape 32,32,3 "
+                    "--stem cifar --batch 64 --mode\n  train",
+                    "python -m keras_resnet.summary --arch resnet50 --input-shape 224,224,3"):
+        assert command in README, command
+    small = {"python -m benchmarks.peak": " --iters 1000000 --n 256",
+             "python -m benchmarks.weight_grad": " --batch 2 --repeats 1",
+             "python -m benchmarks.conv_paths": " --repeats 1 --only 'on 1x1'"}
+    for command, args in small.items():
+        run_bash(command + args, tmp_path)
+    run_bash("python -m benchmarks.profile --arch resnet18 --input-shape 32,32,3 --stem cifar "
+             "--batch 4 --width 8 --mode train", tmp_path)
+    assert "Total" in run_bash(
+        "python -m keras_resnet.summary --arch resnet50 --input-shape 224,224,3", tmp_path)
