@@ -22,7 +22,8 @@ PACKAGES = ("keras_resnet", "training", "export", "benchmarks")
 CLIS = (
     "training.fit", "training.evaluate", "export", "keras_resnet.convert",
     "keras_resnet.summary", "benchmarks.bench", "benchmarks.profile", "benchmarks.peak",
-    "benchmarks.conv_paths", "benchmarks.e2e", "benchmarks.weight_grad",
+    "benchmarks.conv_paths", "benchmarks.e2e", "benchmarks.weight_grad", "training.predict",
+    "export.predict",
 )
 # Not one of them may be loaded to print --help or a usage error.
 HEAVY = ("tensorflow", "keras", "torch", "torchvision", "tf2onnx", "onnx", "onnxruntime",

@@ -1,0 +1,81 @@
+"""`python -m export.predict --artifact ARTIFACT PATH...`: top-k classes of image files from an
+exported artifact, run in its own runtime (a SavedModel folder in TensorFlow, .onnx in ONNX
+Runtime, .tflite in LiteRT).
+
+The output is that of `python -m training.predict` for the Keras model (same preprocessing:
+PIL, the artifact's input channels, bilinear resize to its input height and width, raw 0..255
+pixels), so a deploy script can compare the two. Class names come from the manifest.json that
+`python -m export` wrote (looked for beside the artifact and up to two folders above).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from training.predict import (EXIT_CODES, PredictError, add_common_arguments, predict_files,
+                              report)
+
+
+def manifest_for(artifact: Path):
+    """(manifest, its artifact entry) of the export that wrote `artifact`, or (None, None)."""
+    target = artifact.resolve()
+    for folder in [artifact.resolve().parent, *list(artifact.resolve().parents)[:3]]:
+        path = folder / "manifest.json"
+        try:
+            manifest = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        for entry in manifest.get("artifacts", []):
+            if (folder / entry.get("path", "")).resolve() == target:
+                return manifest, entry
+    return None, None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m export.predict", description=__doc__,
+                                epilog=EXIT_CODES,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--artifact", required=True,
+                   help="a SavedModel folder (e.g. artifacts/saved_model/1), .onnx or .tflite")
+    add_common_arguments(p)
+    return p
+
+
+def main(argv=None) -> int:
+    from keras_resnet import _cli
+    from training.predict import find_images
+
+    p = build_parser()
+    args = p.parse_args(argv)
+    _cli.configure(args)
+    artifact = Path(args.artifact)
+    try:
+        find_images(args.paths)
+        if not artifact.exists():
+            raise PredictError(f"artifact {artifact} does not exist")
+        manifest, _ = manifest_for(artifact)
+        if manifest is None:
+            raise PredictError(f"no manifest.json of python -m export lists {artifact} (looked "
+                               "beside it and two folders up): it gives the input shape and "
+                               "class names")
+        shape = tuple(manifest["input"]["shape"][1:])
+        from export.verification import ExportError, load_runner
+
+        try:
+            runner = load_runner(artifact)
+        except ExportError as e:
+            raise PredictError(str(e)) from None
+        files, rows = predict_files(runner, shape, args.paths, args.top_k,
+                                    manifest.get("class_names"), args.batch_size)
+    except PredictError as e:
+        print(f"{p.prog}: error: {e}", file=sys.stderr)
+        return 2
+    print(report(files, rows, args.json))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

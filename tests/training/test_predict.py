@@ -1,0 +1,111 @@
+"""training.predict and export.predict: image files -> top-k classes, the same from the .keras
+model and from every exported artifact."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+CLASSES = ["zero", "one", "two", "three"]
+
+
+@pytest.fixture(scope="module")
+def run_and_images(tmp_path_factory):
+    import keras
+
+    import keras_resnet
+
+    root = tmp_path_factory.mktemp("predict")
+    keras.utils.set_random_seed(0)
+    model = keras_resnet.build_resnet("resnet18", (28, 28, 1), 4, width=8,
+                                      normalization=(100.0, 70.0))
+    run = root / "run"
+    run.mkdir()
+    model.save(run / "best.keras")
+    (run / "config.json").write_text(json.dumps({"class_names": CLASSES}))
+    rng = np.random.default_rng(0)
+    images = root / "images"
+    (images / "sub").mkdir(parents=True)
+    Image.fromarray(rng.integers(0, 256, (28, 28), dtype=np.uint8), "L").save(images / "a.png")
+    # RGB at another size: converted to grayscale and resized like a user's photo.
+    Image.fromarray(rng.integers(0, 256, (40, 50, 3), dtype=np.uint8), "RGB").save(
+        images / "sub" / "b.jpg", quality=95)
+    (images / "notes.txt").write_text("not an image")  # ignored when searching a folder
+    return model, run, images
+
+
+def expected_probabilities(model, paths):
+    from PIL import Image
+
+    arrays = []
+    for p in paths:
+        with Image.open(p) as img:
+            img = img.convert("L").resize((28, 28), Image.Resampling.BILINEAR)
+            arrays.append(np.asarray(img, np.float32)[..., None])
+    logits = np.asarray(model(np.stack(arrays), training=False), np.float64)
+    e = np.exp(logits - logits.max(1, keepdims=True))
+    return e / e.sum(1, keepdims=True)
+
+
+def test_keras_model_top_k_from_files_and_folders(run_and_images, capsys):
+    from training.predict import main
+
+    model, run, images = run_and_images
+    assert main(["--model", str(run / "best.keras"), str(images), "--top-k", "3", "--json"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    paths = [str(images / "a.png"), str(images / "sub" / "b.jpg")]
+    assert [g["path"] for g in got] == paths
+    probs = expected_probabilities(model, paths)
+    for row, p in zip(got, probs):
+        assert len(row["top"]) == 3
+        assert [t["index"] for t in row["top"]] == list(np.argsort(-p, kind="stable")[:3])
+        for t in row["top"]:
+            assert t["class"] == CLASSES[t["index"]]
+            assert t["probability"] == pytest.approx(p[t["index"]], abs=1e-6)
+    assert main(["--model", str(run / "best.keras"), str(images / "a.png"), "--top-k", "9"]) == 0
+    text = capsys.readouterr().out.splitlines()
+    assert text[0] == paths[0] and len(text) == 1 + len(CLASSES)  # k capped at the classes
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["{images}/missing.png"], "does not exist"),
+    (["{images}/notes.txt"], "is not a readable image"),
+    (["{images}/sub/../../run"], "holds no image files"),
+])
+def test_bad_paths_are_one_line_and_exit_2(run_and_images, capsys, argv, message):
+    from training.predict import main
+
+    _, run, images = run_and_images
+    argv = [a.format(images=images) for a in argv]
+    assert main(["--model", str(run / "best.keras"), *argv]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_artifacts_predict_as_the_keras_model(run_and_images, tmp_path, capsys):
+    import export
+    from export.predict import main as export_main
+    from training.predict import main
+
+    model, run, images = run_and_images
+    assert main(["--model", str(run / "best.keras"), str(images), "--json"]) == 0
+    keras_rows = json.loads(capsys.readouterr().out)
+    out = tmp_path / "artifacts"
+    x = np.random.default_rng(1).uniform(0, 255, (8, 28, 28, 1)).astype(np.float32)
+    export.export_all(model, out, images=x, formats=("saved_model", "onnx", "tflite"),
+                      tflite_variants=("float32",), class_names=CLASSES, latency_runs=0,
+                      log=lambda msg: None)
+    for artifact in (out / "saved_model" / "1", out / "model.onnx",
+                     out / "tflite" / "model_float32.tflite"):
+        assert export_main(["--artifact", str(artifact), str(images), "--json"]) == 0
+        rows = json.loads(capsys.readouterr().out)
+        assert [r["path"] for r in rows] == [r["path"] for r in keras_rows]
+        for r, k in zip(rows, keras_rows):
+            assert [t["class"] for t in r["top"]] == [t["class"] for t in k["top"]]
+            np.testing.assert_allclose([t["probability"] for t in r["top"]],
+                                       [t["probability"] for t in k["top"]], atol=1e-5)
+    lonely = tmp_path / "lonely.onnx"
+    lonely.write_bytes((out / "model.onnx").read_bytes())
+    assert export_main(["--artifact", str(lonely), str(images)]) == 2
+    assert "no manifest.json" in capsys.readouterr().err

@@ -1,0 +1,192 @@
+"""`python -m training.predict --model RUN/best.keras PATH...`: top-k classes of image files.
+
+PATH is an image file or a folder (searched recursively for .png, .jpg, .jpeg, .bmp, .gif,
+.webp, .tif, .tiff). Each image is read with PIL, converted to the model's channels (grayscale
+"L" for 1, "RGB" for 3), resized to the model's input height and width with bilinear
+interpolation, and given to the model as raw 0..255 pixels: the model normalizes them itself,
+as in training. Class names come from the config.json that training.fit wrote beside the
+model (else class indices). `python -m export.predict` gives the same output for an exported
+artifact.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from keras_resnet import _cli
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+EXIT_CODES = """exit status: 0 predictions printed; 2 bad input or usage (a path that is not an
+image or holds none, an unreadable model: the one-line message names it); 1 an internal error."""
+
+
+class PredictError(ValueError):
+    """A user's input that cannot be predicted on; the message names it."""
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be positive, got {value}")
+    return value
+
+
+def add_common_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders")
+    p.add_argument("--top-k", type=positive_int, default=5, help="classes shown per image")
+    p.add_argument("--json", action="store_true",
+                   help='one JSON list of {"path", "top": [{"class", "index", "probability"}]}')
+    p.add_argument("--batch-size", type=positive_int, default=32, help="images per model call")
+    _cli.add_log_level_argument(p)
+
+
+def find_images(paths) -> list[str]:
+    """The image files named or found below the folders named, in a stable order."""
+    found = []
+    for path in paths:
+        if os.path.isdir(path):
+            inside = sorted(
+                os.path.join(root, name)
+                for root, dirs, names in os.walk(path) for name in names
+                if name.lower().endswith(IMAGE_SUFFIXES) and not name.startswith("."))
+            if not inside:
+                raise PredictError(f"folder {path} holds no image files "
+                                   f"({', '.join(IMAGE_SUFFIXES)})")
+            found += inside
+        elif os.path.isfile(path):
+            found.append(path)
+        else:
+            raise PredictError(f"{path} does not exist")
+    return found
+
+
+def load_images(files, shape):
+    """float32 (N, H, W, C) raw pixels for a model input of `shape` (H, W, C; H, W may be None
+    only when every image already has one size)."""
+    import numpy as np
+    from PIL import Image, UnidentifiedImageError
+
+    h, w, c = shape
+    if c not in (1, 3):
+        raise PredictError(f"the model takes {c}-channel images; image files give 1 or 3")
+    out = []
+    for path in files:
+        try:
+            with Image.open(path) as img:
+                img = img.convert("L" if c == 1 else "RGB")
+                if h is not None and w is not None and img.size != (w, h):
+                    img = img.resize((w, h), Image.Resampling.BILINEAR)
+                array = np.asarray(img, dtype=np.float32)
+        except (UnidentifiedImageError, OSError, ValueError) as e:
+            raise PredictError(f"{path} is not a readable image ({e})") from None
+        out.append(array.reshape(array.shape[0], array.shape[1], c))
+    if len({a.shape for a in out}) > 1:
+        raise PredictError("the model takes any image size, but these images differ in size: "
+                           "give images of one size")
+    return np.stack(out)
+
+
+def top_k(outputs, k: int, class_names=None, probabilities: bool = False) -> list[list[dict]]:
+    """Per row of logits (or of `probabilities`): the k most probable classes."""
+    import numpy as np
+
+    probs = np.asarray(outputs, dtype=np.float64)
+    if not probabilities:
+        probs = np.exp(probs - probs.max(axis=1, keepdims=True))
+        probs /= probs.sum(axis=1, keepdims=True)
+    k = min(k, probs.shape[1])
+    rows = []
+    for p in probs:
+        best = np.argsort(-p, kind="stable")[:k]
+        rows.append([{"class": class_names[i] if class_names else str(i), "index": int(i),
+                      "probability": float(p[i])} for i in best])
+    return rows
+
+
+def report(files, rows, as_json: bool) -> str:
+    if as_json:
+        return json.dumps([{"path": f, "top": top} for f, top in zip(files, rows)], indent=2)
+    lines = []
+    for path, top in zip(files, rows):
+        lines.append(path)
+        width = max(len(t["class"]) for t in top)
+        lines += [f"  {n}. {t['class']:<{width}}  {t['probability']:.4f}  (index {t['index']})"
+                  for n, t in enumerate(top, 1)]
+    return "\n".join(lines)
+
+
+def predict_files(run_logits, input_shape, paths, k, class_names, batch_size,
+                  probabilities=False):
+    """(files, top-k rows): `run_logits(images) -> logits` over the images found in `paths`."""
+    import numpy as np
+
+    files = find_images(paths)
+    logits = []
+    for i in range(0, len(files), batch_size):
+        logits.append(np.asarray(run_logits(load_images(files[i:i + batch_size], input_shape))))
+    logits = np.concatenate(logits)
+    if class_names is not None and len(class_names) != logits.shape[1]:
+        raise PredictError(f"{len(class_names)} class names for a model with "
+                           f"{logits.shape[1]} outputs")
+    return files, top_k(logits, k, class_names, probabilities)
+
+
+def class_names_beside(model_path: str):
+    """training.fit's class names from the config.json in the model's folder, if there is one."""
+    path = os.path.join(os.path.dirname(os.path.abspath(model_path)), "config.json")
+    try:
+        with open(path) as f:
+            names = json.load(f).get("class_names")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return [str(n) for n in names] if isinstance(names, list) and names else None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m training.predict", description=__doc__,
+                                epilog=EXIT_CODES,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", required=True, help="a .keras file (e.g. RUN/best.keras)")
+    add_common_arguments(p)
+    return p
+
+
+def main(argv=None) -> int:
+    p = build_parser()
+    args = p.parse_args(argv)
+    _cli.configure(args)
+    try:
+        files = find_images(args.paths)  # before loading TensorFlow: a wrong path fails fast
+        del files
+        from training.modelio import ModelFileError, load_model
+
+        try:
+            model = load_model(args.model)
+        except (FileNotFoundError, ModelFileError) as e:
+            raise PredictError(str(e)) from None
+        shape = tuple(model.input_shape[1:])
+        # A model built with classifier_activation="softmax" already returns probabilities.
+        last = getattr(model.layers[-1], "activation", None)
+        softmax_out = getattr(last, "__name__", "") == "softmax"
+
+        def run_logits(images):
+            return model.predict(images, verbose=0)
+
+        files, rows = predict_files(run_logits, shape, args.paths, args.top_k,
+                                    class_names_beside(args.model), args.batch_size,
+                                    probabilities=softmax_out)
+    except PredictError as e:
+        print(f"{p.prog}: error: {e}", file=sys.stderr)
+        return 2
+    print(report(files, rows, args.json))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
