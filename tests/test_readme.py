@@ -9,6 +9,7 @@ scripts/test.sh is this suite itself.
 """
 
 import glob
+import json
 import os
 import re
 import subprocess
@@ -90,6 +91,23 @@ def test_train_evaluate_export_and_run_every_artifact(tmp_path):
     assert "tflite" in run_python(
         block("python", 'ort.InferenceSession("artifacts/model.onnx")') + "\nprint('tflite')\n",
         tmp_path)
+
+    # Predictions on image files: real digits written as a user's PNGs.
+    import numpy as np
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    (tmp_path / "my_digits").mkdir()
+    for i in range(3):
+        pixels = np.clip(digits.images[i] * 16, 0, 255).astype(np.uint8)
+        Image.fromarray(pixels, "L").resize((28, 28)).save(tmp_path / "my_digits" / f"{i}.png")
+    Image.fromarray(np.clip(digits.images[7] * 16, 0, 255).astype(np.uint8), "L").save(
+        tmp_path / "seven.png")
+    predict = block("bash", "python -m training.predict").replace("runs/<run>", run)
+    keras_text, onnx_json = run_bash(predict, tmp_path).split("\n[", 1)
+    assert keras_text.count(".png") == 4
+    assert len(json.loads("[" + onnx_json)) == 4
 
 
 @pytest.mark.slow  # two short trainings on MNIST- and CIFAR-format archives the test writes
