@@ -18,7 +18,6 @@ import sys
 
 from keras_resnet import _cli
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 EXIT_CODES = """exit status: 0 predictions printed; 2 bad input or usage (a path that is not an
 image or holds none, an unreadable model: the one-line message names it); 1 an internal error."""
 
@@ -48,13 +47,15 @@ def add_common_arguments(p: argparse.ArgumentParser) -> None:
 
 def find_images(paths) -> list[str]:
     """The image files named or found below the folders named, in a stable order."""
+    from training.folders import IMAGE_SUFFIXES, is_image_name
+
     found = []
     for path in paths:
         if os.path.isdir(path):
             inside = sorted(
                 os.path.join(root, name)
                 for root, dirs, names in os.walk(path) for name in names
-                if name.lower().endswith(IMAGE_SUFFIXES) and not name.startswith("."))
+                if is_image_name(name))
             if not inside:
                 raise PredictError(f"folder {path} holds no image files "
                                    f"({', '.join(IMAGE_SUFFIXES)})")
@@ -70,22 +71,16 @@ def load_images(files, shape):
     """float32 (N, H, W, C) raw pixels for a model input of `shape` (H, W, C; H, W may be None
     only when every image already has one size)."""
     import numpy as np
-    from PIL import Image, UnidentifiedImageError
+
+    from training.folders import FolderError, read_image
 
     h, w, c = shape
     if c not in (1, 3):
         raise PredictError(f"the model takes {c}-channel images; image files give 1 or 3")
-    out = []
-    for path in files:
-        try:
-            with Image.open(path) as img:
-                img = img.convert("L" if c == 1 else "RGB")
-                if h is not None and w is not None and img.size != (w, h):
-                    img = img.resize((w, h), Image.Resampling.BILINEAR)
-                array = np.asarray(img, dtype=np.float32)
-        except (UnidentifiedImageError, OSError, ValueError) as e:
-            raise PredictError(f"{path} is not a readable image ({e})") from None
-        out.append(array.reshape(array.shape[0], array.shape[1], c))
+    try:
+        out = [read_image(path, h, w, c).astype(np.float32) for path in files]
+    except FolderError as e:
+        raise PredictError(str(e)) from None
     if len({a.shape for a in out}) > 1:
         raise PredictError("the model takes any image size, but these images differ in size: "
                            "give images of one size")
