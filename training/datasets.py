@@ -19,11 +19,13 @@ from __future__ import annotations
 import dataclasses
 import functools
 import gzip
+import io
 import math
 import os
 import socket
 import tarfile
 import threading
+import zlib
 from typing import Sequence
 
 import numpy as np
@@ -179,10 +181,13 @@ def _read_maybe_gzip(path: str) -> bytes:
     except OSError as e:
         raise DataFormatError(f"{path}: cannot read ({e})") from e
     if raw[:2] == b"\x1f\x8b":
+        # The whole stream at once: gzip checks its CRC32 and size only at the end, which a
+        # reader that stops at the last byte it needs never reaches.
         try:
             return gzip.decompress(raw)
-        except (OSError, EOFError, gzip.BadGzipFile) as e:
-            raise DataFormatError(f"{path}: corrupt or truncated gzip data ({e})") from e
+        except (OSError, EOFError, zlib.error) as e:
+            raise DataFormatError(f"{path}: corrupt or truncated gzip data ({e}); download it "
+                                  "again (`gzip -t` checks a .gz file)") from e
     return raw
 
 
@@ -288,8 +293,9 @@ def read_cifar(name: str, split: str, location: str):
             with open(path, "rb") as f:
                 chunks.append(parse_cifar_records(f.read(), path, label_bytes, label_index, classes))
     else:
+        raw = _read_maybe_gzip(location)
         try:
-            with tarfile.open(location, "r:gz") as tar:
+            with tarfile.open(fileobj=io.BytesIO(raw), mode="r:") as tar:
                 for member in members[split]:
                     inner = f"{folder}/{member}"
                     try:
@@ -300,7 +306,7 @@ def read_cifar(name: str, split: str, location: str):
                         raise DataFormatError(f"{location}: the archive has no member {inner}")
                     chunks.append(parse_cifar_records(
                         f.read(), f"{location}:{inner}", label_bytes, label_index, classes))
-        except (tarfile.TarError, EOFError, OSError, gzip.BadGzipFile) as e:
+        except (tarfile.TarError, EOFError, OSError) as e:
             raise DataFormatError(f"{location}: corrupt or truncated tar.gz archive ({e})") from e
     images = np.concatenate([c[0] for c in chunks])
     labels = np.concatenate([c[1] for c in chunks])
@@ -317,17 +323,30 @@ def find_archive(name: str, data_dir: str | None) -> dict | None:
     root = data_dir or "data"
     if name in ("mnist", "fashion_mnist"):
         folder = os.path.join(root, name)
-        found = {}
+        found, missing = {}, []
         for split, files in IDX_FILES.items():
             paths = []
             for base in files:
-                hit = next((os.path.join(folder, base + ext) for ext in (".gz", "")
-                            if os.path.isfile(os.path.join(folder, base + ext))), None)
+                hit = _idx_file(folder, base)
                 if hit is None:
-                    return None
+                    missing.append(base)
                 paths.append(hit)
             found[split] = tuple(paths)
-        return found
+        if not missing:
+            return found
+        if len(missing) < 4:
+            raise DatasetError(
+                f"{name}: {folder}/ holds only some of the four IDX files; missing "
+                + ", ".join(f"{m}(.gz)" for m in missing) + f": put them in {folder}/")
+        loose = [b for pair in IDX_FILES.values() for b in pair if _idx_file(root, b)]
+        if loose:
+            # MNIST and Fashion-MNIST share these file names: which one a folder holds cannot
+            # be told from it, so only DATA_DIR/<name>/ is read (and TFDS is not silently used).
+            raise DatasetError(
+                f"{name}: found {', '.join(loose)} directly in {root}/, but IDX files are read "
+                f"from {folder}/ only (mnist and fashion_mnist use the same file names): move "
+                f"them into {folder}/")
+        return None
     if name in CIFAR_LAYOUT:
         tarball, folder, *_ = CIFAR_LAYOUT[name]
         for d in (root, os.path.join(root, name)):
@@ -335,6 +354,11 @@ def find_archive(name: str, data_dir: str | None) -> dict | None:
                 if os.path.exists(candidate):
                     return {"train": candidate, "test": candidate}
     return None
+
+
+def _idx_file(folder: str, base: str) -> str | None:
+    return next((os.path.join(folder, base + ext) for ext in (".gz", "")
+                 if os.path.isfile(os.path.join(folder, base + ext))), None)
 
 
 def _archive_help(name: str, data_dir: str | None) -> str:
@@ -505,9 +529,17 @@ def load_arrays(name: str, split: str = "train", data_dir: str | None = None,
         idx = np.sort(order[:n_val])
     else:
         idx = order[n_val:]
+        held = (f" ({len(labels)} in its training split, {n_val} of them held out by "
+                f"--val-fraction {val_fraction})" if n_val else "")
+        if len(idx) == 0:
+            raise ValueError(f"--val-fraction {val_fraction} leaves no training images of "
+                             f"{name}{held}: choose a smaller --val-fraction")
         if subset is not None:
             if subset < 1:
-                raise ValueError(f"subset must be positive, got {subset}")
+                raise ValueError(f"--subset must be positive, got {subset}")
+            if subset > len(idx):
+                raise ValueError(f"--subset {subset} is more than the {len(idx)} training "
+                                 f"images of {name}{held}: choose --subset {len(idx)} or less")
             idx = idx[:subset]
         idx = np.sort(idx)
     return images[idx], labels[idx], used
