@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 import json
 import math
 import os
@@ -10,30 +12,25 @@ import time
 
 import keras
 
+from training.rundir import (RunDirError, atomic_write_bytes, atomic_write_json,  # noqa: F401
+                             clean_temporaries, remove_quietly, temp_path, write_error)
+
 STATE_FILE = "state.json"
 LAST = "last.keras"
 BEST = "best.keras"
-
-
-def atomic_write_bytes(path: str, data: bytes) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def atomic_write_json(path: str, obj) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
+LOG_CSV = "log.csv"
 
 
 def atomic_save_model(model: keras.Model, path: str) -> str:
     """Saves `model` to `path` via a temporary file + os.replace; returns the file's sha256."""
-    tmp = os.path.join(os.path.dirname(path), f".tmp-{os.getpid()}-{os.path.basename(path)}")
-    model.save(tmp)  # Keras wants the .keras suffix, kept by the temporary name
-    digest = sha256_file(tmp)
-    os.replace(tmp, path)
+    tmp = temp_path(path)  # Keras wants the .keras suffix, kept by the temporary name
+    try:
+        model.save(tmp)
+        digest = sha256_file(tmp)
+        os.replace(tmp, path)
+    except OSError as e:
+        remove_quietly(tmp)
+        raise write_error(path, e) from e
     return digest
 
 
@@ -49,33 +46,78 @@ def _float(v):
         return None
 
 
-class NanGuard(keras.callbacks.TerminateOnNaN):
-    """TerminateOnNaN that remembers where the loss went non-finite, for the run's message."""
+# A diverged run can keep a finite loss (7e13 at --lr 1e6 on digits), so NaN/inf is not the
+# only stop. The reference is ln(K), the cross-entropy of a uniform guess over K classes: a
+# freshly initialised ResNet starts within a few times it, and a noisy or too-high learning rate
+# gives spikes of tens of times it. 1000x (2303 for 10 classes) needs logits thousands apart
+# pointing at wrong classes, which only weights that left every useful range produce. Keras
+# logs the running mean of the epoch's loss at each batch, so a single bad batch already stays
+# visible for a while; requiring several consecutive batches above the line adds margin, and
+# the rule depends on nothing but the loss values, so a resumed run decides as an uninterrupted
+# one would.
+EXPLODED_LOSS_FACTOR = 1000.0
+EXPLODED_LOSS_BATCHES = 3
 
-    def __init__(self):
+
+class NanGuard(keras.callbacks.TerminateOnNaN):
+    """Stops training when the loss becomes NaN/inf or explodes (see EXPLODED_LOSS_FACTOR), and
+    remembers where, for the run's message."""
+
+    def __init__(self, num_classes: int = 10):
         super().__init__()
         self.epoch = 0
         self.nan_at = None  # (epoch index, batch index, loss value)
+        self.reason = None
+        self.uniform_loss = math.log(max(num_classes, 2))
+        self.threshold = EXPLODED_LOSS_FACTOR * max(self.uniform_loss, 1.0)
+        self._above = 0
 
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch = epoch
 
     def on_batch_end(self, batch, logs=None):
         loss = _float((logs or {}).get("loss"))
-        if loss is not None and not math.isfinite(loss) and self.nan_at is None:
-            self.nan_at = (self.epoch, batch, loss)
-            self.model.stop_training = True
+        if loss is None or self.nan_at is not None:
+            return
+        if not math.isfinite(loss):
+            self._stop(batch, loss, f"Loss became {loss}")
+            return
+        self._above = self._above + 1 if loss > self.threshold else 0
+        if self._above >= EXPLODED_LOSS_BATCHES:
+            self._stop(batch, loss, f"Loss exploded to {loss:.3g} (above {self.threshold:.0f} "
+                       f"for {self._above} batches in a row; a uniform guess scores "
+                       f"{self.uniform_loss:.3g})")
+
+    def _stop(self, batch, loss, reason):
+        self.nan_at = (self.epoch, batch, loss)
+        self.reason = reason
+        self.model.stop_training = True
 
     on_train_batch_end = on_batch_end
 
 
-class RunCheckpoint(keras.callbacks.Callback):
-    """Writes best.keras / last.keras atomically and a state file to resume from.
+def log_csv_bytes(history: dict) -> bytes:
+    """log.csv (Keras CSVLogger's layout: epoch from 0, then the sorted metric names)."""
+    keys = sorted(history)
+    epochs = max((len(v) for v in history.values()), default=0)
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["epoch", *keys])
+    for i in range(epochs):
+        row = [history[k][i] if i < len(history[k]) else None for k in keys]
+        writer.writerow([i, *("" if v is None else repr(v) for v in row)])
+    return out.getvalue().encode()
 
-    Order per epoch: best.keras (if improved), then state.json holding the previous and the new
-    entry, each with the sha256 of the last.keras it describes, then last.keras is replaced.
-    A kill -9 at any point leaves a last.keras that matches one of the two entries, so resume
-    knows the epoch, history and best score that belong to the weights it loads.
+
+class RunCheckpoint(keras.callbacks.Callback):
+    """Writes best.keras / last.keras atomically, log.csv, and a state file to resume from.
+
+    Order per epoch: best.keras (if improved), log.csv with every completed epoch's row (so a
+    kill cannot lose a row that the checkpoint counts), then state.json holding the previous and
+    the new entry, each with the sha256 of the last.keras it describes, then last.keras is
+    replaced. A kill -9 at any point leaves a last.keras that matches one of the two entries, so
+    resume knows the epoch, history and best score that belong to the weights it loads, and
+    rewrites log.csv from that history (dropping the row of an epoch it will train again).
     """
 
     def __init__(self, run_dir: str, monitor: str = "val_accuracy", nan_guard: NanGuard = None,
@@ -86,6 +128,7 @@ class RunCheckpoint(keras.callbacks.Callback):
         self.nan_guard = nan_guard
         self.entry = initial_state or {"epoch": 0, "history": {}, "best": None,
                                        "best_epoch": None, "sha256": None}
+        atomic_write_bytes(os.path.join(run_dir, LOG_CSV), log_csv_bytes(self.entry["history"]))
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
@@ -95,19 +138,72 @@ class RunCheckpoint(keras.callbacks.Callback):
         for key, value in logs.items():
             history.setdefault(key, []).append(_float(value))
         best, best_epoch = self.entry["best"], self.entry["best_epoch"]
+        best_sha256 = self.entry.get("best_sha256")
         score = _float(logs.get(self.monitor))
         if score is not None and math.isfinite(score) and (best is None or score > best):
             best, best_epoch = score, epoch + 1
-            atomic_save_model(self.model, os.path.join(self.run_dir, BEST))
+            best_sha256 = atomic_save_model(self.model, os.path.join(self.run_dir, BEST))
+        atomic_write_bytes(os.path.join(self.run_dir, LOG_CSV), log_csv_bytes(history))
         last = os.path.join(self.run_dir, LAST)
-        tmp = os.path.join(self.run_dir, f".tmp-{os.getpid()}-{LAST}")
-        self.model.save(tmp)
+        tmp = temp_path(last)
+        try:
+            self.model.save(tmp)
+            digest = sha256_file(tmp)
+        except OSError as e:
+            remove_quietly(tmp)
+            raise write_error(last, e) from e
         new = {"epoch": epoch + 1, "history": history, "best": best, "best_epoch": best_epoch,
-               "monitor": self.monitor, "sha256": sha256_file(tmp), "time": time.time()}
-        atomic_write_json(os.path.join(self.run_dir, STATE_FILE),
-                          {"entries": [self.entry, new]})
-        os.replace(tmp, last)
+               "best_sha256": best_sha256, "monitor": self.monitor, "sha256": digest,
+               "time": time.time()}
+        try:
+            atomic_write_json(os.path.join(self.run_dir, STATE_FILE),
+                              {"entries": [self.entry, new]})
+            os.replace(tmp, last)
+        except OSError as e:
+            remove_quietly(tmp)
+            raise write_error(last, e) from e
+        except BaseException:
+            remove_quietly(tmp)
+            raise
         self.entry = new
+
+
+RESTART = "start again without --resume (in a new --run-dir, or after moving this one away)"
+
+
+def _read_entries(state_path: str) -> list:
+    try:
+        with open(state_path) as f:
+            data = json.load(f)
+    except (OSError, ValueError) as e:
+        raise RunDirError(f"{state_path} cannot be read ({e}); --resume needs it: {RESTART}") \
+            from None
+    entries = data.get("entries") if isinstance(data, dict) else None
+    if not (isinstance(entries, list) and entries and all(
+            isinstance(e, dict) and isinstance(e.get("epoch"), int)
+            and isinstance(e.get("history"), dict) for e in entries)):
+        raise RunDirError(f"{state_path} holds no valid checkpoint entries (damaged or not "
+                          f"written by training.fit); --resume needs them: {RESTART}")
+    return entries
+
+
+def intact_checkpoints(run_dir: str) -> dict:
+    """{file name: epoch} of the checkpoints in `run_dir` whose sha256 state.json records."""
+    try:
+        entries = _read_entries(os.path.join(run_dir, STATE_FILE))
+    except RunDirError:
+        return {}
+    found = {}
+    for name, key, epoch_key in ((LAST, "sha256", "epoch"), (BEST, "best_sha256", "best_epoch")):
+        path = os.path.join(run_dir, name)
+        if not os.path.isfile(path):
+            continue
+        digest = sha256_file(path)
+        for entry in reversed(entries):
+            if entry.get(key) and entry.get(key) == digest:
+                found[name] = entry.get(epoch_key)
+                break
+    return found
 
 
 def read_resume_state(run_dir: str) -> dict:
@@ -115,23 +211,23 @@ def read_resume_state(run_dir: str) -> dict:
     last = os.path.join(run_dir, LAST)
     state_path = os.path.join(run_dir, STATE_FILE)
     if not (os.path.isfile(last) and os.path.isfile(state_path)):
-        raise FileNotFoundError(
+        raise RunDirError(
             f"Nothing to resume in {run_dir}: it has no {LAST} and {STATE_FILE} (the run died "
             "before its first epoch ended; start it again without --resume)"
         )
-    with open(state_path) as f:
-        entries = json.load(f)["entries"]
+    entries = _read_entries(state_path)
     digest = sha256_file(last)
     for entry in reversed(entries):
         if entry.get("sha256") == digest:
             return entry
-    raise RuntimeError(f"{last} matches no entry of {state_path}; the run directory is damaged")
-
-
-def clean_temporaries(run_dir: str) -> None:
-    for name in os.listdir(run_dir):
-        if name.startswith(".tmp-") or ".tmp-" in name:
-            os.remove(os.path.join(run_dir, name))
+    recorded = ", ".join(str(e["epoch"]) for e in entries if e.get("sha256"))
+    best = intact_checkpoints(run_dir).get(BEST)
+    usable = (f"; {os.path.join(run_dir, BEST)} (epoch {best}) is intact for training.evaluate"
+              if best else "")
+    raise RunDirError(
+        f"{last} matches no checkpoint recorded in {state_path} (epochs {recorded or 'none'}): "
+        f"it was changed after training.fit wrote it; put the original back, or {RESTART}"
+        + usable)
 
 
 class EpochTimer(keras.callbacks.Callback):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import typing
 
 from keras_resnet import _cli
@@ -36,9 +37,11 @@ class TrainConfig:
     dataset: str = _opt("mnist", "dataset (digits works offline: scikit-learn's bundled "
                         "handwritten digits; synthetic is noise for smoke tests)", sorted(DATASETS))
     data_dir: str | None = _opt(None, "folder with archive files (DATA_DIR/mnist/*-idx?-ubyte.gz, "
-                                "DATA_DIR/cifar-10-binary.tar.gz, ...) and/or TFDS data; "
-                                "default: archives in ./data, TFDS in ~/tensorflow_datasets",
-                                metavar="DIR")
+                                "DATA_DIR/fashion_mnist/*-idx?-ubyte.gz: the four IDX files in "
+                                "the dataset's subfolder, never directly in DATA_DIR, as the two "
+                                "datasets share file names; DATA_DIR/cifar-10-binary.tar.gz, "
+                                "...) and/or TFDS data; default: archives in ./data, TFDS in "
+                                "~/tensorflow_datasets", metavar="DIR")
     source: str = _opt("auto", "where to read mnist/fashion_mnist/cifar from: 'auto' (archive "
                        "files in the data dir if present, else TFDS, downloading if online), "
                        "'archive' or 'tfds'", list(SOURCES))
@@ -88,23 +91,32 @@ class TrainConfig:
                         ["auto", "0", "1", "2"])
 
     def validate(self) -> "TrainConfig":
+        """Raises ValueError naming the command-line option of the first bad value."""
         for f in dataclasses.fields(self):
             choices = f.metadata.get("choices")
             value = getattr(self, f.name)
             if choices and value not in choices:
-                raise ValueError(f"Unknown {f.name} {value!r}; expected one of {choices}")
+                raise ValueError(f"{flag(f.name)}: unknown value {value!r}; expected one of "
+                                 f"{choices}")
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ValueError(f"{flag(f.name)} must be a finite number, got {value}")
         positive = ("width", "epochs", "batch_size", "step_epochs", "synthetic_classes")
         for name in positive:
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+                raise ValueError(f"{flag(name)} must be positive, got {getattr(self, name)}")
         if self.subset is not None and self.subset < 1:
-            raise ValueError(f"subset must be positive, got {self.subset}")
+            raise ValueError(f"--subset must be positive, got {self.subset}")
         if not 0 <= self.val_fraction < 1:
-            raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+            raise ValueError(f"--val-fraction must be in [0, 1), got {self.val_fraction}")
         if not 0 <= self.label_smoothing < 1:
-            raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
-        if self.lr <= 0 or self.weight_decay < 0 or self.warmup_epochs < 0:
-            raise ValueError("lr must be > 0, weight_decay and warmup_epochs >= 0")
+            raise ValueError(f"--label-smoothing must be in [0, 1), got {self.label_smoothing}")
+        if self.lr <= 0:
+            raise ValueError(f"--lr must be > 0, got {self.lr}")
+        for name in ("weight_decay", "warmup_epochs", "momentum"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{flag(name)} must be >= 0, got {getattr(self, name)}")
+        if self.step_gamma <= 0:
+            raise ValueError(f"--step-gamma must be > 0, got {self.step_gamma}")
         if self.resume and not self.run_dir:
             raise ValueError("--resume needs --run-dir (the run to continue)")
         self.synthetic_image_shape()
@@ -116,11 +128,28 @@ class TrainConfig:
         except ValueError:
             shape = ()
         if len(shape) != 3 or min(shape) < 1:
-            raise ValueError(f"synthetic_shape must be H,W,C, got {self.synthetic_shape!r}")
+            raise ValueError(f"--synthetic-shape must be H,W,C, got {self.synthetic_shape!r}")
         return shape
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+def flag(name: str) -> str:
+    """The command-line option of a TrainConfig field."""
+    return "--" + name.replace("_", "-")
+
+
+def finite_float(text: str) -> float:
+    """argparse type: a float, but not nan/inf, which no option has a use for and which would
+    otherwise only show up as a NaN loss (or not at all) once training runs."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid float value: {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+    return value
 
 
 def _base_type(annotation):
@@ -130,23 +159,30 @@ def _base_type(annotation):
     return args[0] if args else hint
 
 
-def build_parser(description: str | None = None) -> argparse.ArgumentParser:
+EXIT_CODES = """exit status: 0 trained and reported; 2 bad input or usage (an option, the data, the
+run directory: the one-line message says which and what to do); 3 training diverged (NaN/inf or
+exploding loss; the message names the last good checkpoint); 1 an internal error (a bug:
+please report the traceback)."""
+
+
+def build_parser(description: str | None = None, epilog: str | None = EXIT_CODES
+                 ) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m training.fit", description=description,
+        prog="python -m training.fit", description=description, epilog=epilog,
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     for f in dataclasses.fields(TrainConfig):
-        flag = "--" + f.name.replace("_", "-")
+        option = flag(f.name)
         kind = _base_type(f.type)
         kwargs = dict(default=f.default, help=f.metadata["help"], dest=f.name)
         if kind is bool:
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, **kwargs)
+            parser.add_argument(option, action=argparse.BooleanOptionalAction, **kwargs)
             continue
         if f.metadata.get("choices"):
             kwargs["choices"] = f.metadata["choices"]
         if f.metadata.get("metavar"):
             kwargs["metavar"] = f.metadata["metavar"]
-        parser.add_argument(flag, type=kind, **kwargs)
+        parser.add_argument(option, type=finite_float if kind is float else kind, **kwargs)
     # Not a TrainConfig field: how much TensorFlow logs is no part of a run's recipe.
     _cli.add_log_level_argument(parser)
     return parser

@@ -14,11 +14,26 @@ import sys
 
 from keras_resnet import _cli
 
+EXIT_CODES = """exit status: 0 evaluated and reported; 2 bad input or usage (an option, the model
+file, the data: the one-line message says which and what to do); 1 an internal error (a bug:
+please report the traceback)."""
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be positive, got {value}")
+    return value
+
 
 def build_parser() -> argparse.ArgumentParser:
     from training.datasets import DATASETS, SOURCES
 
     p = argparse.ArgumentParser(prog="python -m training.evaluate", description=__doc__,
+                                epilog=EXIT_CODES,
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--model", required=True, help="a .keras file saved by training.fit")
     p.add_argument("--dataset", choices=sorted(DATASETS), default=None,
@@ -26,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", choices=["test", "val"], default="test", help="split to evaluate")
     p.add_argument("--data-dir", default=None, help="as for training.fit")
     p.add_argument("--source", choices=list(SOURCES), default="auto", help="as for training.fit")
-    p.add_argument("--batch-size", type=int, default=256, help="evaluation batch size")
+    p.add_argument("--batch-size", type=positive_int, default=256, help="evaluation batch size")
     p.add_argument("--out", default=None, help="report folder")
     _cli.add_log_level_argument(p)
     return p
@@ -35,8 +50,16 @@ def build_parser() -> argparse.ArgumentParser:
 def read_run_config(model_path: str) -> dict:
     path = os.path.join(os.path.dirname(os.path.abspath(model_path)), "config.json")
     if os.path.isfile(path):
-        with open(path) as f:
-            return json.load(f)
+        try:
+            with open(path) as f:
+                config = json.load(f)
+        except (OSError, ValueError) as e:
+            raise ValueError(f"{path} cannot be read ({e}); pass --dataset to evaluate without "
+                             "it") from None
+        if isinstance(config, dict):
+            return config
+        raise ValueError(f"{path} is not a training.fit run record; pass --dataset to "
+                         "evaluate without it")
     return {}
 
 
@@ -84,12 +107,18 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     _cli.configure(args)
     from training.datasets import DatasetError
+    from training.rundir import USER_ERRNOS, RunDirError
 
     try:
         evaluate(args.model, args.dataset, args.split, args.data_dir, args.source,
                  args.batch_size, args.out)
-    except (FileNotFoundError, ValueError, DatasetError) as e:
+    except (FileNotFoundError, ValueError, DatasetError, RunDirError) as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        if e.errno not in USER_ERRNOS:
+            raise
+        print(f"error: {e.filename or ''}: {e.strerror}", file=sys.stderr)
         return 2
     return 0
 

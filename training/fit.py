@@ -19,13 +19,14 @@ import time
 from keras_resnet import _cli, _imports
 
 from training.config import TrainConfig, build_parser, config_from_args
+from training.rundir import USER_ERRNOS, RunDirError, RunLock
 
 # Options that may differ between a run and its --resume (everything else must match).
 RESUMABLE_CHANGES = ("epochs", "resume", "run_dir", "verbose")
 
 
 class TrainingDiverged(RuntimeError):
-    """The loss became NaN/inf; the message names the last good checkpoint."""
+    """The loss became NaN/inf or exploded; the message names the last good checkpoint."""
 
 
 def log(msg: str) -> None:
@@ -226,7 +227,29 @@ def _check_resume_config(run_dir: str, cfg: TrainConfig) -> None:
 
 
 def run(cfg: TrainConfig, extra_callbacks=()) -> dict:
-    """Trains, evaluates and writes the run directory; returns metrics.json's content."""
+    """Trains, evaluates and writes the run directory; returns metrics.json's content.
+
+    Only one process at a time may use a run directory (RUN/fit.lock, see rundir.RunLock).
+    """
+    cfg = dataclasses.replace(cfg).validate()
+    run_dir = cfg.run_dir or default_run_dir(cfg)
+    if os.path.exists(run_dir) and not os.path.isdir(run_dir):
+        raise RunDirError(f"--run-dir {run_dir} is a file, not a folder: choose another --run-dir")
+    created = not os.path.exists(run_dir)
+    lock = RunLock(run_dir).acquire()
+    try:
+        return _run_locked(cfg, run_dir, extra_callbacks)
+    finally:
+        lock.release()
+        if created:
+            # A run that failed before writing anything leaves no empty folder behind.
+            try:
+                os.rmdir(run_dir)
+            except OSError:
+                pass
+
+
+def _run_locked(cfg: TrainConfig, run_dir: str, extra_callbacks) -> dict:
     import keras
     import tensorflow as tf
 
@@ -234,8 +257,6 @@ def run(cfg: TrainConfig, extra_callbacks=()) -> dict:
     from training import datasets, report
     from training.modelio import load_model
 
-    cfg = dataclasses.replace(cfg).validate()
-    run_dir = cfg.run_dir or default_run_dir(cfg)
     if cfg.resume:
         _check_resume_config(run_dir, cfg)
     elif any(os.path.exists(os.path.join(run_dir, f)) for f in ("state.json", "metrics.json")):
@@ -266,8 +287,6 @@ def run(cfg: TrainConfig, extra_callbacks=()) -> dict:
         + ("" if data.val is not None else "; validating on the TEST split (--val-fraction 0)")
         + ("  [SYNTHETIC noise: accuracy is meaningless]" if info.synthetic else ""))
 
-    # Created only now, so that a dataset error leaves no empty run directory behind.
-    os.makedirs(run_dir, exist_ok=True)
     cb.clean_temporaries(run_dir)
     strategy = make_strategy(gpus)
     config = {
@@ -296,13 +315,13 @@ def run(cfg: TrainConfig, extra_callbacks=()) -> dict:
                 model.load_weights(os.path.join(run_dir, cb.LAST))
                 log(f"resumed from {run_dir}/{cb.LAST} after epoch {initial_epoch} "
                     f"(optimizer step {int(model.optimizer.iterations.numpy())})")
-        nan_guard = cb.NanGuard()
+        nan_guard = cb.NanGuard(info.num_classes)
         timer = cb.EpochTimer()
         checkpoint = cb.RunCheckpoint(run_dir, "val_accuracy", nan_guard, resume_entry)
+        # The loggers come before the checkpoint (log.csv is written by it), so that a kill
+        # cannot leave a counted epoch without its row.
         callbacks = [
-            nan_guard, checkpoint, timer,
-            keras.callbacks.CSVLogger(os.path.join(run_dir, "log.csv"), append=cfg.resume),
-            cb.ScalarTensorBoard(os.path.join(run_dir, "logs")),
+            nan_guard, timer, cb.ScalarTensorBoard(os.path.join(run_dir, "logs")), checkpoint,
             *extra_callbacks,
         ]
         start = time.perf_counter()
@@ -321,7 +340,7 @@ def run(cfg: TrainConfig, extra_callbacks=()) -> dict:
         kept = (f"the last good checkpoint is {os.path.join(run_dir, cb.LAST)} (epoch {done})"
                 if done else "no epoch completed, so there is no checkpoint")
         raise TrainingDiverged(
-            f"Loss became {value} at epoch {epoch + 1}, batch {batch + 1}: training stopped; "
+            f"{nan_guard.reason} at epoch {epoch + 1}, batch {batch + 1}: training stopped; "
             f"{kept}. Try a lower --lr, --precision float32, or a --warmup-epochs with "
             "--schedule cosine.")
 
@@ -363,21 +382,21 @@ def main(argv=None) -> int:
         cfg = config_from_args(args)
     except ValueError as e:
         parser.error(str(e))
+    from training.datasets import DatasetError
+
     try:
         run(cfg)
     except TrainingDiverged as e:
         print(f"error: {e}", file=sys.stderr)
         return 3
-    except (FileExistsError, FileNotFoundError, ValueError) as e:
+    except (FileExistsError, FileNotFoundError, ValueError, DatasetError, RunDirError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except Exception as e:  # noqa: BLE001 - dataset errors carry their own advice
-        from training.datasets import DatasetError
-
-        if isinstance(e, DatasetError):
-            print(f"error: {e}", file=sys.stderr)
-            return 2
-        raise
+    except OSError as e:
+        if e.errno not in USER_ERRNOS:
+            raise
+        print(f"error: {e.filename or ''}: {e.strerror}", file=sys.stderr)
+        return 2
     return 0
 
 
