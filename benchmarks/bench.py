@@ -56,9 +56,9 @@ class KerasRunner:
         if cfg["precision"] != "float32":
             keras.config.set_dtype_policy(cfg["precision"])
         if cfg.get("input_gradient", "forward") == "tensorflow":
-            from keras_resnet import blocks
+            from keras_resnet import layers
 
-            blocks.FLIPPED_INPUT_GRADIENT = False
+            layers.FLIPPED_INPUT_GRADIENT = False
         keras.utils.set_random_seed(0)
         h, w, c = cfg["input_shape"]
         self.batch = cfg["batch"]
@@ -94,9 +94,9 @@ class KerasRunner:
         import keras
         import tensorflow as tf
 
-        from keras_resnet import blocks
+        from keras_resnet import layers
 
-        grad = "forward conv" if blocks.FLIPPED_INPUT_GRADIENT else "Conv2DBackpropInput"
+        grad = "forward conv" if layers.FLIPPED_INPUT_GRADIENT else "Conv2DBackpropInput"
         return (f"tensorflow {tf.__version__}, keras {keras.__version__}, jit_compile={self.jit}, "
                 f"stride-1 3x3 input gradient: {grad}")
 

@@ -2,7 +2,7 @@
 
     python -m benchmarks.conv_paths
 
-For each convolution shape that keras_resnet.blocks.Conv2D computes differently (tiny maps as
+For each convolution shape that keras_resnet.layers.Conv2D computes differently (tiny maps as
 matrix products; the last row is a plain convolution for reference) it prints the median time of
 a forward pass and of a forward + backward pass (input and kernel gradients) for ours and for
 a plain keras.layers.Conv2D with the same kernel (strided convolutions padded by ZeroPadding2D
@@ -49,7 +49,7 @@ def measure(batch, size, cin, cout, kernel, stride, pad, repeats=20) -> dict:
     import numpy as np
     import tensorflow as tf
 
-    from keras_resnet.blocks import Conv2D
+    from keras_resnet.layers import Conv2D
 
     rng = np.random.default_rng(0)
     x = tf.constant(rng.normal(size=(batch, size, size, cin)).astype("float32"))

@@ -18,8 +18,8 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "ARCHS": "keras_resnet.archs",
     "STEMS": "keras_resnet.archs",
-    "BN_EPSILON": "keras_resnet.blocks",
-    "BN_MOMENTUM": "keras_resnet.blocks",
+    "BN_EPSILON": "keras_resnet.layers",
+    "BN_MOMENTUM": "keras_resnet.layers",
     "BasicBlock": "keras_resnet.blocks",
     "Bottleneck": "keras_resnet.blocks",
     "build_resnet": "keras_resnet.builder",

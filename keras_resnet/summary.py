@@ -76,7 +76,7 @@ def _taps_on_pixels(size: int, kernel: int, stride: int, out: int, before: int) 
 
 def _pixel_macs(layer, in_shape, pad=((0, 0), (0, 0))) -> int:
     """MACs of a Conv2D counting only taps on real pixels; in_shape is before `pad`."""
-    from keras_resnet.blocks import conv_geometry
+    from keras_resnet.layers import conv_geometry
 
     (kh, kw), (sh, sw) = layer.kernel_size, layer.strides
     h, w, cin = int(in_shape[1]), int(in_shape[2]), int(in_shape[3])

@@ -375,7 +375,7 @@ def test_total_macs_counts_every_convolution_and_the_classifier():
 
 
 def test_fused_batch_norm_matches_keras_and_updates_like_torch():
-    from keras_resnet.blocks import BatchNorm
+    from keras_resnet.layers import BatchNorm
 
     x = np.random.default_rng(1).normal(2.0, 3.0, (8, 5, 5, 4)).astype("float32")
     ours = BatchNorm(momentum=0.9, epsilon=1e-5)
@@ -429,7 +429,7 @@ def test_mixed_precision_keras_file_loads_under_the_float32_policy(tmp_path):
     (7, 1, 2, "valid", None, "conv"), (4, 1, 2, "same", None, "conv"),
 ])
 def test_conv2d_formulations_equal_keras_conv2d(size, kernel, stride, padding, pad, path):
-    from keras_resnet.blocks import Conv2D
+    from keras_resnet.layers import Conv2D
 
     x = tf.constant(np.random.default_rng(0).normal(size=(5, size, size, 8)).astype("float32"))
     ours = Conv2D(16, kernel, strides=stride, padding=padding, use_bias=False)
@@ -474,7 +474,7 @@ def test_xla_compiles_the_fast_paths_and_agrees(arch):
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_training_input_gradient_is_a_forward_convolution_and_equals_tensorflows(dtype):
-    from keras_resnet.blocks import Conv2D
+    from keras_resnet.layers import Conv2D
 
     x = tf.constant(np.random.default_rng(0).normal(size=(4, 6, 5, 8)).astype("float32"))
     ours = Conv2D(16, 3, padding="same", use_bias=False, dtype=dtype)
@@ -516,7 +516,7 @@ def test_training_input_gradient_is_a_forward_convolution_and_equals_tensorflows
 
 
 def test_training_step_uses_the_forward_convolution_for_stride_1_input_gradients():
-    from keras_resnet import blocks
+    from keras_resnet import layers
 
     model = build_resnet("resnet18", input_shape=(32, 32, 3), num_classes=4, stem="cifar",
                          width=4)
@@ -534,9 +534,33 @@ def test_training_step_uses_the_forward_convolution_for_stride_1_input_gradients
     # ResNet-18, CIFAR stem: 14 stride-1 3x3 convolutions (stem and 13 in blocks) switch to
     # the forward convolution; the 3 strided 3x3 and 3 strided 1x1 shortcuts keep TensorFlow's.
     with_flip = count_backprop_input()
-    blocks.FLIPPED_INPUT_GRADIENT = False
+    layers.FLIPPED_INPUT_GRADIENT = False
     try:
         without = count_backprop_input()
     finally:
-        blocks.FLIPPED_INPUT_GRADIENT = True
+        layers.FLIPPED_INPUT_GRADIENT = True
     assert (with_flip, without) == (6, 20)
+
+
+def test_keras_files_that_name_the_layers_old_module_still_load(tmp_path):
+    """Files saved before Conv2D/BatchNorm moved from keras_resnet.blocks to keras_resnet.layers
+    name the old module; Keras finds the classes by their registered names."""
+    import json
+    import zipfile
+
+    model = build_resnet("resnet18", input_shape=(16, 16, 1), num_classes=3, width=4,
+                         stem="cifar")
+    new, old = tmp_path / "new.keras", tmp_path / "old.keras"
+    model.save(new)
+    with zipfile.ZipFile(new) as src, zipfile.ZipFile(old, "w") as dst:
+        for item in src.infolist():
+            data = src.read(item.filename)
+            if item.filename == "config.json":
+                text = data.decode()
+                assert '"module": "keras_resnet.layers"' in text
+                data = text.replace('"module": "keras_resnet.layers"',
+                                    '"module": "keras_resnet.blocks"').encode()
+                json.loads(data)
+            dst.writestr(item, data)
+    x = rand_images((16, 16, 1), batch=2)
+    np.testing.assert_array_equal(keras.models.load_model(old)(x), model(x))
