@@ -599,8 +599,8 @@ def augment_batch(images, seed, kind: str):
         fill_mode="CONSTANT",
     )
     # The op's shape function drops H and W (output_shape is a tensor). The models branch on a
-    # known spatial size (blocks.Conv2D's matrix-product path), so losing it here would put
-    # training on the slow generic path.
+    # known spatial size (keras_resnet.layers.Conv2D's matrix-product path), so losing it here
+    # would put training on the slow generic path.
     out.set_shape(images.shape)
     return out
 

@@ -154,7 +154,7 @@ def test_synthetic_any_shape_and_unknown_names():
 @pytest.mark.parametrize("name", sorted(DATASETS))
 def test_every_pipeline_has_fully_known_image_shape(name):
     # Keras traces the train step with the dataset's element_spec: an unknown H or W there turns
-    # off the models' shape-dependent fast paths (blocks.Conv2D's matrix products).
+    # off the models' shape-dependent fast paths (keras_resnet.layers.Conv2D's matrix products).
     info = DATASETS[name]
     n = 40
     rng = np.random.default_rng(0)
