@@ -68,6 +68,50 @@ def add_log_level_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (counts, sizes, widths), refused while parsing."""
+    return _int_at_least(text, 1)
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type: an integer >= 0."""
+    return _int_at_least(text, 0)
+
+
+def _int_at_least(text: str, low: int) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < low:
+        raise argparse.ArgumentTypeError(
+            f"must be {'positive' if low == 1 else f'at least {low}'}, got {value}")
+    return value
+
+
+def parse_shape(text: str) -> tuple[int, int, int]:
+    """argparse type for ``--input-shape H,W,C``: three positive integers."""
+    parts = [p.strip() for p in text.split(",")]
+    if len(parts) != 3:
+        raise argparse.ArgumentTypeError(
+            f"needs 3 values H,W,C such as 224,224,3; got {text!r}")
+    try:
+        shape = tuple(int(p) for p in parts)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"must be H,W,C integers such as 224,224,3; got {text!r}") from None
+    if min(shape) < 1:
+        raise argparse.ArgumentTypeError(
+            f"height, width and channels must be positive; got {text!r}")
+    return shape
+
+
+EXIT_CODES = """exit status:
+  0  done
+  2  bad input or usage (an option, a file), said in one line; nothing is run
+  1  a failed check or an internal error"""
+
+
 def resolve(level: str | None = None, environ=None) -> tuple[str, dict[str, str]]:
     """(level, environment settings) for ``--log-level`` ``level`` (None: not given)."""
     environ = os.environ if environ is None else environ

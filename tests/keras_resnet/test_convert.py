@@ -230,7 +230,8 @@ def test_cli_round_trip(tmp_path, capsys):
     # A mismatch is one readable error on stderr and exit status 2, not a traceback.
     assert main(["--from-torch", str(st), "--arch", "resnet34", "--out", str(keras_out)]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: state_dict does not match 'resnet34'") and "layer3.5" in err
+    assert err.startswith(f"python -m keras_resnet.convert: error: {st}: state_dict does not "
+                          "match 'resnet34'") and "layer3.5" in err
 
 
 # ------------------------------------------------------------------------------------------
