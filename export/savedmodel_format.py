@@ -14,13 +14,19 @@ SIGNATURE = "serving_default"
 def serving_function(model):
     """A tf.function ``image (N,H,W,C) float32 raw pixels -> {logits, probabilities}``.
 
-    The batch dimension is dynamic. Shared by the SavedModel, TFLite and ONNX writers so that
-    every artifact has the same input and output names.
+    The batch dimension is dynamic; height, width and channels must be the model's. Shared by
+    the SavedModel, TFLite and ONNX writers so that every artifact has the same input and
+    output names.
     """
     import tensorflow as tf
 
+    h, w, c = input_spec(model)
+
     @tf.function(input_signature=serving_function_signature(model))
     def serve(image):
+        # A loaded signature (and TF Serving) runs a graph fed any shape: convolutions and the
+        # global pooling accept other image sizes and would answer with meaningless logits.
+        image = tf.ensure_shape(image, (None, h, w, c))
         logits = tf.cast(model(image, training=False), tf.float32)
         return {"logits": logits, "probabilities": tf.nn.softmax(logits, axis=-1)}
 
@@ -98,10 +104,13 @@ def frozen_serving_function(model):
     pending = [graph_def]  # dropped after the one trace, so that only the graph keeps it
     del graph_def
 
+    h, w, c = input_spec(model)
+
     @tf.function(input_signature=serving_function_signature(model))
     def serve_frozen(image):
         values = tf.graph_util.import_graph_def(
-            pending[0], input_map={input_name: image}, return_elements=list(outputs),
+            pending[0], input_map={input_name: _reject_other_shapes(image, (h, w, c))},
+            return_elements=list(outputs),
             name="frozen",
         )
         return dict(zip(outputs.values(), values))
@@ -109,6 +118,21 @@ def frozen_serving_function(model):
     concrete = serve_frozen.get_concrete_function()
     pending.clear()
     return concrete
+
+
+def _reject_other_shapes(image, shape):
+    """``image`` itself, through an op that fails on any height, width or channels but
+    ``shape``'s: a concatenation with one constant image along the batch axis, sliced off again.
+
+    For TFLite, whose converter drops EnsureShape and whose signature runner resizes the input
+    to whatever it is given: CONCATENATION checks every non-batch dimension exactly when the
+    interpreter prepares (no broadcasting of size-1 dimensions, as an ADD would allow) and
+    keeps the tensors' shapes static, so XNNPACK still takes the whole graph.
+    """
+    import tensorflow as tf
+
+    probe = tf.zeros((1, *shape), image.dtype)
+    return tf.concat([probe, image], axis=0)[1:]
 
 
 def serving_function_signature(model):
