@@ -1,13 +1,13 @@
 """``python -m export --model RUN/best.keras --formats saved_model,tflite,onnx --out artifacts/``
 
-Exit status: 0 all artifacts written and verified; 1 written, but at least one failed its
-check (see the table and manifest.json); 2 bad input (nothing written).
+Exit status: see EXIT_CODES (printed by --help).
 """
 
 from __future__ import annotations
 
 import argparse
 import inspect
+import os
 import sys
 from pathlib import Path
 
@@ -15,13 +15,31 @@ import numpy as np
 
 from keras_resnet import _cli
 
-from export.model_io import ExportError, load_model, read_run_config
+from export.model_io import ExportError, input_spec, load_model, num_classes, read_run_config
 from export.onnx_format import DEFAULT_OPSET
+from export.outdir import check_out_dir, is_storage_error
 from export.pipeline import FORMATS, export_all, format_table
 from export.tflite_format import DEFAULT_CALIBRATION_SIZE, IO_DTYPES, VARIANTS
 from export.verification import DEFAULT_BATCH_SIZES
 
 EVAL_SPLITS = ("test", "val")
+
+EXIT_CODES = """exit status:
+  0  every artifact written, verified and published with manifest.json in --out
+  1  written and published, but an artifact failed its check (see the table and
+     manifest.json), or an internal error
+  2  bad input or usage: an option, the model or a data file, or an --out that may not be
+     written (see --out); nothing was written"""
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,9 +48,15 @@ def build_parser() -> argparse.ArgumentParser:
         description="Export a trained keras_resnet model to SavedModel / TFLite / ONNX, run "
         "every artifact in its own runtime, compare it with the Keras model, and write "
         "manifest.json.",
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--model", required=True, help="the trained .keras file (e.g. RUN/best.keras)")
-    p.add_argument("--out", required=True, help="output folder; must be empty or absent")
+    p.add_argument("--out", required=True,
+                   help="output folder; must be absent, empty, or with --overwrite a previous "
+                   "export. Never the folder holding --model or one above it, the current "
+                   "directory, your home folder or the filesystem root. A mount point (e.g. a "
+                   "Docker volume) is written into in place")
     p.add_argument("--formats", default=",".join(FORMATS),
                    help=f"comma-separated subset of {','.join(FORMATS)} (default: all)")
     p.add_argument("--tflite-variants", default=",".join(VARIANTS),
@@ -41,7 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--int8-io", choices=IO_DTYPES, default="float32",
                    help="input/output type of the full-integer int8 TFLite file (default "
                    "float32: same interface as the other artifacts)")
-    p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a previous export in --out (a folder holding the manifest.json "
+                   "and artifacts of python -m export, nothing else)")
     p.add_argument("--dataset", default=None,
                    help="data set (training.datasets) for calibration and verification; "
                    "default: the one named in config.json beside the model")
@@ -56,26 +82,62 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--labels", default=None, help="labels of --inputs, .npy (N,) ints")
     p.add_argument("--calibration", default=None,
                    help="int8 calibration images, .npy (N,H,W,C) raw pixels from the training set")
-    p.add_argument("--num-verify", type=int, default=256,
+    p.add_argument("--num-verify", type=positive_int, default=256,
                    help="evaluation images used for verification (default 256)")
-    p.add_argument("--num-calibration", type=int, default=DEFAULT_CALIBRATION_SIZE,
+    p.add_argument("--num-calibration", type=positive_int, default=DEFAULT_CALIBRATION_SIZE,
                    help=f"training images for int8 calibration (default {DEFAULT_CALIBRATION_SIZE})")
-    p.add_argument("--batch-size", type=int, default=max(DEFAULT_BATCH_SIZES),
+    p.add_argument("--batch-size", type=positive_int, default=max(DEFAULT_BATCH_SIZES),
                    help="the larger verification batch size (batch 1 is always run; default 8)")
-    p.add_argument("--latency-runs", type=int, default=20,
+    p.add_argument("--latency-runs", type=positive_int, default=20,
                    help="timed batch-1 runs per artifact for the latency median (default 20)")
     _cli.add_log_level_argument(p)
     return p
 
 
-def _load_npy(path, what, allow_pickle=False):
+def _load_npy(path, what):
     path = Path(path)
     if not path.is_file():
         raise ExportError(f"{what} file {str(path)!r} does not exist")
     try:
-        return np.load(path, allow_pickle=allow_pickle)
-    except Exception as err:
+        return np.load(path, allow_pickle=False)
+    except Exception as err:  # truncated, not .npy, pickled objects: numpy raises many types
         raise ExportError(f"could not read {what} file {str(path)!r} as .npy: {err}")
+
+
+def _npy_images(path, what, shape) -> np.ndarray:
+    """Raw-pixel images (N, H, W, C) from ``path``, or an error naming the file and the shape
+    the model takes."""
+    arr = _load_npy(path, what)
+    h, w, c = shape
+    if arr.ndim == 3 and c == 1:
+        arr = arr[..., None]
+    expected = f"images of shape (N, {h}, {w}, {c}), raw pixels 0..255"
+    if arr.dtype.kind not in "biuf" or arr.ndim != 4 or tuple(arr.shape[1:]) != (h, w, c):
+        raise ExportError(f"{what} file {str(path)!r} holds a {arr.dtype} array of shape "
+                          f"{arr.shape}; the model takes {expected}")
+    if len(arr) == 0:
+        raise ExportError(f"{what} file {str(path)!r} holds no images; expected {expected}")
+    arr = arr.astype(np.float32)
+    if not np.all(np.isfinite(arr)):
+        raise ExportError(f"{what} file {str(path)!r} contains NaN or infinite values")
+    return arr
+
+
+def _npy_labels(path, count: int, classes: int) -> np.ndarray:
+    arr = _load_npy(path, "--labels")
+    if arr.ndim == 2 and arr.shape[1] == 1:
+        arr = arr[:, 0]
+    expected = f"{count} integer labels in 0..{classes - 1}, one per --inputs image"
+    integral = arr.dtype.kind in "iu" or (
+        arr.dtype.kind == "f" and np.all(np.isfinite(arr)) and np.all(arr == np.round(arr)))
+    if arr.ndim != 1 or not integral:
+        raise ExportError(f"--labels file {str(path)!r} holds a {arr.dtype} array of shape "
+                          f"{arr.shape}; expected {expected}")
+    if len(arr) != count or (len(arr) and (arr.min() < 0 or arr.max() >= classes)):
+        found = f"{len(arr)} labels" + (f" in {int(arr.min())}..{int(arr.max())}" if len(arr)
+                                        else "")
+        raise ExportError(f"--labels file {str(path)!r} holds {found}; expected {expected}")
+    return arr.astype(np.int64)
 
 
 def _dataset_module():
@@ -151,19 +213,21 @@ def run(args) -> int:
     model_path = Path(args.model)
     out = Path(args.out)
     # Cheap checks first: fail before loading TensorFlow models or data.
-    from export.pipeline import check_out_dir, parse_list
+    from export.pipeline import parse_list
 
     formats = parse_list(args.formats, FORMATS, "format")
     variants = parse_list(args.tflite_variants, VARIANTS, "TFLite variant")
-    check_out_dir(out, args.overwrite)
-    for flag in ("num_verify", "num_calibration", "batch_size"):
-        if getattr(args, flag) < 1:
-            raise ExportError(f"--{flag.replace('_', '-')} must be at least 1")
     if args.labels and not args.inputs:
         raise ExportError("--labels needs --inputs")
+    for flag, path in (("--inputs", args.inputs), ("--labels", args.labels),
+                       ("--calibration", args.calibration)):
+        if path and not Path(path).is_file():
+            raise ExportError(f"{flag} file {path!r} does not exist")
+    check_out_dir(out, args.overwrite, model=model_path, log=_log)
 
     config = read_run_config(model_path) if model_path.exists() else {}
     model = load_model(model_path)
+    shape = input_spec(model)
     dataset = None if args.no_dataset else (args.dataset or config.get("dataset"))
     # The run's own data options apply only when exporting on the run's own dataset.
     same = dataset == config.get("dataset")
@@ -173,15 +237,15 @@ def run(args) -> int:
     images = labels = calibration = None
     data_desc = calib_desc = None
     if args.inputs:
-        images = _load_npy(args.inputs, "--inputs")
+        images = _npy_images(args.inputs, "--inputs", shape)
         data_desc = f"{len(images)} images from {args.inputs}"
         if args.labels:
-            labels = _load_npy(args.labels, "--labels")
+            labels = _npy_labels(args.labels, len(images), num_classes(model))
     elif dataset:
         images, labels, split = _eval_arrays(dataset, args.num_verify, load_kwargs)
         data_desc = f"{len(images)} images of {dataset!r} split {split!r}"
     if args.calibration:
-        calibration = _load_npy(args.calibration, "--calibration")
+        calibration = _npy_images(args.calibration, "--calibration", shape)
         calib_desc = f"{args.calibration}"
     elif need_int8 and dataset:
         calibration, _ = dataset_arrays(dataset, "train", args.num_calibration, shuffle=True,
@@ -219,7 +283,7 @@ def run(args) -> int:
         data_description=data_desc,
         calibration_description=calib_desc,
         source=source,
-        log=lambda msg: print(msg, file=sys.stderr, flush=True),
+        log=_log,
     )
     print(format_table(manifest))
     print(f"manifest: {out / 'manifest.json'}")
@@ -228,6 +292,14 @@ def run(args) -> int:
         print(f"export: verification FAILED for {', '.join(failed)}", file=sys.stderr)
         return 1
     return 0
+
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _one_line(text: str) -> str:
+    return "; ".join(line.strip() for line in str(text).splitlines() if line.strip())
 
 
 def main(argv=None) -> int:
@@ -239,5 +311,12 @@ def main(argv=None) -> int:
     try:
         return run(args)
     except ExportError as err:
-        print(f"export: error: {err}", file=sys.stderr)
+        print(f"export: error: {_one_line(err)}", file=sys.stderr)
+        return 2
+    except OSError as err:
+        if not is_storage_error(err):
+            raise
+        where = err.filename or args.out
+        print(f"export: error: {os.strerror(err.errno)}: {str(where)!r}; nothing was "
+              "published: free space or choose another --out", file=sys.stderr)
         return 2

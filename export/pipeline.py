@@ -8,7 +8,6 @@ import json
 import os
 import platform
 import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +22,7 @@ from export.model_io import (
     release_memory,
 )
 from export.onnx_format import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET, onnx
+from export.outdir import MANIFEST, check_out_dir, publish, staging_dir
 from export.savedmodel_format import INPUT_NAME, OUTPUT_NAMES, saved_model
 from export.tflite_format import IO_DTYPES, VARIANTS, op_report, tflite
 from export.verification import (
@@ -33,7 +33,6 @@ from export.verification import (
 )
 
 FORMATS = ("saved_model", "tflite", "onnx")
-MANIFEST = "manifest.json"
 MANIFEST_VERSION = 1
 RANDOM_VERIFY_IMAGES = 32
 
@@ -48,21 +47,6 @@ def parse_list(value, allowed, what):
             f"{list(allowed)}"
         )
     return list(dict.fromkeys(items))
-
-
-def check_out_dir(out, overwrite: bool) -> Path:
-    out = Path(out)
-    if out.exists():
-        if not out.is_dir():
-            raise ExportError(f"--out {str(out)!r} exists and is not a folder")
-        if any(out.iterdir()) and not overwrite:
-            raise ExportError(
-                f"output folder {str(out)!r} is not empty; pass --overwrite (overwrite=True) "
-                "to replace its contents"
-            )
-    if not out.parent.exists():
-        raise ExportError(f"parent folder of --out {str(out.parent)!r} does not exist")
-    return out
 
 
 def _sha256_file(path: Path) -> str:
@@ -141,8 +125,10 @@ def export_all(
 ) -> dict:
     """Writes every requested artifact into ``out``, verifies each, writes ``manifest.json``.
 
-    Everything is written into a temporary folder beside ``out`` and renamed into place only
-    when all artifacts were written and checked; an error leaves ``out`` as it was. Artifacts
+    Everything is written into a temporary folder beside ``out`` (inside it when it is a mount
+    point) and renamed into place only when all artifacts were written and checked; an error
+    leaves ``out`` as it was. ``overwrite`` replaces only a previous export (see
+    export.outdir.check_out_dir for the folders that are refused). Artifacts
     that fail their check are still published (with ``"passed": false`` in the manifest);
     the returned manifest's ``passed`` says whether all passed.
 
@@ -156,7 +142,7 @@ def export_all(
         raise ExportError(f"Unknown int8 I/O type {int8_io!r}; expected one of {list(IO_DTYPES)}")
     if "onnx" in formats and not (isinstance(opset, int) and MIN_OPSET <= opset <= MAX_OPSET):
         raise ExportError(f"ONNX opset must be an integer in {MIN_OPSET}..{MAX_OPSET}, got {opset!r}")
-    out = check_out_dir(out, overwrite)
+    out = check_out_dir(out, overwrite, log=log)
     shape = input_spec(model)
     classes = num_classes(model)
     images = _check_images(images, shape, "verification images")
@@ -191,7 +177,7 @@ def export_all(
     ref_latency = batch1_latency_ms(_keras_fn(reference), images[:1], latency_runs)
     release_memory()
 
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    tmp = staging_dir(out)
     try:
         artifacts = []
 
@@ -288,7 +274,7 @@ def export_all(
             "versions": library_versions(),
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-        _publish(tmp, out)
+        publish(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -300,22 +286,6 @@ def _keras_fn(model):
 
     fn = tf.function(lambda x: model(x, training=False))
     return lambda x: fn(tf.constant(x)).numpy()
-
-
-def _publish(tmp: Path, out: Path) -> None:
-    old = None
-    if out.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-        os.rename(out, old / "previous")
-    try:
-        os.rename(tmp, out)
-    except BaseException:
-        if old is not None:
-            os.rename(old / "previous", out)
-        raise
-    finally:
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
 
 
 def _fmt_size(n: int) -> str:

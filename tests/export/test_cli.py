@@ -92,7 +92,10 @@ def test_bad_inputs_file(basic_model_file, tmp_path, capsys):
 def test_export_overwrite_and_manifest(basic_model_file, tmp_path, capsys):
     out = tmp_path / "artifacts"
     out.mkdir()
-    (out / "old.txt").write_text("old")
+    (out / "saved_model" / "1").mkdir(parents=True)
+    (out / "saved_model" / "1" / "saved_model.pb").write_bytes(b"previous export")
+    (out / "manifest.json").write_text(json.dumps(
+        {"manifest_version": 1, "artifacts": [{"path": "saved_model/1"}]}))
     x, y = basic_model_file.with_name("x.npy"), basic_model_file.with_name("y.npy")
     code, stdout, err = run_cli(capsys, "--model", basic_model_file, "--out", out, "--formats",
                                 "onnx,tflite", "--tflite-variants", "float32,int8",
@@ -114,7 +117,7 @@ def test_failed_verification_exits_non_zero(basic_model_file, tmp_path, capsys, 
     out = tmp_path / "artifacts"
     code, stdout, err = run_cli(capsys, "--model", basic_model_file, "--out", out, "--formats",
                                 "onnx", "--inputs", basic_model_file.with_name("x.npy"),
-                                "--latency-runs", "0")
+                                "--latency-runs", "1")
     assert code == 1
     assert "FAILED" in stdout and "verification FAILED for onnx float32" in err
     manifest = json.loads((out / "manifest.json").read_text())
@@ -158,7 +161,7 @@ def test_cli_reads_calibration_and_verification_data_from_the_run_dataset(tmp_pa
     code, stdout, err = run_cli(capsys, "--model", run / "best.keras", "--out", out,
                                 "--formats", "onnx,tflite", "--tflite-variants", "float32,int8",
                                 "--num-verify", "24", "--num-calibration", "24",
-                                "--latency-runs", "0")
+                                "--latency-runs", "1")
     # An untrained model: float formats must pass; int8 agreement on near-tied logits may not.
     assert code in (0, 1), err
     manifest = json.loads((out / "manifest.json").read_text())
