@@ -171,3 +171,31 @@ def test_benchmark_commands(tmp_path):
              "--batch 4 --width 8 --mode train", tmp_path)
     assert "Total" in run_bash(
         "python -m keras_resnet.summary --arch resnet50 --input-shape 224,224,3", tmp_path)
+
+
+@pytest.mark.slow  # two short fine-tuning runs on a folder of PNGs
+def test_own_images_and_start_weights_block(tmp_path):
+    import numpy as np
+    import torch
+    import torchvision
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for name, level in (("cats", 70), ("dogs", 180)):
+        (tmp_path / "my_photos" / name).mkdir(parents=True)
+        for i in range(10):
+            pixels = np.clip(rng.normal(level, 30, (48, 40, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(pixels, "RGB").save(tmp_path / "my_photos" / name / f"{i}.jpg")
+    torch.save(torchvision.models.resnet18().state_dict(), tmp_path / "resnet18.pth")
+    script = shrink(block("bash", "--dataset folder --data-dir my_photos"), {
+        "--image-size 64,64 --epochs 5": "--image-size 32,32 --epochs 1 --width 8",
+        "--image-size 224,224": "--image-size 32,32",
+        "--epochs 5\n": "--epochs 1\n",
+    })
+    run_bash(script, tmp_path)
+    runs = sorted(glob.glob(str(tmp_path / "runs" / "resnet18-folder-*")))
+    assert len(runs) == 2
+    for run in runs:
+        config = json.loads(Path(run, "config.json").read_text())
+        assert config["class_names"] == ["cats", "dogs"]
+        assert Path(run, "split.json").is_file()

@@ -16,6 +16,7 @@ OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "step", "cosine")
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 JIT_MODES = ("auto", "on", "off")
+WEIGHT_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt", ".safetensors", ".keras")
 
 
 def _opt(default, help: str, choices=None, metavar=None):
@@ -33,6 +34,13 @@ class TrainConfig:
                      list(STEMS))
     width: int = _opt(64, "base channel count (stage i has width*2**(i-1) filters; 64 = paper)")
     zero_init_residual: bool = _opt(False, "start each block's last BN gamma at zero")
+    weights: str | None = _opt(None, "start from these weights: a torchvision/PyTorch ResNet "
+                               "checkpoint (.pth/.safetensors; its arch, stem, width and ImageNet "
+                               "normalization are used) or a .keras model; the classifier is "
+                               "replaced when the class count differs", metavar="FILE")
+    freeze_stages: int = _opt(-1, "freeze the stem and stages 1..K (0 = the stem only; frozen "
+                              "batch norm stays in inference mode); -1 = train everything",
+                              metavar="K")
     # Data
     dataset: str = _opt("mnist", "dataset (digits works offline: scikit-learn's bundled "
                         "handwritten digits; synthetic is noise for smoke tests)", sorted(DATASETS))
@@ -51,6 +59,11 @@ class TrainConfig:
                                "(fixed images); 0 validates on the test split")
     augment: bool = _opt(True, "augment training images in tf.data (MNIST-like: +-10 deg "
                          "rotation, +-10%% shift; CIFAR: 4 px pad + crop, horizontal flip)")
+    image_size: str | None = _opt(None, "H,W of --dataset folder: every image is resized to it "
+                                  "(bilinear), e.g. 32,32, or 224,224 with ImageNet weights",
+                                  metavar="H,W")
+    channels: int = _opt(3, "channels of --dataset folder: 1 (images read as grayscale) or 3 "
+                         "(RGB)", [1, 3])
     synthetic_shape: str = _opt("32,32,3", "H,W,C of --dataset synthetic", metavar="H,W,C")
     synthetic_classes: int = _opt(10, "classes of --dataset synthetic")
     # Optimisation
@@ -120,7 +133,31 @@ class TrainConfig:
         if self.resume and not self.run_dir:
             raise ValueError("--resume needs --run-dir (the run to continue)")
         self.synthetic_image_shape()
+        if self.dataset == "folder":
+            if not self.data_dir:
+                raise ValueError("--dataset folder needs --data-dir DIR (DIR/<class>/* or "
+                                 "DIR/train/<class>/* with DIR/test/<class>/*)")
+            self.folder_image_shape()
+        elif self.image_size is not None:
+            raise ValueError(f"--image-size is for --dataset folder, not {self.dataset}")
+        if not -1 <= self.freeze_stages <= 4:
+            raise ValueError(f"--freeze-stages must be -1 (none) or 0..4, got "
+                             f"{self.freeze_stages}")
+        if self.weights is not None and not self.weights.endswith(WEIGHT_SUFFIXES):
+            raise ValueError(f"--weights {self.weights}: expected a {', '.join(WEIGHT_SUFFIXES)} "
+                             "file")
         return self
+
+    def folder_image_shape(self) -> tuple:
+        """(H, W, C) of --dataset folder from --image-size and --channels."""
+        try:
+            size = tuple(int(v) for v in (self.image_size or "").split(","))
+        except ValueError:
+            size = ()
+        if len(size) != 2 or min(size) < 1:
+            raise ValueError("--dataset folder needs --image-size H,W (every image is resized "
+                             f"to it), got {self.image_size!r}")
+        return (*size, self.channels)
 
     def synthetic_image_shape(self) -> tuple:
         try:

@@ -85,6 +85,7 @@ class DatasetInfo:
     tfds_name: str | None = None
     download_host: str | None = None  # probed before a TFDS download
     synthetic: bool = False  # noise: accuracy on it means nothing and is never reported
+    folder: bool = False  # a user's image folder: classes, sizes and statistics come from it
 
     @property
     def input_shape(self) -> tuple:
@@ -92,6 +93,10 @@ class DatasetInfo:
 
 
 DATASETS = {
+    # Placeholders: get_info("folder", (H, W, C), data_dir=DIR) reads the real values from DIR.
+    "folder": DatasetInfo(
+        "folder", "an image folder (--data-dir DIR: DIR/<class>/* or DIR/train|val|test/<class>/*)",
+        (32, 32, 3), 2, ("class_0", "class_1"), (127.5,), (64.0,), "cifar", {}, folder=True),
     "mnist": DatasetInfo(
         "mnist", "TFDS 'mnist' or the IDX .gz files (yann.lecun.com layout)", (28, 28, 1), 10,
         DIGIT_CLASSES,
@@ -147,11 +152,14 @@ class DataFormatError(ValueError):
 
 
 def get_info(name: str, image_shape: Sequence[int] | None = None,
-             num_classes: int | None = None) -> DatasetInfo:
-    """The table entry for `name`; `image_shape`/`num_classes` only reshape "synthetic"."""
+             num_classes: int | None = None, data_dir: str | None = None) -> DatasetInfo:
+    """The table entry for `name`; `image_shape`/`num_classes` only reshape "synthetic";
+    "folder" needs `data_dir` and `image_shape` (H, W, C) and is read from the folder."""
     if name not in DATASETS:
         raise ValueError(f"Unknown dataset {name!r}; expected one of {sorted(DATASETS)}")
     info = DATASETS[name]
+    if info.folder:
+        return folder_info(data_dir, image_shape)
     if not info.synthetic:
         if image_shape is not None and tuple(image_shape) != info.image_size:
             raise ValueError(f"image_shape can only be chosen for 'synthetic', not {name!r}")
@@ -168,6 +176,49 @@ def get_info(name: str, image_shape: Sequence[int] | None = None,
         changes["num_classes"] = int(num_classes)
         changes["class_names"] = tuple(f"class_{i}" for i in range(num_classes))
     return dataclasses.replace(info, **changes)
+
+
+def _folder_shape(image_shape) -> tuple:
+    from training.folders import FolderError
+
+    shape = tuple(int(v) for v in image_shape) if image_shape is not None else ()
+    if len(shape) != 3 or min(shape) < 1 or shape[2] not in (1, 3):
+        raise FolderError("--dataset folder needs --image-size H,W (every image is resized to "
+                          "it) and --channels 1 or 3")
+    return shape
+
+
+@functools.lru_cache(maxsize=8)
+def _folder_split(root: str, shape: tuple, split: str):
+    from training import folders
+
+    scan = folders.scan(root)
+    images, labels = folders.decode(root, scan.files[split], shape)
+    images.setflags(write=False)
+    labels.setflags(write=False)
+    return images, labels
+
+
+def folder_scan(data_dir: str | None):
+    from training import folders
+
+    return folders.scan(data_dir)
+
+
+def folder_info(data_dir: str | None, image_shape) -> DatasetInfo:
+    """The DatasetInfo of an image folder at `image_shape`: class names from its folders,
+    per-channel mean/std of its training images (the model's normalization)."""
+    scan = folder_scan(data_dir)
+    shape = _folder_shape(image_shape)
+    train, _ = _folder_split(os.path.abspath(data_dir), shape, "train")
+    pixels = train.reshape(-1, shape[2]).astype(np.float64)
+    return dataclasses.replace(
+        DATASETS["folder"], source=f"image folder {os.path.abspath(data_dir)} ({scan.layout})",
+        image_size=shape, num_classes=len(scan.class_names), class_names=scan.class_names,
+        mean=tuple(float(v) for v in pixels.mean(0)),
+        std=tuple(float(max(v, 1.0)) for v in pixels.std(0)),
+        augmentation="mnist" if shape[2] == 1 else "cifar",
+        splits={k: len(v) for k, v in scan.files.items()})
 
 
 # --------------------------------------------------------------------------------------------
@@ -477,7 +528,10 @@ def read_synthetic(info: DatasetInfo, split: str):
 @functools.lru_cache(maxsize=8)
 def _official_split(name: str, split: str, data_dir: str | None, source: str,
                     image_shape: tuple | None, num_classes: int | None):
-    info = get_info(name, image_shape, num_classes)
+    info = get_info(name, image_shape, num_classes, data_dir)
+    if info.folder:
+        images, labels = _folder_split(os.path.abspath(data_dir), info.image_size, split)
+        return images, labels, f"folder:{os.path.abspath(data_dir)}"
     if info.synthetic:
         images, labels, used = (*read_synthetic(info, split), "synthetic")
     elif name == "digits":
@@ -520,6 +574,11 @@ def load_arrays(name: str, split: str = "train", data_dir: str | None = None,
     shape = tuple(image_shape) if image_shape is not None else None
     if split == "test":
         return _official_split(name, "test", data_dir, source, shape, num_classes)
+    if DATASETS[name].folder and "val" in folder_scan(data_dir).files:
+        # DIR/val/ is the validation split; nothing is held out of DIR/train/.
+        if split == "val":
+            return _official_split(name, "val", data_dir, source, shape, num_classes)
+        val_fraction = 0.0
     images, labels, used = _official_split(name, "train", data_dir, source, shape, num_classes)
     order = np.random.default_rng(VAL_SPLIT_SEED).permutation(len(labels))
     n_val = int(round(len(labels) * val_fraction))
@@ -680,7 +739,7 @@ def load(name: str, split: str = "train", batch_size: int = 128, data_dir: str |
         epochs / initial_epoch: see make_pipeline (training loops that resume).
         image_shape / num_classes: shape of "synthetic" data.
     """
-    info = get_info(name, image_shape, num_classes)
+    info = get_info(name, image_shape, num_classes, data_dir)
     images, labels, _ = load_arrays(name, split, data_dir, source, val_fraction,
                                     subset if split == "train" else None, image_shape, num_classes)
     training = split == "train"
@@ -711,7 +770,7 @@ def load_pipelines(name: str, batch_size: int = 128, data_dir: str | None = None
                    initial_epoch: int = 0, image_shape=None, num_classes=None,
                    eval_batch_size: int | None = None) -> Pipelines:
     """Train, validation (None when val_fraction is 0) and test pipelines plus their sizes."""
-    info = get_info(name, image_shape, num_classes)
+    info = get_info(name, image_shape, num_classes, data_dir)
     x_tr, y_tr, used = load_arrays(name, "train", data_dir, source, val_fraction, subset,
                                    image_shape, num_classes)
     x_te, y_te, _ = load_arrays(name, "test", data_dir, source, val_fraction, None, image_shape,

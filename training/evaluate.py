@@ -81,7 +81,13 @@ def evaluate(model_path: str, dataset: str | None = None, split: str = "test",
     if dataset == "synthetic" and options:
         synthetic = dict(image_shape=tuple(config["input_shape"]),
                          num_classes=config["num_classes"])
-    info = datasets.get_info(dataset, **synthetic)
+    if datasets.DATASETS[dataset].folder:
+        if not options and "input_shape" not in config:
+            raise ValueError(f"--dataset folder needs the config.json that training.fit wrote "
+                             f"next to {model_path} (it holds the image size)")
+        synthetic = dict(image_shape=tuple(config["input_shape"]))
+        data_dir = data_dir or options.get("data_dir")
+    info = datasets.get_info(dataset, data_dir=data_dir, **synthetic)
     val_fraction = options.get("val_fraction", 0.1)
     model = load_model(model_path)
     expected = tuple(model.input_shape[1:])

@@ -15,6 +15,7 @@ import os
 import platform
 import sys
 import time
+import warnings
 
 from keras_resnet import _cli, _imports
 
@@ -89,14 +90,90 @@ def library_versions() -> dict:
 # Model, optimizer, compile
 
 
-def build_model(cfg: TrainConfig, info):
+def build_model(cfg: TrainConfig, info, start_weights: bool = True):
+    """The run's model: from scratch, or from --weights (loaded only when `start_weights`: a
+    resumed run loads its own checkpoint instead), with --freeze-stages applied."""
+    from keras_resnet import build_resnet, freeze
+
+    if cfg.weights:
+        model = model_from_weights(cfg, info, load=start_weights)
+    else:
+        model = build_resnet(
+            cfg.arch, input_shape=info.image_size, num_classes=info.num_classes, stem=cfg.stem,
+            width=cfg.width, zero_init_residual=cfg.zero_init_residual,
+            normalization=(list(info.mean), list(info.std)),
+        )
+    if cfg.freeze_stages >= 0:
+        freeze(model, cfg.freeze_stages)
+    return model
+
+
+def model_from_weights(cfg: TrainConfig, info, load: bool = True):
+    """A model for the run's images and classes holding --weights: every tensor but a classifier
+    of another class count. A torchvision checkpoint brings its own stem, width and ImageNet
+    normalization; a .keras model its own stem, width and normalization."""
+    import numpy as np
+
     from keras_resnet import build_resnet
 
-    return build_resnet(
-        cfg.arch, input_shape=info.image_size, num_classes=info.num_classes, stem=cfg.stem,
-        width=cfg.width, zero_init_residual=cfg.zero_init_residual,
-        normalization=(list(info.mean), list(info.std)),
-    )
+    path = cfg.weights
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"--weights {path} does not exist")
+    if path.endswith(".keras"):
+        from training.modelio import load_model
+
+        source = load_model(path)
+        norm = source.get_layer("normalization") if any(
+            layer.name == "normalization" for layer in source.layers) else None
+        stem = "imagenet" if source.get_layer("stem_conv").kernel_size[0] == 7 else "cifar"
+        normalization = None
+        if norm is not None:
+            mean = np.ravel(np.asarray(norm.mean)).tolist()
+            std = np.sqrt(np.ravel(np.asarray(norm.variance))).tolist()
+            normalization = (mean, std)
+        model = build_resnet(cfg.arch, input_shape=info.image_size,
+                             num_classes=info.num_classes, stem=stem,
+                             width=source.get_layer("stem_conv").filters,
+                             normalization=normalization)
+        if not load:
+            return model
+        names = {layer.name: layer for layer in source.layers}
+        skipped = []
+        for layer in model.layers:
+            old = names.get(layer.name)
+            if old is None or not layer.weights:
+                continue
+            if [w.shape for w in old.weights] != [w.shape for w in layer.weights]:
+                skipped.append(layer.name)
+                continue
+            layer.set_weights(old.get_weights())
+        log(f"weights from {path} ({stem} stem, width {model.get_layer('stem_conv').filters})"
+            + (f"; not loaded (other shapes): {', '.join(skipped)}" if skipped else ""))
+        return model
+
+    from keras_resnet.convert import IMAGENET_NORMALIZATION, from_torch, infer_config, \
+        read_state_dict
+
+    found = infer_config(read_state_dict(path)[0])
+    if found["in_channels"] != info.image_size[2]:
+        raise ValueError(f"--weights {path} takes {found['in_channels']}-channel images; the "
+                         f"data has {info.image_size[2]} (use --channels "
+                         f"{found['in_channels']})")
+    same_classes = found["num_classes"] == info.num_classes
+    normalization = IMAGENET_NORMALIZATION if found["in_channels"] == 3 else None
+    with warnings.catch_warnings():
+        # strict=False warns about the classifier it leaves out; the log line below says so.
+        warnings.simplefilter("ignore", UserWarning)
+        model = from_torch(path, cfg.arch, input_shape=info.image_size,
+                           num_classes=info.num_classes, include_top=True,
+                           normalization=normalization, strict=same_classes)
+    if not load:
+        return model
+    log(f"weights from {path} ({cfg.arch}, {found['stem']} stem, width {found['width']}"
+        + (", ImageNet normalization" if normalization else "") + ")"
+        + ("" if same_classes else f"; classifier replaced: the weights have "
+           f"{found['num_classes']} classes, the data {info.num_classes}"))
+    return model
 
 
 def decayed_variables(model) -> list:
@@ -276,6 +353,8 @@ def _run_locked(cfg: TrainConfig, run_dir: str, extra_callbacks) -> dict:
     initial_epoch = resume_entry["epoch"] if resume_entry else 0
     synthetic = dict(image_shape=cfg.synthetic_image_shape(),
                      num_classes=cfg.synthetic_classes) if cfg.dataset == "synthetic" else {}
+    if cfg.dataset == "folder":
+        synthetic = dict(image_shape=cfg.folder_image_shape())
     data = datasets.load_pipelines(
         cfg.dataset, batch_size=cfg.batch_size, data_dir=cfg.data_dir, augment=cfg.augment,
         seed=cfg.seed, subset=cfg.subset, val_fraction=cfg.val_fraction, source=cfg.source,
@@ -302,12 +381,16 @@ def _run_locked(cfg: TrainConfig, run_dir: str, extra_callbacks) -> dict:
         "options": cfg.to_dict(), "versions": library_versions(),
     }
     cb.atomic_write_json(os.path.join(run_dir, "config.json"), config)
+    if info.folder:
+        # Which file went to which split, so that the run's numbers can be traced to images.
+        cb.atomic_write_json(os.path.join(run_dir, "split.json"),
+                             datasets.folder_scan(cfg.data_dir).record())
 
     previous_policy = keras.config.dtype_policy()
     keras.config.set_dtype_policy(precision)
     try:
         with strategy.scope():
-            model = build_model(cfg, info)
+            model = build_model(cfg, info, start_weights=not resume_entry)
             optimizer = make_optimizer(cfg, model, data.steps_per_epoch)
             compile_model(model, optimizer, make_loss(cfg.label_smoothing), jit)
             if resume_entry:

@@ -2,7 +2,8 @@
 
 Two layouts of DIR are read:
 - DIR/train/<class>/*, DIR/test/<class>/* and optionally DIR/val/<class>/*;
-- DIR/<class>/* alone: a fixed share of each class (`TEST_FRACTION`, drawn with `SPLIT_SEED`)
+- DIR/<class>/* alone: a fixed share of each class (`TEST_FRACTION`, at least one image of a
+  class with two or more; drawn with `SPLIT_SEED`)
   becomes the test split, so the same folder always gives the same split.
 Class names are the folder names, sorted. Every image is read with PIL, converted to grayscale
 ("L") for one channel or "RGB" for three, and resized to the requested height and width with
@@ -105,7 +106,7 @@ def scan(data_dir: str) -> FolderScan:
         train, test = [], []
         for label in range(len(class_names)):
             mine = [item for item in all_files if item[1] == label]
-            n_test = int(round(len(mine) * TEST_FRACTION)) if len(mine) > 1 else 0
+            n_test = max(1, int(round(len(mine) * TEST_FRACTION))) if len(mine) > 1 else 0
             picked = set(rng.permutation(len(mine))[:n_test].tolist())
             for i, item in enumerate(mine):
                 (test if i in picked else train).append(item)

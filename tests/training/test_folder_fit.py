@@ -1,0 +1,143 @@
+"""training.fit on a user's image folder: both layouts, start weights, frozen stages, and the
+commands that read the run afterwards (evaluate, predict)."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from training.fit import main as fit_main
+
+
+def main(argv):
+    """training.fit's exit status, whether it returns it or argparse exits with it."""
+    try:
+        return fit_main(argv)
+    except SystemExit as e:
+        return e.code
+
+
+def make_folder(root, layout="class folders", n=24, size=(36, 40), seed=0):
+    """Two learnable classes (dark and bright images) as PNG files."""
+    rng = np.random.default_rng(seed)
+    splits = {"": n} if layout == "class folders" else {"train": n, "val": 4, "test": 6}
+    for split, count in splits.items():
+        for name, level in (("dark", 60), ("bright", 190)):
+            folder = root / split / name
+            folder.mkdir(parents=True)
+            for i in range(count):
+                pixels = np.clip(rng.normal(level, 30, (size[1], size[0], 3)), 0, 255)
+                Image.fromarray(pixels.astype(np.uint8), "RGB").save(folder / f"{i}.png")
+    return root
+
+
+def fit(tmp_path, *extra):
+    args = ["--arch", "resnet18", "--dataset", "folder", "--image-size", "32,32", "--width", "4",
+            "--epochs", "1", "--batch-size", "16", "--verbose", "0", *extra]
+    return main(args)
+
+
+def test_class_folders_train_and_record_the_split(tmp_path, capsys):
+    data = make_folder(tmp_path / "pics")
+    run = tmp_path / "run"
+    assert fit(tmp_path, "--data-dir", str(data), "--run-dir", str(run)) == 0
+    config = json.loads((run / "config.json").read_text())
+    assert config["class_names"] == ["bright", "dark"] and config["input_shape"] == [32, 32, 3]
+    split = json.loads((run / "split.json").read_text())
+    assert split["layout"] == "class folders" and len(split["files"]["test"]) == 4  # 10% of 24, x2
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["per_class_accuracy"].keys() == {"bright", "dark"}
+    # The commands that read a run afterwards know the folder from the run's config.json.
+    from training.evaluate import main as evaluate
+    from training.predict import main as predict
+
+    assert evaluate(["--model", str(run / "best.keras")]) == 0
+    capsys.readouterr()
+    assert predict(["--model", str(run / "best.keras"), str(data / "dark" / "0.png"),
+                    "--json"]) == 0
+    top = json.loads(capsys.readouterr().out)[0]["top"]
+    assert {t["class"] for t in top} == {"bright", "dark"}
+
+
+def test_train_val_test_folders_use_the_val_folder(tmp_path):
+    data = make_folder(tmp_path / "pics", layout="split folders")
+    run = tmp_path / "run"
+    assert fit(tmp_path, "--data-dir", str(data), "--run-dir", str(run), "--channels", "1") == 0
+    config = json.loads((run / "config.json").read_text())
+    assert (config["num_train"], config["num_val"], config["num_test"]) == (48, 8, 12)
+    assert config["input_shape"] == [32, 32, 1]
+
+
+def test_start_from_torchvision_weights_with_a_new_classifier_and_frozen_stages(tmp_path):
+    torch = pytest.importorskip("torch")  # in requirements-dev.txt; only the test needs it
+    import torchvision
+
+    import keras_resnet
+
+    torch.manual_seed(0)
+    net = torchvision.models.resnet18(num_classes=7)
+    torch.save(net.state_dict(), tmp_path / "start.pth")
+    data = make_folder(tmp_path / "pics", n=12)
+    run = tmp_path / "run"
+    assert fit(tmp_path, "--data-dir", str(data), "--run-dir", str(run), "--weights",
+               str(tmp_path / "start.pth"), "--freeze-stages", "1") == 0
+    import keras
+
+    model = keras.models.load_model(run / "best.keras")
+    assert keras_resnet  # registers the layers for load_model
+    assert model.output_shape == (None, 2)
+    # Frozen: the stem holds torchvision's conv1 after training (OIHW -> HWIO).
+    want = net.conv1.weight.detach().numpy().transpose(2, 3, 1, 0)
+    np.testing.assert_array_equal(np.asarray(model.get_layer("stem_conv").kernel), want)
+    # ImageNet normalization came with the weights.
+    mean = np.ravel(np.asarray(model.get_layer("normalization").mean))
+    np.testing.assert_allclose(mean, [0.485 * 255, 0.456 * 255, 0.406 * 255], rtol=1e-6)
+
+
+def test_start_from_a_keras_model(tmp_path):
+    data = make_folder(tmp_path / "pics", n=12)
+    first, second = tmp_path / "first", tmp_path / "second"
+    assert fit(tmp_path, "--data-dir", str(data), "--run-dir", str(first)) == 0
+    assert fit(tmp_path, "--data-dir", str(data), "--run-dir", str(second), "--weights",
+               str(first / "best.keras"), "--freeze-stages", "4") == 0
+    import keras
+
+    import keras_resnet  # noqa: F401
+
+    a = keras.models.load_model(first / "best.keras")
+    b = keras.models.load_model(second / "best.keras")
+    # Everything but the classifier was frozen, so it is the first run's.
+    np.testing.assert_array_equal(np.asarray(a.get_layer("stem_conv").kernel),
+                                  np.asarray(b.get_layer("stem_conv").kernel))
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["--data-dir", "{data}"], "needs --image-size"),
+    (["--data-dir", "{data}", "--image-size", "32"], "needs --image-size H,W"),
+    (["--image-size", "32,32"], "needs --data-dir"),
+    (["--data-dir", "{data}", "--image-size", "32,32", "--weights", "nope.pth"],
+     "nope.pth does not exist"),
+    (["--data-dir", "{data}", "--image-size", "32,32", "--weights", "x.txt"],
+     "expected a .pth"),
+    (["--data-dir", "{data}", "--image-size", "32,32", "--freeze-stages", "5"],
+     "--freeze-stages must be"),
+    (["--data-dir", "{tmp}", "--image-size", "32,32"], "at least two class folders"),
+])
+def test_bad_folder_options_are_one_line_exit_2(tmp_path, capsys, extra, message):
+    data = make_folder(tmp_path / "pics", n=8)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    args = ["--arch", "resnet18", "--dataset", "folder", "--width", "4", "--epochs", "1",
+            "--run-dir", str(tmp_path / "run")]
+    args += [a.format(data=data, tmp=empty) for a in extra]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and message in err.strip().splitlines()[-1], err
+    assert not os.path.exists(tmp_path / "run" / "state.json")
+
+
+def test_image_size_is_refused_for_other_datasets(capsys):
+    assert main(["--dataset", "digits", "--image-size", "32,32"]) == 2
+    assert "--image-size is for --dataset folder" in capsys.readouterr().err
