@@ -23,16 +23,10 @@ import time
 # the same filtering of TensorFlow's load-time log lines there.
 from benchmarks.machine import describe
 from keras_resnet import _cli
+from keras_resnet._cli import parse_shape
 from keras_resnet.archs import ARCHS, STEMS
 
 MODES = ("train", "infer")
-
-
-def parse_shape(text: str) -> tuple[int, int, int]:
-    parts = tuple(int(p) for p in text.split(","))
-    if len(parts) != 3:
-        raise argparse.ArgumentTypeError(f"--input-shape needs H,W,C, got {text!r}")
-    return parts
 
 
 def _peak_rss_mib() -> float:
@@ -280,15 +274,16 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--arch", default="resnet18", choices=sorted(ARCHS))
     p.add_argument("--input-shape", type=parse_shape, default=(28, 28, 1), help="H,W,C")
     p.add_argument("--stem", default="imagenet", choices=STEMS)
-    p.add_argument("--num-classes", type=int, default=10)
-    p.add_argument("--width", type=int, default=64,
+    p.add_argument("--num-classes", type=_cli.positive_int, default=10)
+    p.add_argument("--width", type=_cli.positive_int, default=64,
                    help="base width of ours (torchvision's is fixed at 64: use 64 to compare)")
-    p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--batch", type=_cli.positive_int, default=128)
     _cli.add_log_level_argument(p)
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.bench", description=__doc__,
+                                epilog=_cli.EXIT_CODES,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     add_model_arguments(p)
     p.add_argument("--precision", default="float32",
@@ -297,9 +292,11 @@ def main(argv=None) -> int:
                    help="comma-separated subset of train,infer (default: %(default)s)")
     p.add_argument("--jit", default="default", choices=("default", "on", "off"),
                    help="XLA for ours: default = what keras_resnet picks for this device")
-    p.add_argument("--warmup", type=int, default=3, help="untimed steps per mode")
-    p.add_argument("--steps", type=int, default=5, help="steps per timed run")
-    p.add_argument("--repeats", type=int, default=5, help="timed runs (median reported)")
+    p.add_argument("--warmup", type=_cli.non_negative_int, default=3,
+                   help="untimed steps per mode")
+    p.add_argument("--steps", type=_cli.positive_int, default=5, help="steps per timed run")
+    p.add_argument("--repeats", type=_cli.positive_int, default=5,
+                   help="timed runs (median reported)")
     p.add_argument("--input-gradient", default="forward", choices=("forward", "tensorflow"),
                    help="ours: input gradient of stride-1 3x3 convolutions as a forward "
                         "convolution (default) or TensorFlow's Conv2DBackpropInput (A/B)")

@@ -222,6 +222,7 @@ def _in_process(target, *args) -> dict:
 # ------------------------------------------------------------------------- driver
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m benchmarks.e2e", description=__doc__,
+                                epilog=_cli.EXIT_CODES,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset", default="mnist",
                    help="training.fit's --dataset (default mnist); without --data-dir, "
@@ -229,13 +230,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", default=None,
                    help="real data to read (default: random images written in the dataset's "
                         "archive format into a temporary folder)")
-    p.add_argument("--steps", type=int, default=30, help="training batches per epoch")
-    p.add_argument("--epochs", type=int, default=2,
+    p.add_argument("--steps", type=_cli.positive_int, default=30,
+                   help="training batches per epoch")
+    p.add_argument("--epochs", type=_cli.at_least(2), default=2,
                    help="epochs per fit run (the first is warm-up; default 2)")
-    p.add_argument("--repeats", type=int, default=3, help="repeats of the three runs (median)")
+    p.add_argument("--repeats", type=_cli.positive_int, default=3,
+                   help="repeats of the three runs (median)")
     p.add_argument("--no-torch", dest="torch", action="store_false",
                    help="skip torchvision's loop")
-    p.add_argument("--torch-workers", type=int, default=0,
+    p.add_argument("--torch-workers", type=_cli.non_negative_int, default=0,
                    help="torch DataLoader num_workers (default 0: the machine's cores go to "
                         "the model, as tf.data's parallel map shares them too)")
     p.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
@@ -253,8 +256,6 @@ def main(argv=None) -> int:
     for flag in ("--run-dir", "--subset", "--epochs", "--dataset", "--data-dir", "--resume"):
         if any(opt == flag or opt.startswith(flag + "=") for opt in extra):
             p.error(f"{flag} is set by the benchmark itself; remove it after --")
-    if a.steps < 1 or a.epochs < 2 or a.repeats < 1:
-        p.error("--steps and --repeats must be >= 1 and --epochs >= 2")
 
     from training.config import parse_args
     from training.datasets import DATASETS

@@ -37,6 +37,8 @@ from importlib import metadata
 from pathlib import Path
 
 from benchmarks.machine import describe
+from keras_resnet import _cli
+from keras_resnet.archs import ARCHS
 
 WHAT = ("export", "convert")
 FORMATS = ("saved_model", "onnx", "tflite")
@@ -62,22 +64,26 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m benchmarks.memory",
         description="Peak resident memory of the export and convert CLIs, each run as a "
-        "subprocess on inputs made in a temporary folder.")
-    p.add_argument("--arch", default="resnet50", help="keras_resnet / torchvision arch")
-    p.add_argument("--input-size", type=int, default=224, help="H = W of the model input")
-    p.add_argument("--width", type=int, default=64,
+        "subprocess on inputs made in a temporary folder.",
+        epilog=_cli.EXIT_CODES.replace("a failed check", "a command measured failed"),
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--arch", default="resnet50", choices=sorted(ARCHS),
+                   help="keras_resnet / torchvision arch")
+    p.add_argument("--input-size", type=_cli.positive_int, default=224,
+                   help="H = W of the model input")
+    p.add_argument("--width", type=_cli.positive_int, default=64,
                    help="stem width of the .keras model that export reads (convert always "
                    "gets torchvision's width 64)")
-    p.add_argument("--num-classes", type=int, default=1000)
+    p.add_argument("--num-classes", type=_cli.positive_int, default=1000)
     p.add_argument("--what", type=_csv(WHAT, "command"), default=list(WHAT),
                    help="export, convert or both (default)")
     p.add_argument("--formats", type=_csv(FORMATS, "format"), default=list(FORMATS))
     p.add_argument("--tflite-variants", type=_csv(VARIANTS, "variant"), default=list(VARIANTS))
     p.add_argument("--no-alone", dest="alone", action="store_false",
                    help="skip the runs of one format / TFLite variant at a time")
-    p.add_argument("--calibration-images", type=int, default=32,
+    p.add_argument("--calibration-images", type=_cli.positive_int, default=32,
                    help="random images in calib.npy (int8 calibration)")
-    p.add_argument("--latency-runs", type=int, default=20,
+    p.add_argument("--latency-runs", type=_cli.positive_int, default=20,
                    help="passed to python -m export (its default 20)")
     p.add_argument("--keep", default=None, help="use this folder instead of a temporary one")
     p.add_argument("--json", default=None, help="also write the figures here")

@@ -101,17 +101,18 @@ def main(argv=None) -> int:
     from benchmarks.bench import add_model_arguments
 
     p = argparse.ArgumentParser(prog="python -m benchmarks.profile", description=__doc__,
+                                epilog=_cli.EXIT_CODES,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     add_model_arguments(p)
     p.add_argument("--mode", default="train", choices=("train", "infer"))
-    p.add_argument("--steps", type=int, default=5, help="profiled steps (and timed steps)")
-    p.add_argument("--inter-op", type=int, default=1,
+    p.add_argument("--steps", type=_cli.positive_int, default=5,
+                   help="profiled steps (and timed steps)")
+    p.add_argument("--inter-op", type=_cli.non_negative_int, default=1,
                    help="inter-op threads (1: ops one at a time, times add up; 0: TF default)")
-    p.add_argument("--top", type=int, default=25, help="how many individual ops to list")
+    p.add_argument("--top", type=_cli.non_negative_int, default=25,
+                   help="how many individual ops to list")
     a = p.parse_args(argv)
     _cli.configure(a)
-    if a.steps < 1 or a.batch < 1 or a.top < 0 or a.inter_op < 0:
-        p.error("--steps and --batch must be positive, --top and --inter-op not negative")
     cfg = dict(arch=a.arch, input_shape=a.input_shape, stem=a.stem, num_classes=a.num_classes,
                width=a.width, batch=a.batch, precision="float32", modes=(a.mode,),
                jit="default", warmup=3)

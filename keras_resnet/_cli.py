@@ -78,6 +78,11 @@ def non_negative_int(text: str) -> int:
     return _int_at_least(text, 0)
 
 
+def at_least(low: int):
+    """argparse type: an integer >= ``low``."""
+    return lambda text: _int_at_least(text, low)
+
+
 def _int_at_least(text: str, low: int) -> int:
     try:
         value = int(text)

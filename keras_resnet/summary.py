@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from keras_resnet import _cli
+from keras_resnet._cli import parse_shape
 from keras_resnet.archs import ARCHS, STEMS
 
 if TYPE_CHECKING:
@@ -187,33 +188,22 @@ def format_table(model: keras.Model) -> str:
     return "\n".join(lines)
 
 
-def parse_shape(text: str) -> tuple:
-    try:
-        shape = tuple(int(p) for p in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"--input-shape must be H,W,C integers such as 224,224,3; got {text!r}"
-        ) from None
-    if len(shape) != 3:
-        raise argparse.ArgumentTypeError(f"--input-shape needs 3 values H,W,C; got {text!r}")
-    return shape
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m keras_resnet.summary",
         description="Print a per-layer table of output shapes, parameters and FLOPs.",
+        epilog=_cli.EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--arch", default="resnet18", choices=sorted(ARCHS),
                         help="architecture (default: %(default)s)")
     parser.add_argument("--input-shape", type=parse_shape, default=(224, 224, 3),
                         help="H,W,C of one image (default: 224,224,3)")
-    parser.add_argument("--num-classes", type=int, default=1000,
+    parser.add_argument("--num-classes", type=_cli.positive_int, default=1000,
                         help="classifier size (default: %(default)s)")
     parser.add_argument("--stem", default="imagenet", choices=STEMS,
                         help="imagenet: 7x7/2 conv + max-pool; cifar: 3x3/1 conv "
                              "(default: %(default)s)")
-    parser.add_argument("--width", type=int, default=64,
+    parser.add_argument("--width", type=_cli.positive_int, default=64,
                         help="base channel count (default: %(default)s)")
     parser.add_argument("--no-top", action="store_true",
                         help="without the pooling + classifier head")
