@@ -20,6 +20,8 @@ from export.onnx_format import DEFAULT_OPSET
 from export.outdir import check_out_dir, is_storage_error
 from export.pipeline import FORMATS, export_all, format_table
 from export.tflite_format import DEFAULT_CALIBRATION_SIZE, IO_DTYPES, VARIANTS
+
+DEFAULT_VARIANTS = ",".join(VARIANTS)
 from export.verification import DEFAULT_BATCH_SIZES
 
 EVAL_SPLITS = ("test", "val")
@@ -59,8 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "Docker volume) is written into in place")
     p.add_argument("--formats", default=",".join(FORMATS),
                    help=f"comma-separated subset of {','.join(FORMATS)} (default: all)")
-    p.add_argument("--tflite-variants", default=",".join(VARIANTS),
-                   help=f"comma-separated subset of {','.join(VARIANTS)} (default: all)")
+    p.add_argument("--tflite-variants", default=DEFAULT_VARIANTS,
+                   help=f"comma-separated subset of {','.join(VARIANTS)} (default: all; "
+                   "without calibration data the default leaves int8 out, with a note)")
     p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help="ONNX opset (default 17)")
     p.add_argument("--int8-io", choices=IO_DTYPES, default="float32",
                    help="input/output type of the full-integer int8 TFLite file (default "
@@ -259,6 +262,12 @@ def run(args) -> int:
         )
     if calibration is not None:
         calibration = calibration[: args.num_calibration]
+    elif need_int8 and args.tflite_variants == DEFAULT_VARIANTS:
+        # Asked for nothing in particular: give every artifact that needs no data.
+        variants = [v for v in variants if v != "int8"]
+        _log("note: TFLite int8 skipped: full-integer int8 needs calibration images from the "
+             "training set (--calibration FILE.npy or a --dataset); the other artifacts need "
+             "none")
 
     class_names = config.get("class_names")
     source = {

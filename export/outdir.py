@@ -185,7 +185,16 @@ def check_out_dir(out, overwrite: bool = False, model=None, log=print) -> Path:
         raise ExportError(f"--out {given!r} {reason}; choose a new or empty folder for the "
                           "artifacts")
     if not real.parent.is_dir():
-        raise ExportError(f"parent folder of --out {str(real.parent)!r} does not exist")
+        # As mkdir -p: `--out artifacts/resnet50` in a fresh folder is what users type.
+        ancestor = next(p for p in real.parents if p.is_dir())
+        if not os.access(ancestor, os.W_OK | os.X_OK):
+            raise ExportError(f"cannot create --out {given!r}: folder {str(ancestor)!r} is not "
+                              "writable; choose another --out")
+        try:
+            real.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise ExportError(f"cannot create the parent folders of --out {given!r} "
+                              f"({e.strerror})") from None
     place = real if _mount_point(real) else real.parent
     if not os.access(place, os.W_OK | os.X_OK):
         raise ExportError(f"cannot write to folder {str(place)!r} (permission denied or "
