@@ -659,6 +659,7 @@ def _write_state_dict(sd: dict[str, np.ndarray], path: str, model_name: str) -> 
 
         metadata = {"format": "pt", "source": "keras_resnet", "model": model_name}
         save_file(sd, path, metadata=metadata)
+        _follow_umask(path)
     elif path.endswith(TORCH_SUFFIXES):
         try:
             import torch
@@ -873,7 +874,6 @@ def _run_to_torch(args) -> int:
     try:
         for path, tmp in temps.items():
             _write_state_dict(sd, tmp, model.name)
-            _follow_umask(tmp)
             back, _ = read_state_dict(tmp)
             diff = [k for k in sd if not np.array_equal(sd[k], back.get(k))]
             diff += sorted(set(back) - set(sd))
