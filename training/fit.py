@@ -154,7 +154,10 @@ def model_from_weights(cfg: TrainConfig, info, load: bool = True):
     from keras_resnet.convert import IMAGENET_NORMALIZATION, from_torch, infer_config, \
         read_state_dict
 
-    found = infer_config(read_state_dict(path)[0])
+    try:
+        found = infer_config(read_state_dict(path)[0])
+    except ValueError as e:
+        raise ValueError(f"--weights {path}: {e}") from None
     if found["in_channels"] != info.image_size[2]:
         raise ValueError(f"--weights {path} takes {found['in_channels']}-channel images; the "
                          f"data has {info.image_size[2]} (use --channels "
@@ -164,9 +167,12 @@ def model_from_weights(cfg: TrainConfig, info, load: bool = True):
     with warnings.catch_warnings():
         # strict=False warns about the classifier it leaves out; the log line below says so.
         warnings.simplefilter("ignore", UserWarning)
-        model = from_torch(path, cfg.arch, input_shape=info.image_size,
-                           num_classes=info.num_classes, include_top=True,
-                           normalization=normalization, strict=same_classes)
+        try:
+            model = from_torch(path, cfg.arch, input_shape=info.image_size,
+                               num_classes=info.num_classes, include_top=True,
+                               normalization=normalization, strict=same_classes)
+        except ValueError as e:
+            raise ValueError(f"--weights {path}: {e}") from None
     if not load:
         return model
     log(f"weights from {path} ({cfg.arch}, {found['stem']} stem, width {found['width']}"

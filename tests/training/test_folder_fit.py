@@ -141,3 +141,18 @@ def test_bad_folder_options_are_one_line_exit_2(tmp_path, capsys, extra, message
 def test_image_size_is_refused_for_other_datasets(capsys):
     assert main(["--dataset", "digits", "--image-size", "32,32"]) == 2
     assert "--image-size is for --dataset folder" in capsys.readouterr().err
+
+
+def test_broken_start_weights_name_the_file(tmp_path, capsys):
+    torch = pytest.importorskip("torch")
+    import torchvision
+
+    state = torchvision.models.resnet18(num_classes=2).state_dict()
+    state["conv1.weight"][0, 0, 0, 0] = float("nan")
+    torch.save(state, tmp_path / "nan.pth")
+    data = make_folder(tmp_path / "pics", n=8)
+    code = main(["--arch", "resnet18", "--dataset", "folder", "--data-dir", str(data),
+                 "--image-size", "32,32", "--epochs", "1", "--run-dir", str(tmp_path / "run"),
+                 "--weights", str(tmp_path / "nan.pth")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and "--weights" in err[-1] and "nan.pth" in err[-1] and "NaN" in err[-1]
