@@ -20,3 +20,46 @@ def _float32_policy_and_fresh_names():
     keras.backend.clear_session()
     yield
     keras.config.set_dtype_policy("float32")
+
+
+# Integration tests that each run whole exports, trainings or other Keras backends (10-70 s
+# apiece). They run in CI's second pass (`scripts/test.sh -m slow`); the everyday suite keeps
+# one fast test of each feature. Node ids relative to tests/.
+SLOW_TESTS = {
+    "test_readme.py::test_train_evaluate_export_and_run_every_artifact",
+    "training/test_predict.py::test_artifacts_predict_as_the_keras_model",
+    "export/test_mixed_precision.py::test_mixed_precision_model_exports_and_verifies",
+    "export/test_cli.py::test_cli_reads_calibration_and_verification_data_from_the_run_dataset",
+    "export/test_cli.py::test_export_overwrite_and_manifest",
+    "export/test_cli.py::test_failed_verification_exits_non_zero",
+    "export/test_out_folder.py::test_an_export_killed_between_its_renames_is_restored",
+    "export/test_out_folder.py::test_export_into_an_empty_mount_point_writes_in_place",
+    "export/test_cli_bare_model.py::test_no_dataset_leaves_int8_out_with_a_note_and_creates_parents",
+    "keras_resnet/test_backends.py::test_other_backend_matches_tensorflow_and_round_trips"
+    "[bottleneck-jax]",
+    "keras_resnet/test_backends.py::test_other_backend_matches_tensorflow_and_round_trips"
+    "[bottleneck-torch]",
+    "keras_resnet/test_models.py::test_xla_compiles_the_fast_paths_and_agrees[resnet50]",
+    "benchmarks/test_bench.py::test_harness_reports_positive_rates_for_both_frameworks",
+    "training/test_train_reliability.py::"
+    "test_log_csv_has_no_duplicate_row_when_killed_before_the_state",
+    "training/test_train_reliability.py::test_log_csv_row_is_written_with_the_checkpoint",
+    "training/test_train_reliability.py::test_two_processes_on_one_run_dir_one_refuses",
+    "training/test_folder_fit.py::test_start_from_a_keras_model",
+}
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects by marker
+def pytest_collection_modifyitems(config, items):
+    root = os.path.dirname(os.path.abspath(__file__))
+    known, files = set(), set()
+    for item in items:
+        path = os.path.relpath(str(item.path), root).replace(os.sep, "/")
+        files.add(path)
+        if f"{path}::{item.name}" in SLOW_TESTS:
+            item.add_marker(pytest.mark.slow)
+            known.add(f"{path}::{item.name}")
+    # A renamed test must not silently move back into the everyday suite.
+    missing = sorted(n for n in SLOW_TESTS - known if n.split("::")[0] in files)
+    if missing:
+        raise pytest.UsageError(f"tests/conftest.py SLOW_TESTS names unknown tests: {missing}")

@@ -264,25 +264,6 @@ def test_resume_after_kill_minus_9(tmp_path):
     assert json.load(open(os.path.join(run_dir, "metrics.json")))["epochs_completed"] == 20
 
 
-def test_readme_user_script_example():
-    # The README's "pipelines in your own script" example, at a smaller width and 2 epochs.
-    from keras_resnet import build_resnet
-    from training.datasets import DATASETS, load
-
-    info = DATASETS["digits"]
-    train = load("digits", "train", batch_size=64)  # augmented, reshuffled every epoch
-    val = load("digits", "val", batch_size=256)
-    model = build_resnet("resnet18", info.image_size, info.num_classes, width=8,
-                         normalization=(info.mean, info.std))  # the model takes raw pixels
-    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  metrics=["accuracy"])
-    history = model.fit(train, validation_data=val, epochs=2, verbose=0)
-    result = model.evaluate(load("digits", "test", batch_size=256), return_dict=True, verbose=0)
-    assert len(history.history["loss"]) == 2
-    assert history.history["loss"][1] < history.history["loss"][0]
-    assert 0.0 <= result["accuracy"] <= 1.0 and math.isfinite(result["loss"])
-
-
 def test_cli_exit_codes_and_messages(tmp_path, monkeypatch, capsys):
     from training import fit
 
