@@ -155,8 +155,9 @@ class TrainConfig:
         except ValueError:
             size = ()
         if len(size) != 2 or min(size) < 1:
+            got = f", got {self.image_size!r}" if self.image_size is not None else ""
             raise ValueError("--dataset folder needs --image-size H,W (every image is resized "
-                             f"to it), got {self.image_size!r}")
+                             f"to it){got}")
         return (*size, self.channels)
 
     def synthetic_image_shape(self) -> tuple:
