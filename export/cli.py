@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from keras_resnet import _cli
+from keras_resnet._cli import positive_int
 
 from export.model_io import ExportError, input_spec, load_model, num_classes, read_run_config
 from export.onnx_format import DEFAULT_OPSET
@@ -32,16 +33,6 @@ EXIT_CODES = """exit status:
      manifest.json), or an internal error
   2  bad input or usage: an option, the model or a data file, or an --out that may not be
      written (see --out); nothing was written"""
-
-
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -13,20 +13,11 @@ import os
 import sys
 
 from keras_resnet import _cli
+from keras_resnet._cli import positive_int
 
 EXIT_CODES = """exit status: 0 evaluated and reported; 2 bad input or usage (an option, the model
 file, the data: the one-line message says which and what to do); 1 an internal error (a bug:
 please report the traceback)."""
-
-
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be positive, got {value}")
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -17,6 +17,7 @@ import os
 import sys
 
 from keras_resnet import _cli
+from keras_resnet._cli import positive_int
 
 EXIT_CODES = """exit status: 0 predictions printed; 2 bad input or usage (a path that is not an
 image or holds none, an unreadable model: the one-line message names it); 1 an internal error."""
@@ -24,16 +25,6 @@ image or holds none, an unreadable model: the one-line message names it); 1 an i
 
 class PredictError(ValueError):
     """A user's input that cannot be predicted on; the message names it."""
-
-
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be positive, got {value}")
-    return value
 
 
 def add_common_arguments(p: argparse.ArgumentParser) -> None:
