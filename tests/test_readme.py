@@ -115,7 +115,7 @@ def test_gpu_recipes_run_on_cpu_with_archives(tmp_path):
     from benchmarks.e2e import write_archive
 
     for name in ("mnist", "cifar10"):
-        write_archive(name, str(tmp_path / "data"), n_train=256, n_test=64)
+        write_archive(name, str(tmp_path / "data"), n_train=300, n_test=64)  # 270 after val
     script = shrink(block("bash", "# MNIST, the seed recipe"), {
         "--dataset mnist --epochs 10": "--dataset mnist --epochs 1 --width 4 --subset 256",
         "--epochs 100 --batch-size 128": "--epochs 2 --batch-size 64 --width 4 --subset 256",
