@@ -87,10 +87,6 @@ class DatasetInfo:
     synthetic: bool = False  # noise: accuracy on it means nothing and is never reported
     folder: bool = False  # a user's image folder: classes, sizes and statistics come from it
 
-    @property
-    def input_shape(self) -> tuple:
-        return tuple(self.image_size)
-
 
 DATASETS = {
     # Placeholders: get_info("folder", (H, W, C), data_dir=DIR) reads the real values from DIR.
@@ -455,7 +451,7 @@ def _offline_message(info: DatasetInfo, data_dir: str | None, why: str) -> str:
     )
 
 
-def read_tfds(info: DatasetInfo, split: str, data_dir: str | None, download: bool = True):
+def read_tfds(info: DatasetInfo, split: str, data_dir: str | None):
     try:
         import tensorflow_datasets as tfds
     except ImportError as e:  # importlib_resources missing is the usual cause on 4.9.10
@@ -466,9 +462,6 @@ def read_tfds(info: DatasetInfo, split: str, data_dir: str | None, download: boo
         ds = tfds.load(info.tfds_name, split=split, data_dir=data_dir, as_supervised=True,
                        download=False)
     except AssertionError:  # tfds: "could not find data in ..." (not prepared yet)
-        if not download:
-            raise DatasetError(_offline_message(info, data_dir, "it is not prepared in "
-                                                f"{data_dir or '~/tensorflow_datasets'}"))
         if not network_available(info.download_host):
             raise DatasetError(_offline_message(
                 info, data_dir, f"it is not prepared in {data_dir or '~/tensorflow_datasets'} "
@@ -767,15 +760,13 @@ class Pipelines:
 def load_pipelines(name: str, batch_size: int = 128, data_dir: str | None = None,
                    augment: bool = True, seed: int = 0, subset: int | None = None,
                    val_fraction: float = 0.1, source: str = "auto", epochs: int | None = None,
-                   initial_epoch: int = 0, image_shape=None, num_classes=None,
-                   eval_batch_size: int | None = None) -> Pipelines:
+                   initial_epoch: int = 0, image_shape=None, num_classes=None) -> Pipelines:
     """Train, validation (None when val_fraction is 0) and test pipelines plus their sizes."""
     info = get_info(name, image_shape, num_classes, data_dir)
     x_tr, y_tr, used = load_arrays(name, "train", data_dir, source, val_fraction, subset,
                                    image_shape, num_classes)
     x_te, y_te, _ = load_arrays(name, "test", data_dir, source, val_fraction, None, image_shape,
                                 num_classes)
-    eval_bs = eval_batch_size or batch_size
     train = make_pipeline(x_tr, y_tr, batch_size, shuffle=True,
                           augmentation=info.augmentation if augment else "none", seed=seed,
                           epochs=epochs, initial_epoch=initial_epoch)
@@ -783,8 +774,8 @@ def load_pipelines(name: str, batch_size: int = 128, data_dir: str | None = None
     if val_fraction > 0:
         x_va, y_va, _ = load_arrays(name, "val", data_dir, source, val_fraction, None,
                                     image_shape, num_classes)
-        val = make_pipeline(x_va, y_va, eval_bs, shuffle=False, augmentation="none")
+        val = make_pipeline(x_va, y_va, batch_size, shuffle=False, augmentation="none")
         n_val = len(y_va)
-    test = make_pipeline(x_te, y_te, eval_bs, shuffle=False, augmentation="none")
+    test = make_pipeline(x_te, y_te, batch_size, shuffle=False, augmentation="none")
     return Pipelines(train, val, test, info, batches_per_epoch(len(y_tr), batch_size),
                      len(y_tr), n_val, len(y_te), used)
