@@ -214,8 +214,3 @@ def normalization(model) -> dict | None:
             }
     return None
 
-
-def has_softmax_output(model) -> bool:
-    last = model.layers[-1]
-    activation = getattr(last, "activation", None)
-    return getattr(activation, "__name__", "") == "softmax"

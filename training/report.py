@@ -13,7 +13,7 @@ from training.callbacks import atomic_write_bytes, atomic_write_json
 SYNTHETIC_NOTE = "synthetic noise with random labels: accuracy means nothing and is not reported"
 
 
-def evaluate_model(model, dataset, info, num_examples: int | None = None) -> dict:
+def evaluate_model(model, dataset, info) -> dict:
     """Test loss/accuracy, per-class accuracy and confusion matrix of `model` on `dataset`."""
     labels, logits = [], []
     start = time.perf_counter()
