@@ -33,18 +33,17 @@ import subprocess
 import sys
 import tempfile
 import time
-from importlib import metadata
 from pathlib import Path
 
 from benchmarks.machine import describe
 from keras_resnet import _cli
+from keras_resnet._provenance import library_versions
 from keras_resnet.archs import ARCHS
 
 WHAT = ("export", "convert")
 FORMATS = ("saved_model", "onnx", "tflite")
 VARIANTS = ("float32", "float16", "dynamic_int8", "int8")
-VERSIONS = ("tensorflow", "keras", "numpy", "onnx", "tf2onnx", "onnxruntime", "ai-edge-litert",
-            "torch", "torchvision")
+VERSIONS = ("onnx", "tf2onnx", "onnxruntime", "ai-edge-litert", "torch", "torchvision")
 
 
 def _csv(allowed, what):
@@ -146,12 +145,7 @@ def machine() -> dict:
                 mem = int(line.split()[1]) / 2**20
     except OSError:
         pass
-    versions = {"python": platform.python_version()}
-    for dist in VERSIONS:
-        try:
-            versions[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            versions[dist] = None
+    versions = library_versions(*VERSIONS)
     return {"platform": platform.platform(), "cpu": describe(),
             "memory_gib": round(mem, 1) if mem else None, "versions": versions}
 

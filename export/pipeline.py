@@ -6,12 +6,12 @@ import datetime
 import hashlib
 import json
 import os
-import platform
 import shutil
 from pathlib import Path
 
 import numpy as np
 
+from keras_resnet._provenance import library_versions, sha256_file
 from export.model_io import (
     ExportError,
     float32_model,
@@ -49,42 +49,16 @@ def parse_list(value, allowed, what):
     return list(dict.fromkeys(items))
 
 
-def _sha256_file(path: Path) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
-
-
 def describe_path(path: Path) -> tuple[int, str]:
     """(size in bytes, sha256). For a folder: total size, and the sha256 over its sorted
     ``relative/path\\0<sha256 of file>\\n`` lines."""
     if path.is_file():
-        return path.stat().st_size, _sha256_file(path)
+        return path.stat().st_size, sha256_file(path)
     h, size = hashlib.sha256(), 0
     for f in sorted(p for p in path.rglob("*") if p.is_file()):
         size += f.stat().st_size
-        h.update(f"{f.relative_to(path).as_posix()}\0{_sha256_file(f)}\n".encode())
+        h.update(f"{f.relative_to(path).as_posix()}\0{sha256_file(f)}\n".encode())
     return size, h.hexdigest()
-
-
-def library_versions() -> dict:
-    from importlib import metadata
-
-    versions = {"python": platform.python_version()}
-    for dist in ("tensorflow", "keras", "numpy", "onnx", "tf2onnx", "onnxruntime",
-                 "ai-edge-litert", "keras-resnet"):
-        try:
-            versions[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            versions[dist] = None
-    if versions["keras-resnet"] is None:
-        import keras_resnet
-
-        versions["keras-resnet"] = keras_resnet.__version__
-    if versions["tensorflow"] is None:
-        import tensorflow as tf
-
-        versions["tensorflow"] = tf.__version__
-    return versions
 
 
 def _check_images(images, shape, what):
@@ -271,7 +245,7 @@ def export_all(
             },
             "artifacts": artifacts,
             "passed": all(a["passed"] for a in artifacts),
-            "versions": library_versions(),
+            "versions": library_versions("onnx", "tf2onnx", "onnxruntime", "ai-edge-litert"),
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
         publish(tmp, out)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
-import hashlib
 import io
 import json
 import math
@@ -12,6 +12,7 @@ import time
 
 import keras
 
+from keras_resnet._provenance import sha256_file
 from training.rundir import (RunDirError, atomic_write_bytes, atomic_write_json,  # noqa: F401
                              clean_temporaries, remove_quietly, temp_path, write_error)
 
@@ -21,22 +22,26 @@ BEST = "best.keras"
 LOG_CSV = "log.csv"
 
 
-def atomic_save_model(model: keras.Model, path: str) -> str:
-    """Saves `model` to `path` via a temporary file + os.replace; returns the file's sha256."""
+@contextlib.contextmanager
+def staged_model_file(model: keras.Model, path: str):
+    """Saves `model` beside `path` under a temporary name and yields that file's sha256; `path`
+    is replaced when the block ends without an error and left as it was otherwise, so a block
+    can record the digest (state.json) before the file it describes appears."""
     tmp = temp_path(path)  # Keras wants the .keras suffix, kept by the temporary name
     try:
         model.save(tmp)
-        digest = sha256_file(tmp)
+        yield sha256_file(tmp)
         os.replace(tmp, path)
     except OSError as e:
-        remove_quietly(tmp)
         raise write_error(path, e) from e
-    return digest
+    finally:
+        remove_quietly(tmp)
 
 
-def sha256_file(path: str) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
+def atomic_save_model(model: keras.Model, path: str) -> str:
+    """Saves `model` to `path` whole or not at all; returns the file's sha256."""
+    with staged_model_file(model, path) as digest:
+        return digest
 
 
 def _float(v):
@@ -144,27 +149,12 @@ class RunCheckpoint(keras.callbacks.Callback):
             best, best_epoch = score, epoch + 1
             best_sha256 = atomic_save_model(self.model, os.path.join(self.run_dir, BEST))
         atomic_write_bytes(os.path.join(self.run_dir, LOG_CSV), log_csv_bytes(history))
-        last = os.path.join(self.run_dir, LAST)
-        tmp = temp_path(last)
-        try:
-            self.model.save(tmp)
-            digest = sha256_file(tmp)
-        except OSError as e:
-            remove_quietly(tmp)
-            raise write_error(last, e) from e
-        new = {"epoch": epoch + 1, "history": history, "best": best, "best_epoch": best_epoch,
-               "best_sha256": best_sha256, "monitor": self.monitor, "sha256": digest,
-               "time": time.time()}
-        try:
+        with staged_model_file(self.model, os.path.join(self.run_dir, LAST)) as digest:
+            new = {"epoch": epoch + 1, "history": history, "best": best,
+                   "best_epoch": best_epoch, "best_sha256": best_sha256, "monitor": self.monitor,
+                   "sha256": digest, "time": time.time()}
             atomic_write_json(os.path.join(self.run_dir, STATE_FILE),
                               {"entries": [self.entry, new]})
-            os.replace(tmp, last)
-        except OSError as e:
-            remove_quietly(tmp)
-            raise write_error(last, e) from e
-        except BaseException:
-            remove_quietly(tmp)
-            raise
         self.entry = new
 
 

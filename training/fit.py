@@ -12,12 +12,12 @@ import dataclasses
 import functools
 import json
 import os
-import platform
 import sys
 import time
 import warnings
 
 from keras_resnet import _cli, _imports
+from keras_resnet._provenance import library_versions
 
 from training.config import TrainConfig, build_parser, config_from_args
 from training.rundir import USER_ERRNOS, RunDirError, RunLock
@@ -66,24 +66,6 @@ def make_strategy(gpus: list):
     if len(gpus) > 1:
         return tf.distribute.MirroredStrategy()
     return tf.distribute.get_strategy()
-
-
-def library_versions() -> dict:
-    import keras
-    import numpy
-    import tensorflow as tf
-
-    import keras_resnet
-
-    versions = {"python": platform.python_version(), "tensorflow": tf.__version__,
-                "keras": keras.__version__, "numpy": numpy.__version__,
-                "keras_resnet": keras_resnet.__version__, "platform": platform.platform()}
-    for module in ("tensorflow_datasets", "sklearn", "matplotlib"):
-        try:
-            versions[module] = __import__(module).__version__
-        except Exception:  # noqa: BLE001 - optional, recorded as missing
-            versions[module] = None
-    return versions
 
 
 # --------------------------------------------------------------------------------------------
@@ -384,7 +366,8 @@ def _run_locked(cfg: TrainConfig, run_dir: str, extra_callbacks) -> dict:
         "steps_per_epoch": data.steps_per_epoch, "strategy": type(strategy).__name__,
         "num_replicas": strategy.num_replicas_in_sync, "gpus": [g.name for g in gpus],
         "run_dir": os.path.abspath(run_dir), "command": sys.argv,
-        "options": cfg.to_dict(), "versions": library_versions(),
+        "options": cfg.to_dict(),
+        "versions": library_versions("tensorflow-datasets", "scikit-learn", "matplotlib"),
     }
     cb.atomic_write_json(os.path.join(run_dir, "config.json"), config)
     if info.folder:
