@@ -16,7 +16,8 @@ import numpy as np
 from keras_resnet import _cli
 from keras_resnet._cli import positive_int
 
-from export.model_io import ExportError, input_spec, load_model, num_classes, read_run_config
+from export.model_io import (ExportError, image_array, input_spec, load_model, num_classes,
+                             read_run_config)
 from export.onnx_format import DEFAULT_OPSET
 from export.outdir import check_out_dir, is_storage_error
 from export.pipeline import FORMATS, export_all, format_table
@@ -101,20 +102,7 @@ def _load_npy(path, what):
 def _npy_images(path, what, shape) -> np.ndarray:
     """Raw-pixel images (N, H, W, C) from ``path``, or an error naming the file and the shape
     the model takes."""
-    arr = _load_npy(path, what)
-    h, w, c = shape
-    if arr.ndim == 3 and c == 1:
-        arr = arr[..., None]
-    expected = f"images of shape (N, {h}, {w}, {c}), raw pixels 0..255"
-    if arr.dtype.kind not in "biuf" or arr.ndim != 4 or tuple(arr.shape[1:]) != (h, w, c):
-        raise ExportError(f"{what} file {str(path)!r} holds a {arr.dtype} array of shape "
-                          f"{arr.shape}; the model takes {expected}")
-    if len(arr) == 0:
-        raise ExportError(f"{what} file {str(path)!r} holds no images; expected {expected}")
-    arr = arr.astype(np.float32)
-    if not np.all(np.isfinite(arr)):
-        raise ExportError(f"{what} file {str(path)!r} contains NaN or infinite values")
-    return arr
+    return image_array(_load_npy(path, what), shape, f"{what} file {str(path)!r}")
 
 
 def _npy_labels(path, count: int, classes: int) -> np.ndarray:

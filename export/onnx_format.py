@@ -24,6 +24,13 @@ MIN_OPSET, MAX_OPSET = 13, 18
 BATCH_DIM = "batch"
 
 
+def check_opset(opset) -> None:
+    if isinstance(opset, bool) or not isinstance(opset, int) or not MIN_OPSET <= opset <= MAX_OPSET:
+        raise ExportError(
+            f"ONNX opset must be an integer in {MIN_OPSET}..{MAX_OPSET}, got {opset!r}"
+        )
+
+
 def onnx(model, path, opset: int = DEFAULT_OPSET) -> Path:
     """Writes ``model`` (made float32 first) to ``path`` (a ``.onnx`` file).
 
@@ -33,10 +40,7 @@ def onnx(model, path, opset: int = DEFAULT_OPSET) -> Path:
     import onnx as onnx_lib
     from keras.src.export.tf2onnx_lib import patch_tf2onnx
 
-    if isinstance(opset, bool) or not isinstance(opset, int) or not MIN_OPSET <= opset <= MAX_OPSET:
-        raise ExportError(
-            f"ONNX opset must be an integer in {MIN_OPSET}..{MAX_OPSET}, got {opset!r}"
-        )
+    check_opset(opset)
     path = Path(path)
     if path.suffix != ".onnx":
         raise ExportError(f"ONNX path must end with '.onnx', got {str(path)!r}")

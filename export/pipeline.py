@@ -15,13 +15,14 @@ from keras_resnet._provenance import library_versions, sha256_file
 from export.model_io import (
     ExportError,
     float32_model,
+    image_array,
     input_spec,
     is_float32,
     normalization,
     num_classes,
     release_memory,
 )
-from export.onnx_format import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET, onnx
+from export.onnx_format import DEFAULT_OPSET, check_opset, onnx
 from export.outdir import MANIFEST, check_out_dir, publish, staging_dir
 from export.savedmodel_format import INPUT_NAME, OUTPUT_NAMES, saved_model
 from export.tflite_format import IO_DTYPES, VARIANTS, op_report, tflite
@@ -61,23 +62,6 @@ def describe_path(path: Path) -> tuple[int, str]:
     return size, h.hexdigest()
 
 
-def _check_images(images, shape, what):
-    if images is None:
-        return None
-    arr = np.asarray(images)
-    if arr.ndim == 3 and shape[2] == 1 and arr.shape[1:] == shape[:2]:
-        arr = arr[..., None]
-    if arr.ndim != 4 or tuple(arr.shape[1:]) != tuple(shape):
-        raise ExportError(f"{what} must have shape (N, {', '.join(map(str, shape))}), got "
-                          f"{arr.shape}")
-    if len(arr) == 0:
-        raise ExportError(f"{what} is empty")
-    arr = arr.astype(np.float32)
-    if not np.all(np.isfinite(arr)):
-        raise ExportError(f"{what} contains NaN or infinite values")
-    return arr
-
-
 def export_all(
     model,
     out,
@@ -114,13 +98,15 @@ def export_all(
     variants = parse_list(tflite_variants, VARIANTS, "TFLite variant") if "tflite" in formats else []
     if int8_io not in IO_DTYPES:
         raise ExportError(f"Unknown int8 I/O type {int8_io!r}; expected one of {list(IO_DTYPES)}")
-    if "onnx" in formats and not (isinstance(opset, int) and MIN_OPSET <= opset <= MAX_OPSET):
-        raise ExportError(f"ONNX opset must be an integer in {MIN_OPSET}..{MAX_OPSET}, got {opset!r}")
+    if "onnx" in formats:
+        check_opset(opset)
     out = check_out_dir(out, overwrite, log=log)
     shape = input_spec(model)
     classes = num_classes(model)
-    images = _check_images(images, shape, "verification images")
-    calibration_images = _check_images(calibration_images, shape, "calibration images")
+    if images is not None:
+        images = image_array(images, shape, "verification images")
+    if calibration_images is not None:
+        calibration_images = image_array(calibration_images, shape, "calibration images")
     if "int8" in variants and calibration_images is None:
         raise ExportError(
             "the full-integer 'int8' TFLite variant needs calibration data from the training "

@@ -25,7 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from export.model_io import ExportError, float32_model, input_spec, release_memory
+from export.model_io import (ExportError, float32_model, image_array, input_spec,
+                             release_memory)
 from export.savedmodel_format import SIGNATURE, frozen_serving_function
 
 VARIANTS = ("float32", "float16", "dynamic_int8", "int8")
@@ -33,23 +34,6 @@ IO_DTYPES = ("float32", "int8", "uint8")
 # Calibration examples fed to the converter for full-integer int8; the TFLite guide suggests
 # ~100-500 representative samples.
 DEFAULT_CALIBRATION_SIZE = 200
-
-
-def _check_images(images, model, what: str) -> np.ndarray:
-    h, w, c = input_spec(model)
-    arr = np.asarray(images)
-    if arr.ndim == 3 and c == 1 and arr.shape[1:] == (h, w):
-        arr = arr[..., None]
-    if arr.ndim != 4 or arr.shape[1:] != (h, w, c):
-        raise ExportError(
-            f"{what} must be images of shape (N, {h}, {w}, {c}) (raw pixels 0..255), got "
-            f"{arr.shape}"
-        )
-    if len(arr) == 0:
-        raise ExportError(f"{what} is empty")
-    if not np.all(np.isfinite(arr)):
-        raise ExportError(f"{what} contains NaN or infinite values")
-    return arr.astype(np.float32)
 
 
 def tflite(
@@ -85,7 +69,7 @@ def tflite(
                 "from the training set (CLI: a run whose config.json names its dataset, or "
                 "--inputs/--calibration FILE.npy), or leave the 'int8' variant out"
             )
-        calibration = _check_images(representative_images, model, "calibration data")
+        calibration = image_array(representative_images, input_spec(model), "calibration data")
     path = Path(path)
     if path.suffix != ".tflite":
         raise ExportError(f"TFLite path must end with '.tflite', got {str(path)!r}")
