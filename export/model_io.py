@@ -7,7 +7,6 @@ import ctypes.util
 import functools
 import gc
 import json
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -68,34 +67,13 @@ def _malloc_trim():
 
 
 def load_model(path):
-    """Loads a ``.keras`` file written by training (or any Keras 3 model file).
+    """keras_resnet.modelfile.load_model, its one-line errors as ExportError."""
+    from keras_resnet.modelfile import ModelFileError, load_model
 
-    Raises ``ExportError`` with a message that says what is wrong, rather than Keras's
-    traceback, for a missing, empty or corrupt file.
-    """
-    import keras
-
-    import keras_resnet  # noqa: F401  (registers BasicBlock / Bottleneck for deserialization)
-
-    path = Path(path)
-    if not path.exists():
-        raise ExportError(f"model file {str(path)!r} does not exist")
-    if path.is_dir():
-        raise ExportError(f"model path {str(path)!r} is a directory; expected a .keras file")
-    if path.suffix != ".keras":
-        raise ExportError(f"model file {str(path)!r} must be a Keras 3 '.keras' file")
-    if not zipfile.is_zipfile(path):
-        raise ExportError(
-            f"model file {str(path)!r} is corrupt or not a .keras archive "
-            f"({path.stat().st_size} bytes, not a zip file)"
-        )
     try:
-        model = keras.models.load_model(path, compile=False)
-    except Exception as err:  # Keras raises many types for damaged archives
-        raise ExportError(f"could not load model {str(path)!r}: {type(err).__name__}: {err}")
-    if not isinstance(model, keras.Model):
-        raise ExportError(f"{str(path)!r} holds a {type(model).__name__}, not a keras.Model")
-    return model
+        return load_model(path)
+    except ModelFileError as err:
+        raise ExportError(str(err)) from None
 
 
 def read_run_config(model_path) -> dict:

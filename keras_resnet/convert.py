@@ -45,6 +45,8 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from keras_resnet.modelfile import load_model
+
 # torchvision.transforms.Normalize(mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225]) on
 # 0..1 images, expressed in raw 0..255 pixel units for build_resnet(normalization=...).
 IMAGENET_NORMALIZATION = (
@@ -860,7 +862,7 @@ def _run_to_torch(args) -> int:
     _check_paths(args.to_torch, args.out)
     if any(p.endswith(TORCH_SUFFIXES) for p in args.out):
         _import_torch_first(args.out[0])
-    model = _load_keras_model(args.to_torch)
+    model = load_model(args.to_torch)
     try:
         sd = to_torch_state_dict(model)
     except ValueError as err:
@@ -902,48 +904,12 @@ def _import_torch_first(path: str) -> None:
         ) from err
 
 
-def _load_keras_model(path: str):
-    """A .keras file as a model, or a ValueError that names the file and what is wrong with
-    it (Keras itself calls a truncated file "not found")."""
-    import zipfile
-
-    if path.endswith(".keras"):
-        if not zipfile.is_zipfile(path):
-            raise ValueError(f"{path}: not a .keras model (not a zip archive: truncated, "
-                             "damaged or another format)")
-        try:
-            with zipfile.ZipFile(path) as z:
-                names = set(z.namelist())
-                damaged = z.testzip()
-        except (zipfile.BadZipFile, OSError, EOFError) as err:
-            raise ValueError(f"{path}: damaged .keras file ({_first_line(err)})") from err
-        if damaged:
-            raise ValueError(f"{path}: damaged .keras file ({damaged} fails its CRC check)")
-        missing = sorted({"config.json", "model.weights.h5"} - names)
-        if missing:
-            raise ValueError(f"{path}: not a .keras model (it holds no {' or '.join(missing)})")
-    import keras
-
-    import keras_resnet  # noqa: F401  registers the custom blocks for deserialization
-
-    try:
-        model = keras.models.load_model(path, compile=False)
-    except Exception as err:  # Keras raises ValueError, TypeError, KeyError, OSError...
-        raise ValueError(
-            f"{path}: Keras could not load the model ({type(err).__name__}: "
-            f"{_first_line(err)})"
-        ) from err
-    if not isinstance(model, keras.Model):
-        raise ValueError(f"{path}: holds a {type(model).__name__}, not a model")
-    return model
-
-
 def _verify_keras_file(model, path, shown_as=None) -> None:
     """Loads the saved .keras file and checks it gives the same outputs."""
     # Any size works for a size-agnostic model; 64 keeps the check quick.
     shape = [1] + [64 if d is None else d for d in model.input_shape[1:]]
     x = np.random.default_rng(0).uniform(0, 1, shape).astype("float32")
-    loaded = _load_keras_model(path)
+    loaded = load_model(path)
     a = np.asarray(model(x, training=False))
     b = np.asarray(loaded(x, training=False))
     if not np.array_equal(a, b):

@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import os
-import zipfile
 
-
-class ModelFileError(ValueError):
-    """A model file that exists but cannot be loaded; the message names it and what to use."""
+from keras_resnet.modelfile import ModelFileError  # noqa: F401  callers catch it from here
 
 
 def _usable_instead(path: str) -> str:
@@ -23,30 +20,13 @@ def _usable_instead(path: str) -> str:
     return "; no intact checkpoint of training.fit is beside it (retrain, or restore the file)"
 
 
-def check_model_file(path: str) -> None:
-    """Raises ModelFileError unless `path` is a whole zip archive (a .keras file's container)."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"no model file {path}")
-    try:
-        with zipfile.ZipFile(path) as z:
-            bad = z.testzip()  # reads every member: a damaged one fails its CRC
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as e:
-        raise ModelFileError(f"{path} is not a readable .keras file (truncated or damaged: "
-                             f"{e}){_usable_instead(path)}") from None
-    if bad is not None:
-        raise ModelFileError(f"{path} is damaged (member {bad} fails its CRC check)"
-                             f"{_usable_instead(path)}")
-
-
 def load_model(path: str, compile: bool = False):
-    """keras.models.load_model with keras_resnet's layers registered, after checking the file.
+    """keras_resnet.modelfile.load_model, and for a damaged checkpoint the intact ones beside it."""
+    from keras_resnet import modelfile
 
-    A mixed-precision file loads back as mixed precision under any global dtype policy: every
-    layer, block sublayers included, records its own policy.
-    """
-    check_model_file(path)
-    import keras
-
-    import keras_resnet  # noqa: F401 - registers the custom layers
-
-    return keras.models.load_model(path, compile=compile)
+    try:
+        return modelfile.load_model(path, compile=compile)
+    except ModelFileError as e:
+        if not os.path.isfile(path):
+            raise
+        raise ModelFileError(f"{e}{_usable_instead(path)}") from None
