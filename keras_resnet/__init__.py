@@ -22,7 +22,9 @@ _EXPORTS = {
     "BN_MOMENTUM": "keras_resnet.layers",
     "BasicBlock": "keras_resnet.blocks",
     "Bottleneck": "keras_resnet.blocks",
+    "ResNet": "keras_resnet.builder",
     "build_resnet": "keras_resnet.builder",
+    "model_config": "keras_resnet.builder",
     "min_input_size": "keras_resnet.builder",
     "output_stride": "keras_resnet.builder",
     "resnet18": "keras_resnet.builder",
@@ -37,9 +39,9 @@ _EXPORTS = {
 _SUBMODULES = ("archs", "blocks", "builder", "features")
 
 __all__ = [
-    "ARCHS", "STEMS", "BN_EPSILON", "BN_MOMENTUM", "BasicBlock", "Bottleneck", "build_resnet",
-    "feature_extractor", "freeze", "min_input_size", "output_stride", "resnet18", "resnet34",
-    "resnet50", "resnet101", "resnet152",
+    "ARCHS", "STEMS", "BN_EPSILON", "BN_MOMENTUM", "BasicBlock", "Bottleneck", "ResNet",
+    "build_resnet", "feature_extractor", "freeze", "min_input_size", "model_config",
+    "output_stride", "resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
 ]
 
 
@@ -59,10 +61,13 @@ def __dir__() -> list[str]:
 
 
 def _register_layers() -> None:
-    # Importing blocks runs its @register_keras_serializable decorators.
-    importlib.import_module("keras_resnet.blocks")
+    # Importing builder (and through it blocks and layers) runs their
+    # @register_keras_serializable decorators.
+    importlib.import_module("keras_resnet.builder")
 
 
-# A .keras file names our layers "keras_resnet>BasicBlock" etc.; Keras finds them only when
-# registered, so register them the moment Keras is loaded (now, if it already is).
+# A .keras file names our classes "keras_resnet>ResNet", "keras_resnet>BasicBlock" etc.; Keras
+# finds them only when registered, so register them the moment Keras is loaded (now, if it
+# already is). A process that never imports keras_resnet cannot load our .keras files: Keras
+# then says "Could not locate class 'ResNet'".
 _imports.after_import("keras", _register_layers)

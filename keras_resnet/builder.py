@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 from typing import Sequence
 
@@ -86,8 +87,8 @@ def _check_input_shape(input_shape, stem: str) -> tuple:
     return shape
 
 
-def _normalization_layer(mean, std, channels: int):
-    """Per-channel (x - mean) / std on raw pixel values, as the model's first layer."""
+def _normalization_values(mean, std, channels: int) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std lists from scalars or per-channel values, checked."""
     mean = [float(m) for m in (mean if isinstance(mean, (list, tuple)) else [mean])]
     std = [float(s) for s in (std if isinstance(std, (list, tuple)) else [std])]
     if len(mean) == 1:
@@ -101,6 +102,12 @@ def _normalization_layer(mean, std, channels: int):
         )
     if any(s <= 0 for s in std):
         raise ValueError(f"normalization std must be positive, got {std}")
+    return mean, std
+
+
+def _normalization_layer(mean, std, channels: int):
+    """Per-channel (x - mean) / std on raw pixel values, as the model's first layer."""
+    mean, std = _normalization_values(mean, std, channels)
     # float32 so that raw 0..255 pixels are normalised before any float16 cast.
     return keras.layers.Normalization(
         axis=-1, mean=mean, variance=[s * s for s in std], name="normalization",
@@ -119,9 +126,10 @@ def build_resnet(
     width: int = 64,
     zero_init_residual: bool = False,
     normalization: tuple | None = None,
+    class_names: Sequence[str] | None = None,
     name: str | None = None,
-) -> keras.Model:
-    """Builds a torchvision-equivalent ResNet (v1.5) as a functional ``keras.Model``.
+) -> "ResNet":
+    """Builds a torchvision-equivalent ResNet (v1.5): a functional ``ResNet`` model.
 
     Args:
         arch: one of ``ARCHS`` ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152").
@@ -138,23 +146,49 @@ def build_resnet(
         zero_init_residual: start each block's last BN gamma at zero.
         normalization: optional ``(mean, std)`` in raw pixel units (per channel or scalar);
             adds a float32 ``normalization`` layer so the model takes raw 0..255 pixels.
+        class_names: optional name of each output class (``num_classes`` distinct strings),
+            kept in the model's config so that a saved .keras file can name its predictions.
         name: model name; defaults to ``arch``.
-    """
-    block_type, depths = _check_arch(arch)
-    _check_stem(stem)
-    if pooling not in POOLINGS:
-        raise ValueError(f"Unknown pooling {pooling!r}; expected one of {list(POOLINGS)}")
-    if include_top and (
-        isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1
-    ):
-        raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
-    if include_top and pooling is None:
-        raise ValueError("include_top=True needs pooling 'avg' or 'max', got None")
-    if isinstance(width, bool) or not isinstance(width, int) or width < 1:
-        raise ValueError(f"width must be a positive integer, got {width!r}")
-    shape = _check_input_shape(input_shape, stem)
-    block_cls = BLOCKS[block_type]
 
+    The model remembers these arguments (``model.builder_config``, ``model.arch``,
+    ``model.class_names``); ``keras.models.load_model`` gives them back once ``keras_resnet``
+    is imported.
+    """
+    return ResNet(
+        arch, input_shape=input_shape, num_classes=num_classes, include_top=include_top,
+        pooling=pooling, classifier_activation=classifier_activation, stem=stem, width=width,
+        zero_init_residual=zero_init_residual, normalization=normalization,
+        class_names=class_names, name=name,
+    )
+
+
+def _check_class_names(class_names, num_classes: int, include_top: bool):
+    if class_names is None:
+        return None
+    if isinstance(class_names, str) or not isinstance(class_names, Sequence):
+        raise ValueError(
+            f"class_names must be a list of {num_classes} strings, got {class_names!r}")
+    names = list(class_names)
+    if not include_top:
+        raise ValueError("class_names needs include_top=True: a model without its classifier "
+                         "has no classes")
+    bad = [n for n in names if not isinstance(n, str) or not n]
+    if bad:
+        raise ValueError(f"class_names must be non-empty strings, got {bad[:5]!r}")
+    if len(names) != num_classes:
+        raise ValueError(f"{len(names)} class_names for num_classes={num_classes}; give one "
+                         "name per class")
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise ValueError(f"class_names must be distinct; repeated: {repeated}")
+    return names
+
+
+def _resnet_graph(arch, shape, num_classes, include_top, pooling, classifier_activation, stem,
+                  width, zero_init_residual, normalization):
+    """(inputs, outputs) of the functional graph, from checked arguments."""
+    block_type, depths = ARCHS[arch]
+    block_cls = BLOCKS[block_type]
     inputs = keras.Input(shape=shape, name="image")
     x = inputs
     if normalization is not None:
@@ -200,7 +234,154 @@ def build_resnet(
         )(x)
     elif pooling is not None:
         x = _global_pool(pooling)(x)
-    return keras.Model(inputs, x, name=name or arch)
+    return inputs, x
+
+
+@keras.saving.register_keras_serializable(package="keras_resnet")
+class ResNet(keras.Model):
+    """A functional ResNet that knows its builder arguments (keras-hub's Backbone pattern).
+
+    ``get_config()`` returns the arguments of ``build_resnet`` (plus ``name``, ``trainable``
+    and the dtype policy it was built under) instead of the layer graph, and ``from_config``
+    rebuilds the graph from them: a saved .keras file says what it is, and a file loads back
+    as the same class with ``model.arch``, ``model.class_names`` and ``model.builder_config``.
+    Arguments as ``build_resnet``; ``dtype``: the dtype policy to build under (default: the
+    global policy), so that a mixed-precision file loads back as mixed precision.
+    """
+
+    def __init__(
+        self,
+        arch: str,
+        input_shape: Sequence[int | None] = (224, 224, 3),
+        num_classes: int = 1000,
+        include_top: bool = True,
+        pooling: str | None = "avg",
+        classifier_activation: str | None = None,
+        stem: str = "imagenet",
+        width: int = 64,
+        zero_init_residual: bool = False,
+        normalization=None,
+        class_names: Sequence[str] | None = None,
+        name: str | None = None,
+        trainable: bool = True,
+        dtype=None,
+    ):
+        _check_arch(arch)
+        _check_stem(stem)
+        if pooling not in POOLINGS:
+            raise ValueError(f"Unknown pooling {pooling!r}; expected one of {list(POOLINGS)}")
+        if include_top and (
+            isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1
+        ):
+            raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
+        if include_top and pooling is None:
+            raise ValueError("include_top=True needs pooling 'avg' or 'max', got None")
+        if isinstance(width, bool) or not isinstance(width, int) or width < 1:
+            raise ValueError(f"width must be a positive integer, got {width!r}")
+        shape = _check_input_shape(input_shape, stem)
+        names = _check_class_names(class_names, num_classes, include_top)
+        if normalization is not None:
+            normalization = _normalization_values(*normalization, channels=shape[-1])
+
+        policy = keras.config.dtype_policy() if dtype is None else keras.dtype_policies.get(dtype)
+        previous = keras.config.dtype_policy()
+        # The blocks create their sublayers under the global policy.
+        keras.config.set_dtype_policy(policy)
+        try:
+            inputs, outputs = _resnet_graph(
+                arch, shape, num_classes, include_top, pooling, classifier_activation, stem,
+                width, zero_init_residual, normalization)
+        finally:
+            keras.config.set_dtype_policy(previous)
+        super().__init__(inputs, outputs, name=name or arch, trainable=trainable)
+        self._resnet_config = {
+            "arch": arch,
+            "input_shape": list(shape),
+            "num_classes": num_classes,
+            "include_top": bool(include_top),
+            "pooling": pooling,
+            "classifier_activation": classifier_activation,
+            "stem": stem,
+            "width": width,
+            "zero_init_residual": bool(zero_init_residual),
+            "normalization": None if normalization is None else [list(v) for v in normalization],
+            "class_names": names,
+        }
+        self._resnet_dtype = policy.name
+
+    @property
+    def builder_config(self) -> dict:
+        """The ``build_resnet`` arguments this model was built with (a copy):
+        ``build_resnet(**model.builder_config)`` builds the same architecture."""
+        return copy.deepcopy(dict(self._resnet_config))
+
+    @property
+    def arch(self) -> str:
+        return self._resnet_config["arch"]
+
+    @property
+    def class_names(self) -> tuple[str, ...] | None:
+        names = self._resnet_config["class_names"]
+        return None if names is None else tuple(names)
+
+    def get_config(self) -> dict:
+        # Not chained to the functional config: a layer graph cannot be passed to __init__.
+        return {**self.builder_config, "name": self.name, "trainable": self.trainable,
+                "dtype": self._resnet_dtype}
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        # The default for a functional model would return a plain Functional.
+        return cls(**config)
+
+
+def model_config(model: keras.Model) -> dict:
+    """The ``build_resnet`` arguments of a keras_resnet model.
+
+    A ``ResNet`` gives its own ``builder_config``. A plain functional model (a .keras file
+    saved before models carried their config) has them read off its layers, which cannot tell
+    ``zero_init_residual`` (an initialization, reported False) nor class names (None).
+    Raises ValueError for a model that keras_resnet did not build.
+    """
+    if isinstance(model, ResNet):
+        return model.builder_config
+    layers = {layer.name: layer for layer in model.layers}
+    stem_conv = layers.get("stem_conv")
+    if stem_conv is None or not hasattr(stem_conv, "kernel"):
+        raise ValueError(f"{model.name!r} is not a keras_resnet model (no 'stem_conv' layer); "
+                         "build it with keras_resnet.build_resnet")
+    kernel, _, _, width = (int(d) for d in stem_conv.kernel.shape)
+    depths = [sum(1 for name in layers if name.startswith(f"stage{s}_block"))
+              for s in range(1, NUM_STAGES + 1)]
+    first = layers.get("stage1_block1")
+    block_type = "bottleneck" if isinstance(first, Bottleneck) else "basic"
+    arch = next((a for a, spec in ARCHS.items() if spec == (block_type, tuple(depths))), None)
+    if arch is None:
+        raise ValueError(f"{model.name!r} has {block_type} blocks {depths} per stage, which "
+                         f"match no arch of {sorted(ARCHS)}")
+    dense = layers.get("predictions")
+    activation = getattr(getattr(dense, "activation", None), "__name__", "linear")
+    norm = layers.get("normalization")
+    normalization = None
+    if norm is not None:
+        import numpy as np
+
+        normalization = [np.ravel(np.asarray(norm.mean, dtype=np.float64)).tolist(),
+                         np.sqrt(np.ravel(np.asarray(norm.variance, dtype=np.float64))).tolist()]
+    pooling = "avg" if "avg_pool" in layers else "max" if "max_pool" in layers else None
+    return {
+        "arch": arch,
+        "input_shape": list(model.input_shape[1:]),
+        "num_classes": int(dense.units) if dense is not None else 1000,
+        "include_top": dense is not None,
+        "pooling": pooling,
+        "classifier_activation": None if activation == "linear" else activation,
+        "stem": {7: "imagenet", 3: "cifar"}.get(kernel, f"{kernel}x{kernel}"),
+        "width": width,
+        "zero_init_residual": False,
+        "normalization": normalization,
+        "class_names": None,
+    }
 
 
 def _global_pool(pooling: str):
@@ -210,7 +391,7 @@ def _global_pool(pooling: str):
 
 
 def _make_variant(arch: str):
-    def variant(**kwargs) -> keras.Model:
+    def variant(**kwargs) -> ResNet:
         return build_resnet(arch, **kwargs)
 
     block_type, depths = ARCHS[arch]

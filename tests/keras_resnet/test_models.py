@@ -9,7 +9,7 @@ import tensorflow as tf
 
 import keras_resnet
 from keras_resnet import ARCHS, BasicBlock, Bottleneck, build_resnet, feature_extractor, freeze
-from keras_resnet.builder import min_input_size, output_stride
+from keras_resnet.builder import ResNet, min_input_size, model_config, output_stride
 
 ALL_ARCHS = sorted(ARCHS, key=lambda a: int(a[6:]))
 
@@ -90,12 +90,25 @@ def test_every_trainable_variable_gets_a_gradient(arch):
 
 @pytest.mark.parametrize("arch", ALL_ARCHS)
 def test_config_round_trip_and_keras_file(arch, tmp_path):
+    names = [f"class {i}" for i in range(7)]
     model = build_resnet(arch, input_shape=(32, 32, 3), num_classes=7, stem="cifar", width=4,
-                         normalization=([125.0, 123.0, 114.0], [63.0, 62.0, 66.0]))
+                         normalization=([125.0, 123.0, 114.0], [63.0, 62.0, 66.0]),
+                         class_names=names)
     x = rand_images((32, 32, 3), batch=3) * 255
     expected = np.asarray(model(x, training=False))
+    builder_args = {
+        "arch": arch, "input_shape": [32, 32, 3], "num_classes": 7, "include_top": True,
+        "pooling": "avg", "classifier_activation": None, "stem": "cifar", "width": 4,
+        "zero_init_residual": False,
+        "normalization": [[125.0, 123.0, 114.0], [63.0, 62.0, 66.0]], "class_names": names,
+    }
+    assert isinstance(model, ResNet)
+    assert model.builder_config == builder_args
+    assert model.get_config() == {**builder_args, "name": arch, "trainable": True,
+                                  "dtype": "float32"}
+    assert (model.arch, model.class_names) == (arch, tuple(names))
 
-    clone = keras.Model.from_config(model.get_config())
+    clone = ResNet.from_config(model.get_config())
     clone.set_weights(model.get_weights())
     np.testing.assert_array_equal(np.asarray(clone(x, training=False)), expected)
     assert [l.name for l in clone.layers] == [l.name for l in model.layers]
@@ -103,8 +116,32 @@ def test_config_round_trip_and_keras_file(arch, tmp_path):
     path = tmp_path / f"{arch}.keras"
     model.save(path)
     loaded = keras.models.load_model(path)
+    assert type(loaded) is ResNet
+    assert loaded.get_config() == model.get_config()
     np.testing.assert_array_equal(np.asarray(loaded(x, training=False)), expected)
     assert [w.path for w in loaded.weights] == [w.path for w in model.weights]
+
+
+def test_builder_config_builds_the_same_architecture():
+    model = build_resnet("resnet50", input_shape=(None, None, 1), include_top=False,
+                         pooling="max", width=2, zero_init_residual=True, name="trunk")
+    again = build_resnet(**model.builder_config)
+    assert again.builder_config == model.builder_config
+    assert [w.shape for w in again.weights] == [w.shape for w in model.weights]
+    assert (model.name, again.name, model.class_names) == ("trunk", "resnet50", None)
+
+
+def test_model_config_reads_plain_functional_models_off_their_layers():
+    """Models saved before build_resnet returned a ResNet are plain functional models."""
+    model = build_resnet("resnet34", input_shape=(32, 32, 3), num_classes=5, stem="cifar",
+                         width=2, normalization=(127.5, 64.0), classifier_activation="softmax",
+                         class_names=list("abcde"))
+    plain = keras.Model(model.input, model.output, name="old")
+    assert not isinstance(plain, ResNet)
+    assert model_config(plain) == {**model.builder_config, "class_names": None}
+    assert model_config(model) == model.builder_config
+    with pytest.raises(ValueError, match="not a keras_resnet model"):
+        model_config(keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)]))
 
 
 @pytest.mark.parametrize("cls,kwargs", [
@@ -300,6 +337,13 @@ def test_freeze_stem_and_first_stage_keeps_their_batch_norm_in_inference_mode():
     (dict(arch="resnet18", include_top=True, pooling=None), r"needs pooling 'avg' or 'max'"),
     (dict(arch="resnet18", input_shape=(32, 32, 3), normalization=([1, 2], [1, 1, 1])),
      r"1 or 3 values"),
+    (dict(arch="resnet18", num_classes=2, class_names=["cat"]),
+     r"1 class_names for num_classes=2"),
+    (dict(arch="resnet18", num_classes=2, class_names=["cat", "cat"]),
+     r"class_names must be distinct; repeated: \['cat'\]"),
+    (dict(arch="resnet18", num_classes=2, class_names=["cat", ""]), r"non-empty strings"),
+    (dict(arch="resnet18", num_classes=2, class_names="cd"), r"list of 2 strings, got 'cd'"),
+    (dict(arch="resnet18", include_top=False, class_names=["a"]), r"needs include_top=True"),
 ])
 def test_bad_input_is_a_clear_value_error(kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -548,8 +592,10 @@ def test_keras_files_that_name_the_layers_old_module_still_load(tmp_path):
     import json
     import zipfile
 
-    model = build_resnet("resnet18", input_shape=(16, 16, 1), num_classes=3, width=4,
+    built = build_resnet("resnet18", input_shape=(16, 16, 1), num_classes=3, width=4,
                          stem="cifar")
+    # The format of that time: build_resnet returned a plain functional model.
+    model = keras.Model(built.input, built.output, name="resnet18")
     new, old = tmp_path / "new.keras", tmp_path / "old.keras"
     model.save(new)
     with zipfile.ZipFile(new) as src, zipfile.ZipFile(old, "w") as dst:
@@ -563,4 +609,6 @@ def test_keras_files_that_name_the_layers_old_module_still_load(tmp_path):
                 json.loads(data)
             dst.writestr(item, data)
     x = rand_images((16, 16, 1), batch=2)
-    np.testing.assert_array_equal(keras.models.load_model(old)(x), model(x))
+    loaded = keras.models.load_model(old)
+    np.testing.assert_array_equal(loaded(x), model(x))
+    assert model_config(loaded) == {**built.builder_config, "class_names": None}
