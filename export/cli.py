@@ -140,6 +140,9 @@ def run_data_options(config: dict, data_dir: str | None = None) -> dict:
     kwargs = {k: options[k] for k in ("data_dir", "source", "val_fraction") if k in options}
     if data_dir is not None:
         kwargs["data_dir"] = data_dir
+    if config.get("dataset") == "folder" and "input_shape" in config:
+        kwargs["image_shape"] = tuple(config["input_shape"])
+        kwargs["resize"] = (config.get("preprocessing") or {}).get("resize", "auto")
     if config.get("dataset") == "synthetic" and "synthetic_shape" in options:
         kwargs["image_shape"] = tuple(int(v) for v in str(options["synthetic_shape"]).split(","))
         kwargs["num_classes"] = int(options.get("synthetic_classes", 10))
@@ -251,8 +254,8 @@ def run(args) -> int:
     class_names = config.get("class_names")
     source = {
         "model_file": str(model_path),
-        "run_config": {k: config[k] for k in ("arch", "dataset", "input_shape", "precision")
-                       if k in config},
+        "run_config": {k: config[k] for k in ("arch", "dataset", "input_shape", "precision",
+                                              "preprocessing") if k in config},
     }
     manifest = export_all(
         model,

@@ -2,9 +2,10 @@
 exported artifact, run in its own runtime (a SavedModel folder in TensorFlow, .onnx in ONNX
 Runtime, .tflite in LiteRT).
 
-The output is that of `python -m training.predict` for the Keras model (same preprocessing:
-PIL, the artifact's input channels, bilinear resize to its input height and width, raw 0..255
-pixels), so a deploy script can compare the two. Class names come from the manifest.json that
+The output is that of `python -m training.predict` for the Keras model (the same
+training.preprocessing functions, with the preprocessing the training run recorded, which
+`python -m export` copies into the manifest; without one, the default for the artifact's input
+size), so a deploy script can compare the two. Class names come from the manifest.json that
 `python -m export` wrote (looked for beside the artifact and up to two folders above).
 """
 
@@ -68,7 +69,16 @@ def main(argv=None) -> int:
             runner = load_runner(artifact)
         except ExportError as e:
             raise PredictError(str(e)) from None
-        files, rows = predict_files(runner, shape, args.paths, args.top_k,
+        from training.preprocessing import ImageError, Preprocessing
+
+        record = (manifest.get("source", {}).get("run_config", {}) or {}).get("preprocessing")
+        try:
+            prep = (Preprocessing.from_dict(record) if isinstance(record, dict)
+                    else Preprocessing.for_shape(shape))
+        except (ImageError, TypeError) as e:
+            raise PredictError(f"{artifact}: its manifest's preprocessing cannot be used "
+                               f"({e})") from None
+        files, rows = predict_files(runner, prep, args.paths, args.top_k,
                                     manifest.get("class_names"), args.batch_size)
     except PredictError as e:
         print(f"{p.prog}: error: {e}", file=sys.stderr)

@@ -58,12 +58,27 @@ class TrainConfig:
     val_fraction: float = _opt(0.1, "fraction of the training split held out for validation "
                                "(fixed images); 0 validates on the test split")
     augment: bool = _opt(True, "augment training images in tf.data (MNIST-like: +-10 deg "
-                         "rotation, +-10%% shift; CIFAR: 4 px pad + crop, horizontal flip)")
-    image_size: str | None = _opt(None, "H,W of --dataset folder: every image is resized to it "
-                                  "(bilinear), e.g. 32,32, or 224,224 with ImageNet weights",
-                                  metavar="H,W")
+                         "rotation, +-10%% shift; CIFAR: 4 px pad + crop, horizontal flip; "
+                         "folder: see --resize)")
+    image_size: str | None = _opt(None, "H,W of --dataset folder: every image is brought to it "
+                                  "(see --resize), e.g. 28,28 for digit scans, or 224,224 with "
+                                  "ImageNet weights", metavar="H,W")
     channels: int = _opt(3, "channels of --dataset folder: 1 (images read as grayscale) or 3 "
                          "(RGB)", [1, 3])
+    resize: str = _opt("auto", "how --dataset folder brings images to --image-size: 'crop' "
+                       "(torchvision's recipe: evaluation resizes to cover the size/0.875 and "
+                       "takes the centre; training takes a random-resized crop, 8-100%% of the "
+                       "area, and a horizontal flip), 'stretch' (the whole image resized to H,W, "
+                       "nothing cut off; training adds +-10 deg rotation and +-10%% shift, no "
+                       "flip: for digits, letters, icons) or 'auto' (crop when both sides of "
+                       "--image-size are >= 64 px, stretch below); recorded in config.json, "
+                       "training.predict and export.predict use the same", ["auto", "crop",
+                                                                             "stretch"])
+    cache: str | None = _opt(None, "keep --dataset folder's decoded, resized images after the "
+                             "first epoch: 'memory', or a file path prefix (tf.data cache files "
+                             "named after the data and preprocessing); default: decode every "
+                             "epoch, memory independent of the number of images",
+                             metavar="memory|PATH")
     synthetic_shape: str = _opt("32,32,3", "H,W,C of --dataset synthetic", metavar="H,W,C")
     synthetic_classes: int = _opt(10, "classes of --dataset synthetic")
     # Optimisation
@@ -140,6 +155,10 @@ class TrainConfig:
             self.folder_image_shape()
         elif self.image_size is not None:
             raise ValueError(f"--image-size is for --dataset folder, not {self.dataset}")
+        if self.dataset != "folder":
+            for name, default in (("cache", None), ("resize", "auto")):
+                if getattr(self, name) != default:
+                    raise ValueError(f"{flag(name)} is for --dataset folder, not {self.dataset}")
         if not -1 <= self.freeze_stages <= 4:
             raise ValueError(f"--freeze-stages must be -1 (none) or 0..4, got "
                              f"{self.freeze_stages}")

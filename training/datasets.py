@@ -1,8 +1,10 @@
 """One table of datasets and one function that turns any of them into tf.data pipelines.
 
-Every source (TFDS, the datasets' own archive files, scikit-learn's bundled digits, synthetic
-noise) is decoded once into uint8 NHWC numpy arrays held in memory; the pipelines gather
-batches from them, augment in tf.data and yield ``(float32 raw 0..255 images, int32 labels)``.
+Every built-in source (TFDS, the datasets' own archive files, scikit-learn's bundled digits,
+synthetic noise) is decoded once into uint8 NHWC numpy arrays held in memory; the pipelines
+gather batches from them, augment in tf.data and yield ``(float32 raw 0..255 images, int32
+labels)``. An image folder ("folder") is streamed from its files instead (training.folders:
+parallel decoding, optional cache), with the same element type and static shape.
 Normalization is *not* done here: it is the model's first layer (``build_resnet(...,
 normalization=(info.mean, info.std))``), so trained and exported models take raw pixels.
 
@@ -86,13 +88,17 @@ class DatasetInfo:
     download_host: str | None = None  # probed before a TFDS download
     synthetic: bool = False  # noise: accuracy on it means nothing and is never reported
     folder: bool = False  # a user's image folder: classes, sizes and statistics come from it
+    # "folder" only: training.preprocessing.Preprocessing of the images, and the
+    # (path, reason) of files skipped as undecodable.
+    preprocessing: object | None = None
+    skipped: tuple = ()
 
 
 DATASETS = {
     # Placeholders: get_info("folder", (H, W, C), data_dir=DIR) reads the real values from DIR.
     "folder": DatasetInfo(
         "folder", "an image folder (--data-dir DIR: DIR/<class>/* or DIR/train|val|test/<class>/*)",
-        (32, 32, 3), 2, ("class_0", "class_1"), (127.5,), (64.0,), "cifar", {}, folder=True),
+        (32, 32, 3), 2, ("class_0", "class_1"), (127.5,), (64.0,), "mnist", {}, folder=True),
     "mnist": DatasetInfo(
         "mnist", "TFDS 'mnist' or the IDX .gz files (yann.lecun.com layout)", (28, 28, 1), 10,
         DIGIT_CLASSES,
@@ -148,14 +154,16 @@ class DataFormatError(ValueError):
 
 
 def get_info(name: str, image_shape: Sequence[int] | None = None,
-             num_classes: int | None = None, data_dir: str | None = None) -> DatasetInfo:
+             num_classes: int | None = None, data_dir: str | None = None,
+             resize: str = "auto") -> DatasetInfo:
     """The table entry for `name`; `image_shape`/`num_classes` only reshape "synthetic";
-    "folder" needs `data_dir` and `image_shape` (H, W, C) and is read from the folder."""
+    "folder" needs `data_dir` and `image_shape` (H, W, C) and is read from the folder
+    (`resize`: see training.preprocessing)."""
     if name not in DATASETS:
         raise ValueError(f"Unknown dataset {name!r}; expected one of {sorted(DATASETS)}")
     info = DATASETS[name]
     if info.folder:
-        return folder_info(data_dir, image_shape)
+        return folder_info(data_dir, image_shape, resize)
     if not info.synthetic:
         if image_shape is not None and tuple(image_shape) != info.image_size:
             raise ValueError(f"image_shape can only be chosen for 'synthetic', not {name!r}")
@@ -185,14 +193,20 @@ def _folder_shape(image_shape) -> tuple:
 
 
 @functools.lru_cache(maxsize=8)
-def _folder_split(root: str, shape: tuple, split: str):
+def _folder_data(root: str, shape: tuple, resize: str):
+    from training import folders
+    from training.preprocessing import Preprocessing
+
+    return folders.check(folders.scan(root), Preprocessing.for_shape(shape, resize))
+
+
+def folder_data(data_dir: str | None, image_shape, resize: str = "auto"):
+    """training.folders.FolderData of an image folder: scanned and every file decode-checked
+    once per process (the check names and skips undecodable files)."""
     from training import folders
 
-    scan = folders.scan(root)
-    images, labels = folders.decode(root, scan.files[split], shape)
-    images.setflags(write=False)
-    labels.setflags(write=False)
-    return images, labels
+    folders.scan(data_dir)  # its one-line errors before the shape's
+    return _folder_data(os.path.abspath(data_dir), _folder_shape(image_shape), resize)
 
 
 def folder_scan(data_dir: str | None):
@@ -201,20 +215,36 @@ def folder_scan(data_dir: str | None):
     return folders.scan(data_dir)
 
 
-def folder_info(data_dir: str | None, image_shape) -> DatasetInfo:
+def folder_info(data_dir: str | None, image_shape, resize: str = "auto") -> DatasetInfo:
     """The DatasetInfo of an image folder at `image_shape`: class names from its folders,
     per-channel mean/std of its training images (the model's normalization)."""
-    scan = folder_scan(data_dir)
-    shape = _folder_shape(image_shape)
-    train, _ = _folder_split(os.path.abspath(data_dir), shape, "train")
-    pixels = train.reshape(-1, shape[2]).astype(np.float64)
+    data = folder_data(data_dir, image_shape, resize)
     return dataclasses.replace(
-        DATASETS["folder"], source=f"image folder {os.path.abspath(data_dir)} ({scan.layout})",
-        image_size=shape, num_classes=len(scan.class_names), class_names=scan.class_names,
-        mean=tuple(float(v) for v in pixels.mean(0)),
-        std=tuple(float(max(v, 1.0)) for v in pixels.std(0)),
-        augmentation="mnist" if shape[2] == 1 else "cifar",
-        splits={k: len(v) for k, v in scan.files.items()})
+        DATASETS["folder"],
+        source=f"image folder {os.path.abspath(data_dir)} ({data.scan.layout})",
+        image_size=(data.prep.height, data.prep.width, data.prep.channels),
+        num_classes=len(data.scan.class_names), class_names=data.scan.class_names,
+        mean=data.mean, std=data.std,
+        augmentation="crop" if data.prep.resize == "crop" else "mnist",
+        splits={k: len(v) for k, v in data.files.items()},
+        preprocessing=data.prep, skipped=data.skipped)
+
+
+def folder_run_record(info: DatasetInfo) -> dict:
+    """What a run's config.json keeps of a folder's preprocessing (read back by
+    training.predict, export.predict and evaluate) and of the files it skipped."""
+    return {"preprocessing": info.preprocessing.to_dict(),
+            "skipped_images": {"count": len(info.skipped),
+                               "files": [{"path": p, "reason": r} for p, r in info.skipped]}}
+
+
+def _check_cache(cache: str | None) -> None:
+    if cache is None or cache == "memory":
+        return
+    parent = os.path.dirname(os.path.abspath(cache))
+    if not os.path.isdir(parent):
+        raise ValueError(f"--cache {cache}: the folder {parent} does not exist (give 'memory' "
+                         "or a file path prefix in an existing folder)")
 
 
 # --------------------------------------------------------------------------------------------
@@ -523,8 +553,8 @@ def _official_split(name: str, split: str, data_dir: str | None, source: str,
                     image_shape: tuple | None, num_classes: int | None):
     info = get_info(name, image_shape, num_classes, data_dir)
     if info.folder:
-        images, labels = _folder_split(os.path.abspath(data_dir), info.image_size, split)
-        return images, labels, f"folder:{os.path.abspath(data_dir)}"
+        raise ValueError("an image folder is streamed from its files, not loaded into arrays: "
+                         "use load() or load_pipelines()")
     if info.synthetic:
         images, labels, used = (*read_synthetic(info, split), "synthetic")
     elif name == "digits":
@@ -567,11 +597,6 @@ def load_arrays(name: str, split: str = "train", data_dir: str | None = None,
     shape = tuple(image_shape) if image_shape is not None else None
     if split == "test":
         return _official_split(name, "test", data_dir, source, shape, num_classes)
-    if DATASETS[name].folder and "val" in folder_scan(data_dir).files:
-        # DIR/val/ is the validation split; nothing is held out of DIR/train/.
-        if split == "val":
-            return _official_split(name, "val", data_dir, source, shape, num_classes)
-        val_fraction = 0.0
     images, labels, used = _official_split(name, "train", data_dir, source, shape, num_classes)
     order = np.random.default_rng(VAL_SPLIT_SEED).permutation(len(labels))
     n_val = int(round(len(labels) * val_fraction))
@@ -720,7 +745,8 @@ def load(name: str, split: str = "train", batch_size: int = 128, data_dir: str |
          augment: bool | None = None, shuffle: bool | None = None, seed: int = 0,
          subset: int | None = None, val_fraction: float = 0.1, source: str = "auto",
          epochs: int | None = None, initial_epoch: int = 0, drop_remainder: bool = False,
-         image_shape: Sequence[int] | None = None, num_classes: int | None = None):
+         image_shape: Sequence[int] | None = None, num_classes: int | None = None,
+         resize: str = "auto", cache: str | None = None):
     """A ready tf.data pipeline of (float32 raw 0..255 NHWC images, int32 labels).
 
     Args:
@@ -730,12 +756,30 @@ def load(name: str, split: str = "train", batch_size: int = 128, data_dir: str |
         source: "auto" (archive files in data_dir if present, else TFDS), "archive" or "tfds";
             digits and synthetic have a single source.
         epochs / initial_epoch: see make_pipeline (training loops that resume).
-        image_shape / num_classes: shape of "synthetic" data.
+        image_shape / num_classes: shape of "synthetic" data; image_shape is (H, W, C) of
+            "folder".
+        resize / cache: "folder" only (training.preprocessing; None, "memory" or a path).
     """
-    info = get_info(name, image_shape, num_classes, data_dir)
+    info = get_info(name, image_shape, num_classes, data_dir, resize)
+    training = split == "train"
+    if info.folder:
+        from training import folders
+
+        _check_cache(cache)
+        if split not in SPLITS:
+            raise ValueError(f"Unknown split {split!r}; expected one of {list(SPLITS)}")
+        data = folder_data(data_dir, image_shape, resize)
+        items = folders.split_files(data, split, val_fraction, subset if training else None,
+                                    VAL_SPLIT_SEED)
+        return folders.pipeline(
+            data, items, batch_size, shuffle=training if shuffle is None else shuffle,
+            augment=training if augment is None else augment, seed=seed, epochs=epochs,
+            initial_epoch=initial_epoch, drop_remainder=drop_remainder, cache=cache,
+            split=split)
+    if cache is not None:
+        raise ValueError(f"--cache is for --dataset folder; {name} is held in memory already")
     images, labels, _ = load_arrays(name, split, data_dir, source, val_fraction,
                                     subset if split == "train" else None, image_shape, num_classes)
-    training = split == "train"
     return make_pipeline(
         images, labels, batch_size,
         shuffle=training if shuffle is None else shuffle,
@@ -760,9 +804,16 @@ class Pipelines:
 def load_pipelines(name: str, batch_size: int = 128, data_dir: str | None = None,
                    augment: bool = True, seed: int = 0, subset: int | None = None,
                    val_fraction: float = 0.1, source: str = "auto", epochs: int | None = None,
-                   initial_epoch: int = 0, image_shape=None, num_classes=None) -> Pipelines:
-    """Train, validation (None when val_fraction is 0) and test pipelines plus their sizes."""
-    info = get_info(name, image_shape, num_classes, data_dir)
+                   initial_epoch: int = 0, image_shape=None, num_classes=None,
+                   resize: str = "auto", cache: str | None = None) -> Pipelines:
+    """Train, validation (None when val_fraction is 0) and test pipelines plus their sizes;
+    `resize` and `cache` are for "folder" (see load)."""
+    info = get_info(name, image_shape, num_classes, data_dir, resize)
+    if info.folder:
+        return _folder_pipelines(info, batch_size, data_dir, augment, seed, subset,
+                                 val_fraction, epochs, initial_epoch, image_shape, resize, cache)
+    if cache is not None:
+        raise ValueError(f"--cache is for --dataset folder; {name} is held in memory already")
     x_tr, y_tr, used = load_arrays(name, "train", data_dir, source, val_fraction, subset,
                                    image_shape, num_classes)
     x_te, y_te, _ = load_arrays(name, "test", data_dir, source, val_fraction, None, image_shape,
@@ -779,3 +830,27 @@ def load_pipelines(name: str, batch_size: int = 128, data_dir: str | None = None
     test = make_pipeline(x_te, y_te, batch_size, shuffle=False, augmentation="none")
     return Pipelines(train, val, test, info, batches_per_epoch(len(y_tr), batch_size),
                      len(y_tr), n_val, len(y_te), used)
+
+
+def _folder_pipelines(info, batch_size, data_dir, augment, seed, subset, val_fraction, epochs,
+                      initial_epoch, image_shape, resize, cache) -> Pipelines:
+    from training import folders
+
+    _check_cache(cache)
+    data = folder_data(data_dir, image_shape, resize)
+    has_val = val_fraction > 0 or "val" in data.files
+    items = {split: folders.split_files(data, split, val_fraction,
+                                        subset if split == "train" else None, VAL_SPLIT_SEED)
+             for split in ("train", "val", "test") if split != "val" or has_val}
+
+    def make(split, training, **kwargs):
+        return folders.pipeline(data, items[split], batch_size, shuffle=training,
+                                augment=training and augment, cache=cache, split=split,
+                                seed=seed, **kwargs)
+
+    train = make("train", True, epochs=epochs, initial_epoch=initial_epoch)
+    val = make("val", False) if has_val else None
+    return Pipelines(train, val, make("test", False), info,
+                     batches_per_epoch(len(items["train"]), batch_size), len(items["train"]),
+                     len(items.get("val", ())), len(items["test"]),
+                     f"folder:{os.path.abspath(data_dir)}")

@@ -76,7 +76,8 @@ def evaluate(model_path: str, dataset: str | None = None, split: str = "test",
         if not options and "input_shape" not in config:
             raise ValueError(f"--dataset folder needs the config.json that training.fit wrote "
                              f"next to {model_path} (it holds the image size)")
-        synthetic = dict(image_shape=tuple(config["input_shape"]))
+        synthetic = dict(image_shape=tuple(config["input_shape"]),
+                         resize=(config.get("preprocessing") or {}).get("resize", "auto"))
         data_dir = data_dir or options.get("data_dir")
     info = datasets.get_info(dataset, data_dir=data_dir, **synthetic)
     val_fraction = options.get("val_fraction", 0.1)

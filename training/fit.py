@@ -272,13 +272,41 @@ def default_run_dir(cfg: TrainConfig) -> str:
     return os.path.join("runs", f"{cfg.arch}-{cfg.dataset}-{time.strftime('%Y%m%d-%H%M%S')}")
 
 
+def recorded_options(cfg: TrainConfig) -> dict:
+    """config.json's "options": the synthetic data set's own options only for a synthetic run."""
+    options = cfg.to_dict()
+    if cfg.dataset != "synthetic":
+        del options["synthetic_shape"], options["synthetic_classes"]
+    return options
+
+
+def command_line(cfg: TrainConfig) -> str:
+    """The `python -m training.fit` command that gives `cfg`, options at their defaults left
+    out: the same for a console script, `python -m` or a call of run() from Python."""
+    import shlex
+
+    from training.config import flag
+
+    recorded = recorded_options(cfg)
+    words = ["python", "-m", "training.fit"]
+    for field in dataclasses.fields(cfg):
+        value = recorded.get(field.name, field.default)
+        if value == field.default:
+            continue
+        if isinstance(value, bool):
+            words.append(flag(field.name) if value else "--no-" + flag(field.name)[2:])
+        else:
+            words += [flag(field.name), str(value)]
+    return shlex.join(words)
+
+
 def _check_resume_config(run_dir: str, cfg: TrainConfig) -> None:
     path = os.path.join(run_dir, "config.json")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"Cannot resume: {path} does not exist")
     with open(path) as f:
         saved = json.load(f)["options"]
-    now = cfg.to_dict()
+    now = recorded_options(cfg)
     # The cosine schedule is laid out over the run's total steps: changing --epochs would move
     # the learning rate under a resumed run, so there it must stay as it was.
     may_change = RESUMABLE_CHANGES if now.get("schedule") != "cosine" else tuple(
@@ -342,7 +370,8 @@ def _run_locked(cfg: TrainConfig, run_dir: str, extra_callbacks) -> dict:
     synthetic = dict(image_shape=cfg.synthetic_image_shape(),
                      num_classes=cfg.synthetic_classes) if cfg.dataset == "synthetic" else {}
     if cfg.dataset == "folder":
-        synthetic = dict(image_shape=cfg.folder_image_shape())
+        synthetic = dict(image_shape=cfg.folder_image_shape(), resize=cfg.resize,
+                         cache=cfg.cache)
     data = datasets.load_pipelines(
         cfg.dataset, batch_size=cfg.batch_size, data_dir=cfg.data_dir, augment=cfg.augment,
         seed=cfg.seed, subset=cfg.subset, val_fraction=cfg.val_fraction, source=cfg.source,
@@ -365,10 +394,12 @@ def _run_locked(cfg: TrainConfig, run_dir: str, extra_callbacks) -> dict:
         "num_train": data.num_train, "num_val": data.num_val, "num_test": data.num_test,
         "steps_per_epoch": data.steps_per_epoch, "strategy": type(strategy).__name__,
         "num_replicas": strategy.num_replicas_in_sync, "gpus": [g.name for g in gpus],
-        "run_dir": os.path.abspath(run_dir), "command": sys.argv,
-        "options": cfg.to_dict(),
+        "run_dir": os.path.abspath(run_dir), "command": command_line(cfg),
+        "options": recorded_options(cfg),
         "versions": library_versions("tensorflow-datasets", "scikit-learn", "matplotlib"),
     }
+    if info.folder:
+        config.update(datasets.folder_run_record(info))
     cb.atomic_write_json(os.path.join(run_dir, "config.json"), config)
     if info.folder:
         # Which file went to which split, so that the run's numbers can be traced to images.
@@ -393,7 +424,7 @@ def _run_locked(cfg: TrainConfig, run_dir: str, extra_callbacks) -> dict:
         # The loggers come before the checkpoint (log.csv is written by it), so that a kill
         # cannot leave a counted epoch without its row.
         callbacks = [
-            nan_guard, timer, cb.ScalarTensorBoard(os.path.join(run_dir, "logs")), checkpoint,
+            cb.LearningRateLog(), nan_guard, timer, cb.ScalarTensorBoard(os.path.join(run_dir, "logs")), checkpoint,
             *extra_callbacks,
         ]
         start = time.perf_counter()

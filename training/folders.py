@@ -1,27 +1,42 @@
-"""Image folders as a dataset: class names from folder names, images decoded with PIL.
+"""Image folders as a dataset: class names from folder names, images streamed from disk.
 
 Two layouts of DIR are read:
 - DIR/train/<class>/*, DIR/test/<class>/* and optionally DIR/val/<class>/*;
 - DIR/<class>/* alone: a fixed share of each class (`TEST_FRACTION`, at least one image of a
   class with two or more; drawn with `SPLIT_SEED`)
   becomes the test split, so the same folder always gives the same split.
-Class names are the folder names, sorted. Every image is read with PIL, converted to grayscale
-("L") for one channel or "RGB" for three, and resized to the requested height and width with
-bilinear interpolation: `read_image` is also what training.predict and export.predict use, so
-a model sees the same pixels in training and in prediction.
+Class names are the folder names, sorted. Images are decoded by tf.data in parallel, one batch
+at a time (memory does not grow with the number of files), with training.preprocessing: the
+functions training.predict, export.predict and user code use, so a model sees the same pixels
+in evaluation and in prediction.
+
+Before training, `check` decodes every file once (in parallel, in TensorFlow, with the
+pipeline's own functions): files that fail are named in the log and in the run's config.json
+and left out, and more than MAX_BAD_FRACTION of them stops the run. The same pass measures
+the per-channel mean/std of the training images (the model's normalization).
 """
 
 from __future__ import annotations
 
-import concurrent.futures
 import dataclasses
+import hashlib
+import json
 import os
 
 import numpy as np
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+from training.preprocessing import IMAGE_SUFFIXES, ImageError, Preprocessing
+
 TEST_FRACTION = 0.1
 SPLIT_SEED = 20261124
+# More undecodable files than this share of a folder means a wrong folder or a damaged copy,
+# not a few stray files: training on the rest would hide it.
+MAX_BAD_FRACTION = 0.1
+# Undecodable files named one per line in the log (config.json lists them all).
+LOGGED_BAD = 20
+# Shuffle window of a --cache file: its images are read back in order, so a window this large
+# (of training_base images) mixes them without holding the whole set in memory.
+FILE_CACHE_SHUFFLE = 1024
 
 
 class FolderError(ValueError):
@@ -123,31 +138,212 @@ def scan(data_dir: str) -> FolderScan:
                       {k: tuple(v) for k, v in files.items()})
 
 
-def read_image(path: str, height: int | None, width: int | None, channels: int) -> np.ndarray:
-    """uint8 (H, W, C) pixels of an image file: converted, then resized (bilinear) if needed."""
-    from PIL import Image, UnidentifiedImageError
+@dataclasses.dataclass(frozen=True)
+class FolderData:
+    """A scanned folder after the decode check: what the pipelines read."""
 
-    if channels not in (1, 3):
-        raise FolderError(f"images can be read with 1 or 3 channels, not {channels}")
-    try:
-        with Image.open(path) as img:
-            img = img.convert("L" if channels == 1 else "RGB")
-            if height is not None and width is not None and img.size != (width, height):
-                img = img.resize((width, height), Image.Resampling.BILINEAR)
-            array = np.asarray(img, dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, ValueError) as e:
-        raise FolderError(f"{path} is not a readable image ({e})") from None
-    return array.reshape(array.shape[0], array.shape[1], channels)
+    scan: FolderScan
+    prep: Preprocessing
+    files: dict  # split -> tuple of (path relative to root, label), undecodable files left out
+    skipped: tuple  # (path relative to root, reason) of every undecodable file
+    mean: tuple  # per channel, of the training images' evaluation view (0..255 units)
+    std: tuple
+
+    def skipped_record(self) -> dict:
+        return {"count": len(self.skipped),
+                "files": [{"path": p, "reason": r} for p, r in self.skipped]}
 
 
-def decode(root: str, items, image_size) -> tuple[np.ndarray, np.ndarray]:
-    """uint8 (N, H, W, C) images and int32 labels, decoded on a thread per CPU."""
-    h, w, c = image_size
-    images = np.empty((len(items), h, w, c), np.uint8)
+def _log(msg: str) -> None:
+    from training.fit import log
 
-    def one(i):
-        images[i] = read_image(os.path.join(root, items[i][0]), h, w, c)
+    log(msg)
 
-    with concurrent.futures.ThreadPoolExecutor(os.cpu_count() or 1) as pool:
-        list(pool.map(one, range(len(items))))
-    return images, np.array([y for _, y in items], np.int32)
+
+def check(scan: FolderScan, prep: Preprocessing, log=_log) -> FolderData:
+    """Decodes every file of `scan` once; returns the decodable ones and the training images'
+    per-channel mean/std. Raises FolderError when more than MAX_BAD_FRACTION fail."""
+    import tensorflow as tf
+
+    from training import preprocessing
+
+    items = [(split, path, label) for split, files in scan.files.items()
+             for path, label in files]
+    n, c = len(items), prep.channels
+    train = np.array([split == "train" for split, _, _ in items])
+
+    def stats(i, path):
+        x = preprocessing.model_input(preprocessing.decode(tf.io.read_file(path), c), prep)
+        x = tf.reshape(tf.cast(x, tf.float64), [-1, c])
+        return i, tf.reduce_sum(x, 0), tf.reduce_sum(x * x, 0), tf.shape(x, tf.int64)[0]
+
+    ds = tf.data.Dataset.from_tensor_slices(
+        (tf.range(n, dtype=tf.int64), [os.path.join(scan.root, p) for _, p, _ in items]))
+    # ignore_errors drops a failing file without a word; the indices that do not come back
+    # are those files, and each is named below.
+    ds = (ds.map(stats, num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
+          .ignore_errors().batch(256).prefetch(1))
+    ok = np.zeros(n, bool)
+    total, squares, count = np.zeros(c), np.zeros(c), 0
+    for i, s, q, m in ds:
+        i = i.numpy()
+        ok[i] = True
+        mine = train[i]
+        total += s.numpy()[mine].sum(0)
+        squares += q.numpy()[mine].sum(0)
+        count += int(m.numpy()[mine].sum())
+    bad = []
+    for k in np.flatnonzero(~ok):
+        path = items[k][1]
+        try:
+            preprocessing.load_image(os.path.join(scan.root, path), prep)
+            reason = "failed to decode in the check pass"
+        except ImageError as e:
+            reason = e.reason
+        bad.append((path, reason))
+    where = os.path.abspath(scan.root)
+    if len(bad) > MAX_BAD_FRACTION * n:
+        raise FolderError(f"{len(bad)} of {n} image files in {where} cannot be decoded, more "
+                          f"than {MAX_BAD_FRACTION:.0%} (e.g. {bad[0][0]}: {bad[0][1]}): "
+                          "check the folder, or remove the damaged files")
+    if bad:
+        log(f"{len(bad)} of {n} image files in {where} cannot be decoded and are skipped "
+            "(all listed in config.json under skipped_images):")
+        for path, reason in bad[:LOGGED_BAD]:
+            log(f"  skipped {path}: {reason}")
+        if len(bad) > LOGGED_BAD:
+            log(f"  ... and {len(bad) - LOGGED_BAD} more")
+    else:
+        log(f"checked {n} image files in {where}: all decode")
+    dropped = {p for p, _ in bad}
+    files = {split: tuple((p, y) for p, y in v if p not in dropped)
+             for split, v in scan.files.items()}
+    empty = [name for i, name in enumerate(scan.class_names)
+             if not any(y == i for _, y in files["train"])]
+    if empty:
+        raise FolderError(f"no decodable training images for the classes {empty} in {where}")
+    for split in ("val", "test"):
+        if split in files and not files[split]:
+            raise FolderError(f"no decodable images in the {split} split of {where}")
+    mean = total / max(count, 1)
+    std = np.sqrt(np.maximum(squares / max(count, 1) - mean * mean, 0.0))
+    return FolderData(scan, prep, files, tuple(bad), tuple(float(v) for v in mean),
+                      tuple(float(max(v, 1.0)) for v in std))
+
+
+def split_files(data: FolderData, split: str, val_fraction: float, subset: int | None = None,
+                val_seed: int = 0) -> tuple:
+    """(path, label) items of "train", "val" or "test": DIR/val/ when it exists, else
+    `val_fraction` of the training files drawn with `val_seed` (on the scanned list, so that a
+    skipped file does not move the others between splits)."""
+    if split == "test" or (split == "val" and "val" in data.files):
+        return data.files[split]
+    keep = set(data.files["train"])
+    scanned = data.scan.files["train"]
+    n_val = 0 if "val" in data.files else int(round(len(scanned) * val_fraction))
+    order = np.random.default_rng(val_seed).permutation(len(scanned))
+    if split == "val":
+        if n_val == 0:
+            raise ValueError("split='val' needs val_fraction > 0")
+        return tuple(scanned[i] for i in np.sort(order[:n_val]) if scanned[i] in keep)
+    idx = [i for i in order[n_val:] if scanned[i] in keep]
+    if not idx:
+        raise ValueError(f"--val-fraction {val_fraction} leaves no training images in "
+                         f"{data.scan.root}: choose a smaller --val-fraction")
+    if subset is not None:
+        if subset > len(idx):
+            raise ValueError(f"--subset {subset} is more than the {len(idx)} training images "
+                             f"of {data.scan.root}: choose --subset {len(idx)} or less")
+        idx = idx[:subset]
+    return tuple(scanned[i] for i in sorted(idx))
+
+
+def cache_file(cache: str, split: str, data: FolderData, items, augment: bool) -> str:
+    """`cache` + a name that changes with the files and preprocessing, so that a cache
+    written for other images or sizes is never read back."""
+    key = json.dumps([data.prep.to_dict(), os.path.abspath(data.scan.root), list(items),
+                      augment], sort_keys=True)
+    return f"{cache}.{split}-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
+
+
+def pipeline(data: FolderData, items, batch_size: int, *, shuffle: bool, augment: bool,
+             seed: int = 0, epochs: int | None = None, initial_epoch: int = 0,
+             drop_remainder: bool = False, cache: str | None = None, split: str = "train"):
+    """tf.data pipeline of (float32 raw 0..255 (B, H, W, C) images, int32 labels) streamed
+    from the files `items`; batching, epochs and resume as datasets.make_pipeline.
+
+    augment: training views (random-resized crop + flip, or the stretched image with a
+    batch-wise rotation and shift); else the evaluation view. cache: None, "memory" or a file
+    path prefix; it keeps the deterministic part of each image (decoded and resized), never
+    the random views.
+    """
+    import tensorflow as tf
+
+    from training import preprocessing
+    from training.datasets import augment_batch, batches_per_epoch
+
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    n = len(items)
+    if n == 0:
+        raise ValueError("no images to build a pipeline from")
+    prep = data.prep
+    paths = tf.constant([os.path.join(data.scan.root, p) for p, _ in items])
+    labels = tf.constant([y for _, y in items], tf.int32)
+    base_seed = tf.constant(seed, tf.int64)
+    stored_view = preprocessing.training_base if augment else preprocessing.model_input
+
+    def stored(path, label):
+        return stored_view(preprocessing.decode(tf.io.read_file(path), prep.channels), prep), label
+
+    kept = None
+    if cache is not None:
+        target = "" if cache == "memory" else cache_file(cache, split, data, items, augment)
+        kept = (tf.data.Dataset.from_tensor_slices((paths, labels))
+                .map(stored, num_parallel_calls=tf.data.AUTOTUNE).cache(target))
+    buffer = n if cache == "memory" else min(n, FILE_CACHE_SHUFFLE)
+
+    def one_epoch(key):
+        key = tf.cast(key, tf.int64)
+        epoch_seed = tf.stack([base_seed, key])
+        if kept is not None:
+            ds = kept
+            if shuffle:
+                ds = ds.shuffle(buffer, seed=base_seed * 1000003 + key)
+        else:
+            index = tf.range(n, dtype=tf.int64)
+            if shuffle:
+                index = tf.random.experimental.stateless_shuffle(index, seed=epoch_seed)
+            ds = tf.data.Dataset.from_tensor_slices(index).map(
+                lambda i: stored(tf.gather(paths, i), tf.gather(labels, i)),
+                num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        if augment and prep.resize == "crop":
+            ds = ds.enumerate().map(
+                lambda j, xy: (preprocessing.training_view(
+                    xy[0], prep, tf.random.experimental.stateless_fold_in(epoch_seed, j)),
+                    xy[1]),
+                num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        ds = ds.batch(batch_size, drop_remainder)
+        if augment and prep.resize == "stretch":
+            batch_seed = tf.random.experimental.stateless_fold_in(epoch_seed, 2**31 - 1)
+            ds = ds.enumerate().map(
+                lambda b, xy: (augment_batch(
+                    xy[0], tf.random.experimental.stateless_fold_in(batch_seed, b), "mnist"),
+                    xy[1]),
+                num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        return ds
+
+    if epochs is not None:
+        if not 0 <= initial_epoch <= epochs:
+            raise ValueError(f"initial_epoch {initial_epoch} outside 0..{epochs}")
+        keys = tf.data.Dataset.range(initial_epoch, epochs)
+    else:
+        keys = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).take(1)
+    ds = keys.flat_map(one_epoch)
+    spec = ds.element_spec[0]
+    if spec.shape[1:] != (prep.height, prep.width, prep.channels):
+        raise AssertionError(f"pipeline lost the static image shape: {spec}")
+    per_epoch = batches_per_epoch(n, batch_size, drop_remainder)
+    total = per_epoch * ((epochs - initial_epoch) if epochs is not None else 1)
+    ds = ds.apply(tf.data.experimental.assert_cardinality(total))
+    return ds.prefetch(tf.data.AUTOTUNE)

@@ -1,11 +1,12 @@
 """`python -m training.predict --model RUN/best.keras PATH...`: top-k classes of image files.
 
 PATH is an image file or a folder (searched recursively for .png, .jpg, .jpeg, .bmp, .gif,
-.webp, .tif, .tiff). Each image is read with PIL, converted to the model's channels (grayscale
-"L" for 1, "RGB" for 3), resized to the model's input height and width with bilinear
-interpolation, and given to the model as raw 0..255 pixels: the model normalizes them itself,
-as in training. Class names come from the config.json that training.fit wrote beside the
-model (else class indices). `python -m export.predict` gives the same output for an exported
+.webp). Each image goes through training.preprocessing, as in training's evaluation: decoded
+by TensorFlow, converted to the model's channels, brought to its input height and width the
+way the run recorded in config.json ("crop": resize and centre crop; "stretch": resize; without
+a record, "auto" for the input size), and given as raw 0..255 pixels: the model normalizes
+them itself. Class names come from the config.json that training.fit wrote beside the model
+(else class indices). `python -m export.predict` gives the same output for an exported
 artifact.
 """
 
@@ -58,24 +59,19 @@ def find_images(paths) -> list[str]:
     return found
 
 
-def load_images(files, shape):
-    """float32 (N, H, W, C) raw pixels for a model input of `shape` (H, W, C; H, W may be None
-    only when every image already has one size)."""
-    import numpy as np
+def load_images(files, preprocessing):
+    """float32 (N, H, W, C) raw pixels of image files: training.preprocessing.load_images, with
+    its errors as PredictError. `preprocessing` is a Preprocessing or an input shape (H, W, C;
+    then the default for that size)."""
+    from training.preprocessing import ImageError, Preprocessing
+    from training.preprocessing import load_images as load
 
-    from training.folders import FolderError, read_image
-
-    h, w, c = shape
-    if c not in (1, 3):
-        raise PredictError(f"the model takes {c}-channel images; image files give 1 or 3")
     try:
-        out = [read_image(path, h, w, c).astype(np.float32) for path in files]
-    except FolderError as e:
+        if not isinstance(preprocessing, Preprocessing):
+            preprocessing = Preprocessing.for_shape(preprocessing)
+        return load(files, preprocessing)
+    except ImageError as e:
         raise PredictError(str(e)) from None
-    if len({a.shape for a in out}) > 1:
-        raise PredictError("the model takes any image size, but these images differ in size: "
-                           "give images of one size")
-    return np.stack(out)
 
 
 def top_k(outputs, k: int, class_names=None, probabilities: bool = False) -> list[list[dict]]:
@@ -107,15 +103,17 @@ def report(files, rows, as_json: bool) -> str:
     return "\n".join(lines)
 
 
-def predict_files(run_logits, input_shape, paths, k, class_names, batch_size,
+def predict_files(run_logits, preprocessing, paths, k, class_names, batch_size,
                   probabilities=False):
-    """(files, top-k rows): `run_logits(images) -> logits` over the images found in `paths`."""
+    """(files, top-k rows): `run_logits(images) -> logits` over the images found in `paths`,
+    prepared by `preprocessing` (see load_images)."""
     import numpy as np
 
     files = find_images(paths)
     logits = []
     for i in range(0, len(files), batch_size):
-        logits.append(np.asarray(run_logits(load_images(files[i:i + batch_size], input_shape))))
+        logits.append(np.asarray(run_logits(load_images(files[i:i + batch_size],
+                                                        preprocessing))))
     logits = np.concatenate(logits)
     if class_names is not None and len(class_names) != logits.shape[1]:
         raise PredictError(f"{len(class_names)} class names for a model with "
@@ -151,6 +149,7 @@ def main(argv=None) -> int:
         files = find_images(args.paths)  # before loading TensorFlow: a wrong path fails fast
         del files
         from training.modelio import ModelFileError, load_model
+        from training.preprocessing import ImageError, preprocessing_for
 
         try:
             model = load_model(args.model)
@@ -164,7 +163,11 @@ def main(argv=None) -> int:
         def run_logits(images):
             return model.predict(images, verbose=0)
 
-        files, rows = predict_files(run_logits, shape, args.paths, args.top_k,
+        try:
+            prep = preprocessing_for(args.model, shape)
+        except ImageError as e:
+            raise PredictError(str(e)) from None
+        files, rows = predict_files(run_logits, prep, args.paths, args.top_k,
                                     class_names_beside(args.model), args.batch_size,
                                     probabilities=softmax_out)
     except PredictError as e:
