@@ -102,7 +102,10 @@ class NanGuard(keras.callbacks.TerminateOnNaN):
 
 
 def log_csv_bytes(history: dict) -> bytes:
-    """log.csv (Keras CSVLogger's layout: epoch from 0, then the sorted metric names)."""
+    """log.csv: the epoch, then the sorted metric names (learning_rate among them).
+
+    Epochs count from 1, as the console's "Epoch 1/3", history.png and metrics.json's
+    best_epoch do (Keras's CSVLogger counts from 0)."""
     keys = sorted(history)
     epochs = max((len(v) for v in history.values()), default=0)
     out = io.StringIO()
@@ -110,7 +113,7 @@ def log_csv_bytes(history: dict) -> bytes:
     writer.writerow(["epoch", *keys])
     for i in range(epochs):
         row = [history[k][i] if i < len(history[k]) else None for k in keys]
-        writer.writerow([i, *("" if v is None else repr(v) for v in row)])
+        writer.writerow([i + 1, *("" if v is None else repr(v) for v in row)])
     return out.getvalue().encode()
 
 
@@ -220,6 +223,21 @@ def read_resume_state(run_dir: str) -> dict:
         + usable)
 
 
+def current_learning_rate(model) -> float:
+    """The optimizer's rate for its next step (a schedule evaluated at the step count)."""
+    return float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))
+
+
+class LearningRateLog(keras.callbacks.Callback):
+    """Puts the learning rate into each epoch's logs. First in the callback list: the logs are
+    one dict passed down the list, so the TensorBoard scalars, the history behind log.csv and
+    history.png, and Keras's console line (its progress bar comes last) all show it."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["learning_rate"] = current_learning_rate(self.model)
+
+
 class EpochTimer(keras.callbacks.Callback):
     """Seconds spent in the training part of each epoch (validation excluded)."""
 
@@ -270,11 +288,7 @@ class ScalarTensorBoard(keras.callbacks.Callback):
         meta = summary_pb2.SummaryMetadata(
             plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars"))
         scalars = dict(logs or {})
-        try:
-            scalars["learning_rate"] = float(keras.ops.convert_to_numpy(
-                self.model.optimizer.learning_rate))
-        except Exception:  # noqa: BLE001 - a learning rate that cannot be read is not logged
-            pass
+        scalars.setdefault("learning_rate", current_learning_rate(self.model))
         for key, value in scalars.items():
             value = _float(value)
             if value is None:

@@ -424,7 +424,8 @@ def _run_locked(cfg: TrainConfig, run_dir: str, extra_callbacks) -> dict:
         # The loggers come before the checkpoint (log.csv is written by it), so that a kill
         # cannot leave a counted epoch without its row.
         callbacks = [
-            cb.LearningRateLog(), nan_guard, timer, cb.ScalarTensorBoard(os.path.join(run_dir, "logs")), checkpoint,
+            cb.LearningRateLog(), nan_guard, timer,
+            cb.ScalarTensorBoard(os.path.join(run_dir, "logs")), checkpoint,
             *extra_callbacks,
         ]
         start = time.perf_counter()

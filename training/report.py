@@ -56,20 +56,28 @@ def _savefig(fig, path: str) -> None:
 
 
 def plot_history(history: dict, path: str, title: str) -> None:
+    """Loss, accuracy and (when recorded) learning rate per epoch, epochs counted from 1 as in
+    log.csv and the console."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for ax, metric in zip(axes, ("loss", "accuracy")):
+    panels = [m for m in ("loss", "accuracy") if history.get(m) or history.get("val_" + m)]
+    if history.get("learning_rate"):
+        panels.append("learning_rate")
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), squeeze=False)
+    for ax, metric in zip(axes[0], panels):
         for prefix, style in (("", "-o"), ("val_", "--s")):
             values = history.get(prefix + metric)
             if values:
-                ax.plot(range(1, len(values) + 1), values, style,
-                        label=("validation " if prefix else "train ") + metric)
+                label = metric.replace("_", " ")
+                if metric != "learning_rate":
+                    label = ("validation " if prefix else "train ") + label
+                ax.plot(range(1, len(values) + 1), values, style, label=label)
         ax.set_xlabel("epoch")
-        ax.set_ylabel(metric)
+        ax.set_ylabel(metric.replace("_", " "))
+        ax.xaxis.get_major_locator().set_params(integer=True)
         ax.grid(alpha=0.3)
         ax.legend()
     fig.suptitle(title)
@@ -87,7 +95,8 @@ def plot_confusion(cm, class_names, path: str, title: str) -> None:
     k = len(class_names)
     size = min(4 + 0.5 * k, 20)
     fig, ax = plt.subplots(figsize=(size, size))
-    ax.imshow(cm, cmap="Blues")
+    image = ax.imshow(cm, cmap="Blues")
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="images")
     if k <= 20:
         ax.set_xticks(range(k), class_names, rotation=45, ha="right")
         ax.set_yticks(range(k), class_names)
@@ -111,7 +120,8 @@ def write_report(out_dir: str, metrics: dict, info, history: dict | None = None,
              "confusion_matrix": os.path.join(out_dir, "confusion_matrix.png")}
     tag = " (SYNTHETIC: not an accuracy)" if info.synthetic else ""
     acc = metrics.get("test_accuracy")
-    cm_title = f"{title} test" + (f" accuracy {acc:.4f}" if acc is not None else "") + tag
+    cm_title = (f"{title}\nconfusion matrix on the test split"
+                + (f" (accuracy {acc:.4f})" if acc is not None else "") + tag)
     plot_confusion(metrics["confusion_matrix"], info.class_names, files["confusion_matrix"],
                    cm_title)
     if history:

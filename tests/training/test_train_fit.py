@@ -4,6 +4,7 @@ import csv
 import json
 import math
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -54,6 +55,10 @@ def test_report_files_hold_what_they_claim(digits_run):
     assert config["precision"] == "float32" and config["input_shape"] == [28, 28, 1]
     assert config["options"]["width"] == 8 and config["versions"]["tensorflow"]
     assert config["versions"]["keras"] == keras.__version__
+    words = shlex.split(config["command"])
+    assert words[:3] == ["python", "-m", "training.fit"]
+    assert parse_args(words[3:]) == TrainConfig(run_dir=run_dir, **LEARNING)
+    assert "synthetic_shape" not in config["options"]
     saved = json.load(open(os.path.join(run_dir, "metrics.json")))
     assert saved["test_accuracy"] == pytest.approx(metrics["test_accuracy"])
     cm = np.array(saved["confusion_matrix"])
@@ -67,8 +72,8 @@ def test_report_files_hold_what_they_claim(digits_run):
         data = open(os.path.join(run_dir, png), "rb").read()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
     rows = list(csv.DictReader(open(os.path.join(run_dir, "log.csv"))))
-    assert [int(r["epoch"]) for r in rows] == [0, 1, 2]
-    assert {"loss", "accuracy", "val_loss", "val_accuracy"} <= set(rows[0])
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3]  # as the console counts
+    assert {"loss", "accuracy", "val_loss", "val_accuracy", "learning_rate"} <= set(rows[0])
     for kind in ("train", "validation"):
         events = os.listdir(os.path.join(run_dir, "logs", kind))
         assert any(e.startswith("events.out.tfevents") for e in events)
@@ -142,7 +147,7 @@ def test_resume_continues_at_the_right_epoch_with_the_same_state(tmp_path):
     for key in a:
         np.testing.assert_array_equal(a[key], b[key], err_msg=key)
     rows = list(csv.DictReader(open(os.path.join(crashed, "log.csv"))))
-    assert [int(r["epoch"]) for r in rows] == [0, 1, 2]
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3]  # as the console counts
     assert len(json.load(open(os.path.join(crashed, "state.json")))["entries"][-1]["history"]["loss"]) == 3
 
 

@@ -222,7 +222,7 @@ def test_divergence_in_a_later_epoch_names_the_last_good_checkpoint(tmp_path, ca
     assert f"{os.path.join(run_dir, 'last.keras')} (epoch 1)" in line
     assert cb.read_resume_state(run_dir)["epoch"] == 1
     rows = list(csv.DictReader(open(os.path.join(run_dir, "log.csv"))))
-    assert [int(r["epoch"]) for r in rows] == [0]
+    assert [int(r["epoch"]) for r in rows] == [1]
 
 
 def test_noisy_but_normal_losses_do_not_stop_training():
@@ -418,7 +418,7 @@ def test_log_csv_row_is_written_with_the_checkpoint(tmp_path, monkeypatch):
     monkeypatch.undo()
     assert fit.main(argv(TINY, run_dir=run_dir, epochs=2, resume=True)) == 0
     rows = list(csv.DictReader(open(os.path.join(run_dir, "log.csv"))))
-    assert [int(r["epoch"]) for r in rows] == [0, 1]
+    assert [int(r["epoch"]) for r in rows] == [1, 2]
 
 
 def test_log_csv_has_no_duplicate_row_when_killed_before_the_state(tmp_path, monkeypatch):
@@ -439,4 +439,4 @@ def test_log_csv_has_no_duplicate_row_when_killed_before_the_state(tmp_path, mon
     monkeypatch.undo()
     assert fit.main(argv(TINY, run_dir=run_dir, epochs=2, resume=True)) == 0
     rows = list(csv.DictReader(open(os.path.join(run_dir, "log.csv"))))
-    assert [int(r["epoch"]) for r in rows] == [0, 1]
+    assert [int(r["epoch"]) for r in rows] == [1, 2]
