@@ -6,7 +6,8 @@
     x = load_images(["cat.jpg"], prep)                    # float32 (N, H, W, C), raw 0..255
     decode_predictions(model.predict(x), class_names, top_k=3)
 
-Decoding is TensorFlow's (`tf.io.decode_image`: JPEG, PNG, BMP, GIF's first frame, WebP).
+Decoding is TensorFlow's (`tf.io.decode_image`: JPEG, PNG, BMP, GIF's first frame, WebP; JPEG
+with the accurate DCT, so its pixels are PIL's).
 Grey, grey+alpha, RGB, RGBA and palette images become `channels` channels: alpha is dropped
 (as PIL's convert("RGB") does), grey is repeated into RGB, and RGB becomes grey with ITU-R
 601-2 luma weights (those of PIL's convert("L")), rounded.
@@ -122,7 +123,13 @@ def decode(contents, channels: int):
     """uint8 (h, w, channels) of an encoded image (a scalar string tensor)."""
     import tensorflow as tf
 
-    image = tf.io.decode_image(contents, channels=0, dtype=tf.uint8, expand_animations=False)
+    # JPEG with the accurate integer DCT: the pixels PIL (torchvision's loader) gives, where
+    # decode_image's default fast DCT differs from them by a few levels.
+    image = tf.cond(
+        tf.io.is_jpeg(contents),
+        lambda: tf.io.decode_jpeg(contents, channels=0, dct_method="INTEGER_ACCURATE"),
+        lambda: tf.io.decode_image(contents, channels=0, dtype=tf.uint8,
+                                   expand_animations=False))
     native = tf.shape(image)[-1]  # 1 grey, 2 grey+alpha, 3 RGB, 4 RGBA (palettes expanded)
     if channels == 3:
         out = tf.cond(native < 3, lambda: tf.repeat(image[..., :1], 3, axis=-1),

@@ -1,5 +1,8 @@
 """Image folders as a dataset: both layouts, the fixed split, decoding, and one-line errors."""
 
+import glob
+import os
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -65,18 +68,156 @@ def test_missing_dir_and_no_dir():
         folders.scan("/no/such/folder")
 
 
-def test_decode_converts_and_resizes_like_read_image(tmp_path):
-    write_images(tmp_path / "a", 3, size=(20, 30))
-    write_images(tmp_path / "b", 3, size=(16, 16), mode="L")
-    (tmp_path / "b" / "broken.png").write_bytes(b"\x89PNG not really")
-    items = [("a/img000.png", 0), ("b/img001.png", 1)]
-    images, labels = folders.decode(str(tmp_path), items, (12, 10, 1))
-    assert images.shape == (2, 12, 10, 1) and images.dtype == np.uint8
-    assert labels.tolist() == [0, 1]
-    with Image.open(tmp_path / "a" / "img000.png") as img:
-        want = np.asarray(img.convert("L").resize((10, 12), Image.Resampling.BILINEAR))
-    np.testing.assert_array_equal(images[0, ..., 0], want)
-    rgb, _ = folders.decode(str(tmp_path), items, (8, 8, 3))
-    assert rgb.shape == (2, 8, 8, 3)
-    with pytest.raises(folders.FolderError, match="broken.png is not a readable image"):
-        folders.decode(str(tmp_path), [("b/broken.png", 1)], (8, 8, 3))
+def write_formats(folder, size=(30, 20), seed=0):
+    """One image per format and mode a user's folder may hold, plus junk; returns the images'
+    RGB pixels by file name."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rgb = np.random.default_rng(seed).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+    img = Image.fromarray(rgb, "RGB")
+    img.convert("L").save(folder / "grey.png")
+    img.convert("RGBA").save(folder / "alpha.png")
+    img.convert("P").save(folder / "palette.gif")
+    img.save(folder / "photo.jpg", quality=95)
+    img.save(folder / "plain.bmp")
+    img.save(folder / "modern.webp", lossless=True)
+    (folder / "notes.txt").write_text("not an image")
+    (folder / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1")
+    return rgb
+
+
+def test_every_format_and_mode_decodes_to_the_asked_channels(tmp_path):
+    from training.preprocessing import Preprocessing, load_image
+
+    rgb = write_formats(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir() if folders.is_image_name(p.name)) == [
+        "alpha.png", "grey.png", "modern.webp", "palette.gif", "photo.jpg", "plain.bmp"]
+    # No resize (the model's input size is the images' own): exact pixels for lossless files.
+    same = {c: Preprocessing(20, 30, c, "stretch") for c in (1, 3)}
+    grey = np.asarray(Image.fromarray(rgb).convert("L"), np.float32)[..., None]
+    np.testing.assert_array_equal(load_image(tmp_path / "grey.png", same[1]), grey)
+    np.testing.assert_array_equal(load_image(tmp_path / "grey.png", same[3]),
+                                  np.repeat(grey, 3, -1))  # grey into RGB: repeated
+    for name in ("alpha.png", "plain.bmp", "modern.webp"):  # alpha dropped
+        np.testing.assert_array_equal(load_image(tmp_path / name, same[3]), rgb)
+        # RGB into grey: the luma of PIL's convert("L")
+        np.testing.assert_array_equal(load_image(tmp_path / name, same[1]), grey)
+    with Image.open(tmp_path / "palette.gif") as gif:
+        want = np.asarray(gif.convert("RGB"), np.float32)
+    np.testing.assert_array_equal(load_image(tmp_path / "palette.gif", same[3]), want)
+    with Image.open(tmp_path / "photo.jpg") as jpg:  # lossy: PIL's decoder is the reference
+        want = np.asarray(jpg.convert("RGB"), np.float32)
+    np.testing.assert_array_equal(load_image(tmp_path / "photo.jpg", same[3]), want)
+    for mode in ("crop", "stretch"):
+        for c in (1, 3):
+            x = load_image(tmp_path / "photo.jpg", Preprocessing(16, 12, c, mode))
+            assert x.shape == (16, 12, c) and x.dtype == np.float32
+
+
+def test_crop_is_resize_then_centre_crop_and_auto_picks_by_size(tmp_path):
+    import tensorflow as tf
+
+    from training.preprocessing import Preprocessing, load_image, resolve_resize
+
+    rgb = np.zeros((40, 80, 3), np.uint8)
+    rgb[:, 20:60] = 255  # a white centre square between black sides
+    Image.fromarray(rgb).save(tmp_path / "wide.png")
+    crop = load_image(tmp_path / "wide.png", Preprocessing(28, 28, 3, "crop"))
+    # Shorter side to 28 / 0.875 = 32 (so 32x64), then the centre 28x28: inside the square.
+    want = tf.image.resize(rgb, (32, 64), antialias=True)[2:30, 18:46].numpy()
+    np.testing.assert_allclose(crop, want, atol=1e-4)
+    stretch = load_image(tmp_path / "wide.png", Preprocessing(28, 28, 3, "stretch"))
+    assert stretch[:, 0].max() < 1 and crop.min() > 250  # stretch keeps the black sides
+    assert resolve_resize("auto", 28, 28) == "stretch" and resolve_resize("auto", 48, 64) == "stretch"
+    assert resolve_resize("auto", 64, 64) == "crop" and resolve_resize("auto", 224, 224) == "crop"
+    with pytest.raises(ValueError, match="--resize: unknown value 'zoom'"):
+        resolve_resize("zoom", 28, 28)
+
+
+def make_mixed_folder(root, n=10, bad=1):
+    """Two learnable classes (dark, bright) in every format, sizes 20..44 px, junk files and
+    `bad` undecodable .jpg files in the dark class."""
+    rng = np.random.default_rng(0)
+    formats = (("png", "L"), ("png", "RGBA"), ("gif", "P"), ("jpg", "RGB"), ("bmp", "RGB"))
+    for name, level in (("dark", 50), ("bright", 200)):
+        (root / name).mkdir(parents=True)
+        for i in range(n):
+            w, h = rng.integers(20, 45, 2)
+            pixels = np.clip(rng.normal(level, 25, (h, w, 3)), 0, 255).astype(np.uint8)
+            ext, mode = formats[i % len(formats)]
+            Image.fromarray(pixels, "RGB").convert(mode).save(root / name / f"{i}.{ext}")
+    for i in range(bad):
+        (root / "dark" / f"broken{i}.jpg").write_bytes(b"\xff\xd8\xff\xe0 cut short")
+    (root / "dark" / "notes.txt").write_text("not an image")
+    (root / "bright" / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1")
+    return root
+
+
+def test_check_names_skips_and_counts_undecodable_files(tmp_path):
+    from training.preprocessing import Preprocessing
+
+    root = make_mixed_folder(tmp_path / "pics", n=10, bad=1)
+    scan = folders.scan(str(root))
+    assert sum(len(v) for v in scan.files.values()) == 21  # junk never listed
+    lines = []
+    data = folders.check(scan, Preprocessing(16, 16, 3, "stretch"), log=lines.append)
+    assert [p for p, _ in data.skipped] == [os.path.join("dark", "broken0.jpg")]
+    assert "not a decodable image" in data.skipped[0][1]
+    assert data.skipped_record()["count"] == 1
+    assert any("1 of 21 image files" in line for line in lines)
+    assert any("dark/broken0.jpg" in line for line in lines)
+    assert sum(len(v) for v in data.files.values()) == 20
+    assert 50 < data.mean[0] < 200 and data.std[0] > 40  # both classes in the statistics
+
+
+def test_more_than_a_tenth_undecodable_stops_with_one_line(tmp_path):
+    from training.preprocessing import Preprocessing
+
+    root = make_mixed_folder(tmp_path / "pics", n=10, bad=3)  # 3 of 23
+    with pytest.raises(folders.FolderError) as e:
+        folders.check(folders.scan(str(root)), Preprocessing(16, 16, 3, "stretch"),
+                      log=lambda m: None)
+    message = str(e.value)
+    assert "3 of 23 image files" in message and "broken" in message and "\n" not in message
+
+
+@pytest.mark.parametrize("resize", ["crop", "stretch"])
+def test_folder_pipelines_keep_a_static_shape_and_cache_changes_nothing(tmp_path, resize):
+    import tensorflow as tf
+
+    from training import datasets
+    from training.preprocessing import load_images
+
+    root = make_mixed_folder(tmp_path / "pics", n=10, bad=0)
+    shape = (24, 20, 3)
+    kw = dict(data_dir=str(root), image_shape=shape, resize=resize, val_fraction=0.2)
+    runs = {}
+    for cache in (None, "memory", str(tmp_path / "cache")):
+        data = datasets.load_pipelines("folder", batch_size=4, epochs=2, cache=cache, **kw)
+        for ds in (data.train, data.val, data.test):
+            assert ds.element_spec[0].shape.as_list() == [None, *shape], ds.element_spec
+        runs[cache] = [np.concatenate([x for x, _ in d]) for d in (data.val, data.test)]
+        x, _ = next(iter(data.train))
+        assert x.shape == (4, *shape) and x.dtype == tf.float32
+        assert float(tf.reduce_max(x)) <= 255.0 and float(tf.reduce_min(x)) >= 0.0
+    for cached in (runs["memory"], runs[str(tmp_path / "cache")]):
+        for a, b in zip(runs[None], cached):
+            np.testing.assert_array_equal(a, b)
+    assert glob.glob(str(tmp_path / "cache") + ".train-*.index")  # named after the data
+    # The evaluation pipeline gives exactly the pixels of the Python API (predict's).
+    items = folders.split_files(datasets.folder_data(str(root), shape, resize), "test", 0.2)
+    want = load_images([root / p for p, _ in items], datasets.folder_info(
+        str(root), shape, resize).preprocessing)
+    np.testing.assert_array_equal(runs[None][1], want)
+
+
+def test_resumed_epochs_see_the_same_batches(tmp_path):
+    from training import datasets
+
+    root = make_mixed_folder(tmp_path / "pics", n=8, bad=0)
+    kw = dict(data_dir=str(root), image_shape=(16, 16, 1), batch_size=4, seed=3)
+    whole = [x.numpy() for x, _ in datasets.load("folder", "train", epochs=3, **kw)]
+    resumed = [x.numpy() for x, _ in datasets.load("folder", "train", epochs=3,
+                                                    initial_epoch=1, **kw)]
+    assert len(whole) == 3 * len(resumed) // 2
+    for a, b in zip(whole[len(whole) - len(resumed):], resumed):
+        np.testing.assert_array_equal(a, b)
