@@ -156,3 +156,79 @@ def test_broken_start_weights_name_the_file(tmp_path, capsys):
                  "--weights", str(tmp_path / "nan.pth")])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and "--weights" in err[-1] and "nan.pth" in err[-1] and "NaN" in err[-1]
+
+
+def mixed_folder(root, n, bad):
+    from tests.training.test_folders import make_mixed_folder
+
+    return make_mixed_folder(root, n=n, bad=bad)
+
+
+def test_mixed_formats_sizes_and_a_corrupt_file_learn_and_predict_as_model_predict(
+        tmp_path, capsys):
+    # Grey/RGBA PNG, palette GIF, JPEG and BMP of 20-44 px, junk files, one undecodable .jpg;
+    # no preprocessing options: 32 px is below the crop threshold, so "stretch".
+    data = mixed_folder(tmp_path / "pics", n=30, bad=1)
+    run = tmp_path / "run"
+    assert fit(tmp_path, "--data-dir", str(data), "--run-dir", str(run), "--epochs", "3") == 0
+    out = capsys.readouterr().out
+    assert "1 of 61 image files" in out and "skipped dark/broken0.jpg" in out
+    config = json.loads((run / "config.json").read_text())
+    assert config["skipped_images"]["count"] == 1
+    assert config["skipped_images"]["files"][0]["path"] == "dark/broken0.jpg"
+    assert config["preprocessing"]["resize"] == "stretch"
+    assert config["num_train"] + config["num_val"] + config["num_test"] == 60
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["test_accuracy"] >= 0.8, metrics  # two classes: chance is 0.5
+    assert (run / "confusion_matrix.png").is_file()
+
+    import keras
+
+    import training
+    from training.predict import main as predict
+
+    files = sorted(str(p) for p in data.rglob("*") if p.suffix in (".png", ".gif", ".bmp")
+                   or p.name[0].isdigit() and p.suffix == ".jpg")
+    assert predict(["--model", str(run / "best.keras"), *files, "--json", "--top-k", "1"]) == 0
+    cli = json.loads(capsys.readouterr().out)
+    model = keras.models.load_model(run / "best.keras")
+    prep = training.preprocessing_for(str(run / "best.keras"))
+    api = training.decode_predictions(
+        model.predict(training.load_images(files, prep), verbose=0), config["class_names"], 1)
+    assert [r["top"][0]["class"] for r in cli] == [r[0]["class"] for r in api]
+    right = sum(r["top"][0]["class"] == os.path.basename(os.path.dirname(r["path"]))
+                for r in cli)
+    assert right >= 0.8 * len(files), (right, len(files))
+
+
+def test_more_than_a_tenth_corrupt_is_one_line_exit_2(tmp_path, capsys):
+    data = mixed_folder(tmp_path / "pics", n=8, bad=3)  # 3 of 19
+    assert fit(tmp_path, "--data-dir", str(data), "--run-dir", str(tmp_path / "run")) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "3 of 19 image files" in err[0] and "Traceback" not in err[0]
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow  # three short trainings
+def test_folder_runs_resume_with_a_file_cache_in_bfloat16(tmp_path):
+    data = mixed_folder(tmp_path / "pics", n=10, bad=1)
+    run = tmp_path / "run"
+    args = ["--data-dir", str(data), "--run-dir", str(run), "--cache", str(tmp_path / "c"),
+            "--precision", "mixed_bfloat16", "--resize", "crop"]
+    assert fit(tmp_path, *args) == 0
+    assert fit(tmp_path, *args, "--epochs", "2", "--resume") == 0
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["epochs_completed"] == 2 and metrics["precision"] == "mixed_bfloat16"
+    config = json.loads((run / "config.json").read_text())
+    assert config["preprocessing"]["resize"] == "crop"
+    assert list(tmp_path.glob("c.train-*.index"))
+    assert fit(tmp_path, "--data-dir", str(data), "--run-dir", str(tmp_path / "mem"),
+               "--cache", "memory") == 0
+
+
+def test_cache_and_resize_are_refused_for_other_datasets(capsys):
+    assert main(["--dataset", "digits", "--cache", "memory"]) == 2
+    assert "--cache is for --dataset folder" in capsys.readouterr().err
+    assert main(["--dataset", "folder", "--data-dir", ".", "--image-size", "8,8",
+                 "--resize", "zoom"]) == 2
+    assert "invalid choice: 'zoom'" in capsys.readouterr().err

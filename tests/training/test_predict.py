@@ -36,16 +36,31 @@ def run_and_images(tmp_path_factory):
 
 
 def expected_probabilities(model, paths):
-    from PIL import Image
+    """What user code gets from the public API: training.load_images, then model.predict."""
+    import training
 
-    arrays = []
-    for p in paths:
-        with Image.open(p) as img:
-            img = img.convert("L").resize((28, 28), Image.Resampling.BILINEAR)
-            arrays.append(np.asarray(img, np.float32)[..., None])
-    logits = np.asarray(model(np.stack(arrays), training=False), np.float64)
+    x = training.load_images(paths, training.Preprocessing.for_shape(model.input_shape[1:]))
+    logits = np.asarray(model.predict(x, verbose=0), np.float64)
     e = np.exp(logits - logits.max(1, keepdims=True))
     return e / e.sum(1, keepdims=True)
+
+
+def test_python_api_gives_the_cli_answers(run_and_images, capsys):
+    import training
+    from training.predict import main
+
+    model, run, images = run_and_images
+    paths = [str(images / "a.png"), str(images / "sub" / "b.jpg")]
+    prep = training.preprocessing_for(str(run / "best.keras"))
+    assert (prep.height, prep.width, prep.channels, prep.resize) == (28, 28, 1, "stretch")
+    x = training.load_images(paths, prep)
+    assert x.shape == (2, 28, 28, 1) and x.dtype == np.float32
+    api = training.decode_predictions(model.predict(x, verbose=0), CLASSES, top_k=3)
+    assert main(["--model", str(run / "best.keras"), *paths, "--top-k", "3", "--json"]) == 0
+    cli = [row["top"] for row in json.loads(capsys.readouterr().out)]
+    assert [[t["class"] for t in r] for r in api] == [[t["class"] for t in r] for r in cli]
+    np.testing.assert_allclose([[t["probability"] for t in r] for r in api],
+                               [[t["probability"] for t in r] for r in cli], atol=1e-6)
 
 
 def test_keras_model_top_k_from_files_and_folders(run_and_images, capsys):
