@@ -136,17 +136,12 @@ def test_python_dash_m_entry_point(tmp_path):
     assert "export: error: model file" in proc.stderr and "does not exist" in proc.stderr
 
 
-@pytest.mark.skipif(not (REPO / "training" / "datasets.py").exists(),
-                    reason="training/datasets.py not written yet")
 def test_cli_reads_calibration_and_verification_data_from_the_run_dataset(tmp_path, capsys):
     """config.json beside the model names the data set: the CLI verifies on its test split
     (with accuracy) and calibrates int8 on its train split, with the run's class names."""
-    pytest.importorskip("sklearn")
     import keras_resnet
     from training import datasets
 
-    if "digits" not in datasets.DATASETS:
-        pytest.skip("no 'digits' data set")
     info = datasets.DATASETS["digits"]
     model = keras_resnet.build_resnet("resnet18", tuple(info.image_size), info.num_classes,
                                       width=8, normalization=(info.mean, info.std))
@@ -162,9 +157,14 @@ def test_cli_reads_calibration_and_verification_data_from_the_run_dataset(tmp_pa
                                 "--formats", "onnx,tflite", "--tflite-variants", "float32,int8",
                                 "--num-verify", "24", "--num-calibration", "24",
                                 "--latency-runs", "1")
-    # An untrained model: float formats must pass; int8 agreement on near-tied logits may not.
-    assert code in (0, 1), err
     manifest = json.loads((out / "manifest.json").read_text())
+    assert code == (0 if manifest["passed"] else 1), err
+    # An untrained model: float formats must pass; int8 agreement on near-tied logits may not.
+    float_artifacts = [a for a in manifest["artifacts"] if a["variant"] != "int8"]
+    assert len(float_artifacts) == 2 and all(a["passed"] for a in float_artifacts), err
+    int8 = next(a for a in manifest["artifacts"] if a["variant"] == "int8")
+    assert int8["calibration"] == {"images": 24, "source": int8["calibration"]["source"]}
+    assert "train" in int8["calibration"]["source"], int8["calibration"]
     assert manifest["class_names"] == names
     assert manifest["verification"]["data"] == "24 images of 'digits' split 'test'"
     assert manifest["verification"]["labels"] is True
