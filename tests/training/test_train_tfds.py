@@ -15,7 +15,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 
 def test_tfds_path_with_mock_data(tmp_path):
-    tfds = pytest.importorskip("tensorflow_datasets")
+    # A dependency: a broken install (importlib_resources missing, STACK_NOTES) must fail here.
+    import tensorflow_datasets as tfds
+
     with tfds.testing.mock_data(num_examples=40):
         x, y, source = load_arrays("mnist", "test", data_dir=str(tmp_path), source="tfds")
         assert source == "tfds"
@@ -29,7 +31,6 @@ def test_tfds_path_with_mock_data(tmp_path):
 
 
 def test_offline_tfds_fails_fast_with_advice(tmp_path, monkeypatch):
-    pytest.importorskip("tensorflow_datasets")
     probed = []
     monkeypatch.setattr(datasets, "network_available", lambda host, *a, **k: probed.append(host) or False)
     start = time.perf_counter()
