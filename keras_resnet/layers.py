@@ -259,6 +259,8 @@ class BatchNorm(keras.layers.BatchNormalization):
 
         gamma = ops.cast(self.gamma, "float32")
         beta = ops.cast(self.beta, "float32")
+        if training and self.trainable and self.synchronized and _replicas_in_sync() > 1:
+            return self._synchronized_call(inputs, gamma, beta)
         if training and self.trainable:
             y, mean, variance = tf.compat.v1.nn.fused_batch_norm(
                 inputs, gamma, beta, epsilon=self.epsilon, is_training=True
@@ -277,6 +279,41 @@ class BatchNorm(keras.layers.BatchNormalization):
                 is_training=False,
             )
         return ops.cast(y, self.compute_dtype)
+
+
+    def _synchronized_call(self, inputs, gamma, beta):
+        """Training-mode normalisation with the statistics of the global batch.
+
+        One all-reduce of (sum, sum of squares, count) per layer through the strategy's own
+        collective, so every replica normalises as one device holding the whole batch would,
+        and the moving statistics stay identical on every replica.
+        """
+        import tensorflow as tf
+
+        x = tf.cast(inputs, tf.float32)
+        channels = x.shape[-1]
+        local = tf.concat([
+            tf.reduce_sum(x, axis=[0, 1, 2]),
+            tf.reduce_sum(tf.square(x), axis=[0, 1, 2]),
+            tf.cast(tf.reshape(tf.reduce_prod(tf.shape(x)[:3]), [1]), tf.float32),
+        ], axis=0)
+        total = tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, local)
+        count = total[2 * channels]
+        mean = total[:channels] / count
+        variance = tf.maximum(total[channels:2 * channels] / count - tf.square(mean), 0.0)
+        y = (x - mean) * (gamma * tf.math.rsqrt(variance + self.epsilon)) + beta
+        m = self.momentum
+        unbiased = variance * (count / tf.maximum(count - 1.0, 1.0))
+        self.moving_mean.assign(self.moving_mean * m + mean * (1.0 - m))
+        self.moving_variance.assign(self.moving_variance * m + unbiased * (1.0 - m))
+        return ops.cast(y, self.compute_dtype)
+
+
+def _replicas_in_sync() -> int:
+    import tensorflow as tf
+
+    context = tf.distribute.get_replica_context()
+    return context.num_replicas_in_sync if context is not None else 1
 
 
 def make_bn(name: str, zero_gamma: bool = False, dtype=None):

@@ -626,8 +626,12 @@ def load_arrays(name: str, split: str = "train", data_dir: str | None = None,
 # tf.data pipelines
 
 
-def augment_batch(images, seed, kind: str):
+def augment_batch(images, seed, kind: str, rows=None):
     """Random affine augmentation of a float32 NHWC batch, a pure function of `seed` (shape [2]).
+
+    `rows=(total, offset)` augments rows offset.. of a batch of `total` images: a replica
+    holding a slice of the global batch draws the same transforms for its images as one device
+    holding all of them, so distributed and single-device runs see the same pixels.
 
     "mnist": rotation in +-10 degrees and shift in +-10% of the size, bilinear (the seed code's
     RandomRotation(10) + RandomAffine(translate=(0.1, 0.1))). "cifar": integer shift in +-4 px
@@ -639,7 +643,7 @@ def augment_batch(images, seed, kind: str):
     if kind == "none":
         return images
     shape = tf.shape(images)
-    b = shape[0]
+    b = shape[0] if rows is None else rows[0]
     h = tf.cast(shape[1], tf.float32)
     w = tf.cast(shape[2], tf.float32)
     s_angle, s_tx, s_ty, s_flip = tf.unstack(tf.random.experimental.stateless_split(seed, 4))
@@ -670,6 +674,8 @@ def augment_batch(images, seed, kind: str):
     a2 = cos * qx + sin * qy + cx
     b2 = -sin * qx + cos * qy + cy
     transforms = tf.stack([a0, a1, a2, b0, b1, b2, zeros, zeros], axis=1)
+    if rows is not None:
+        transforms = transforms[rows[1]:rows[1] + shape[0]]
     out = tf.raw_ops.ImageProjectiveTransformV3(
         images=images, transforms=transforms, output_shape=shape[1:3],
         fill_value=tf.constant(0.0, tf.float32), interpolation=interpolation,
@@ -684,8 +690,15 @@ def augment_batch(images, seed, kind: str):
 
 def make_pipeline(images: np.ndarray, labels: np.ndarray, batch_size: int, *, shuffle: bool,
                   augmentation: str, seed: int = 0, epochs: int | None = None,
-                  initial_epoch: int = 0, drop_remainder: bool = False):
+                  initial_epoch: int = 0, drop_remainder: bool = False, replicas=None):
     """tf.data pipeline over in-memory uint8 arrays -> (float32 raw pixels, int32 labels).
+
+    `replicas=(R, first, count)`: the pipeline of an input worker that feeds replicas
+    first..first+count-1 of R. Each global batch of `batch_size` is cut into R equal slices in
+    order and this pipeline yields its `count` slices one after another (what
+    ``strategy.distribute_datasets_from_function`` hands to its local replicas in turn), so the
+    replicas of one step hold exactly the global batch a single device would, and the workers
+    of an epoch hold disjoint shares of it. Needs drop_remainder (equal slices).
 
     With `epochs`, the dataset holds epochs initial_epoch..epochs-1 back to back, each shuffled
     and augmented as a function of (seed, epoch index): give it to ``model.fit`` with
@@ -699,6 +712,14 @@ def make_pipeline(images: np.ndarray, labels: np.ndarray, batch_size: int, *, sh
     n = len(labels)
     if n == 0:
         raise ValueError("no images to build a pipeline from")
+    num_replicas, first, local = replicas or (1, 0, 1)
+    if replicas is not None:
+        if not (0 <= first and 1 <= local and first + local <= num_replicas):
+            raise ValueError(f"replicas {replicas} is not (R, first, count) within R")
+        if batch_size % num_replicas or not drop_remainder:
+            raise ValueError(f"a batch of {batch_size} split over {num_replicas} replicas needs "
+                             "a batch size divisible by the replica count and drop_remainder")
+    per_replica = batch_size // num_replicas
     images_t = tf.constant(images, dtype=tf.uint8)
     labels_t = tf.constant(labels, dtype=tf.int32)
     base_seed = tf.constant(seed, tf.int64)
@@ -709,13 +730,21 @@ def make_pipeline(images: np.ndarray, labels: np.ndarray, batch_size: int, *, sh
         if shuffle:
             index = tf.random.experimental.stateless_shuffle(index, seed=tf.stack([base_seed, key]))
         batches = tf.data.Dataset.from_tensor_slices(index).batch(batch_size, drop_remainder)
-        return batches.enumerate().map(lambda i, idx: (key, i, idx))
+        batches = batches.enumerate()
+        if replicas is None:
+            return batches.map(lambda i, idx: (key, i, idx, tf.constant(0, tf.int64)))
+        return batches.flat_map(lambda i, idx: tf.data.Dataset.range(first, first + local).map(
+            lambda r: (key, i, idx[r * per_replica:(r + 1) * per_replica], r)))
 
-    def gather(key, i, idx):
+    def gather(key, i, idx, replica):
         x = tf.cast(tf.gather(images_t, idx), tf.float32)
         if augmentation != "none":
             x = augment_batch(x, tf.random.experimental.stateless_fold_in(
-                tf.stack([base_seed, key]), i), augmentation)
+                tf.stack([base_seed, key]), i), augmentation,
+                rows=None if replicas is None else (
+                    batch_size, tf.cast(replica, tf.int32) * per_replica))
+        if replicas is not None:
+            x.set_shape([per_replica, *images.shape[1:]])
         return x, tf.gather(labels_t, idx)
 
     if epochs is not None:
@@ -731,7 +760,7 @@ def make_pipeline(images: np.ndarray, labels: np.ndarray, batch_size: int, *, sh
     if not image_spec.shape[1:].is_fully_defined():
         raise AssertionError(f"pipeline lost the static image shape: {image_spec}")
     # flat_map hides the length; Keras needs it to end evaluation without a warning.
-    per_epoch = batches_per_epoch(n, batch_size, drop_remainder)
+    per_epoch = batches_per_epoch(n, batch_size, drop_remainder) * local
     total = per_epoch * ((epochs - initial_epoch) if epochs is not None else 1)
     ds = ds.apply(tf.data.experimental.assert_cardinality(total))
     return ds.prefetch(tf.data.AUTOTUNE)
