@@ -108,6 +108,12 @@ def test_train_evaluate_export_and_run_every_artifact(tmp_path):
     keras_text, onnx_json = run_bash(predict, tmp_path).split("\n[", 1)
     assert keras_text.count(".png") == 4
     assert len(json.loads("[" + onnx_json)) == 4
+    # The Python API gives the command's top-1 classes.
+    api = run_python(block("python", "training.preprocessing_for(path)").replace(
+        "runs/<run>", run), tmp_path).split()
+    cli = run_bash(f"python -m training.predict --model {run}/best.keras seven.png "
+                   "my_digits/0.png --top-k 1 --json", tmp_path)
+    assert api[0::2] == [row["top"][0]["class"] for row in json.loads(cli)]
 
 
 @pytest.mark.slow  # two short trainings on MNIST- and CIFAR-format archives the test writes
