@@ -174,8 +174,14 @@ def test_every_pipeline_has_fully_known_image_shape(name):
             assert x.shape == (16, *info.image_size)
 
 
-def test_load_pipelines_train_val_test_all_have_static_shapes():
-    for name, kwargs in (("digits", {}), ("synthetic", {"image_shape": (20, 24, 2)})):
+def test_load_pipelines_train_val_test_all_have_static_shapes(tmp_path):
+    from tests.training.test_folders import make_mixed_folder
+
+    folder = str(make_mixed_folder(tmp_path / "pics", n=6, bad=0))  # images of many sizes
+    for name, kwargs in (("digits", {}), ("synthetic", {"image_shape": (20, 24, 2)}),
+                         ("folder", {"data_dir": folder, "image_shape": (20, 24, 1)}),
+                         ("folder", {"data_dir": folder, "image_shape": (64, 72, 3),
+                                     "cache": "memory"})):
         data = datasets.load_pipelines(name, batch_size=32, epochs=2, **kwargs)
         for ds in (data.train, data.val, data.test):
             assert ds.element_spec[0].shape[1:].is_fully_defined(), (name, ds.element_spec)
