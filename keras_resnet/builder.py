@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import copy
+import json
 import math
 from typing import Sequence
 
@@ -294,7 +294,9 @@ class ResNet(keras.Model):
         finally:
             keras.config.set_dtype_policy(previous)
         super().__init__(inputs, outputs, name=name or arch, trainable=trainable)
-        self._resnet_config = {
+        # Kept as JSON text: Keras would track a dict (and deep copies of it would copy the
+        # model), and the config must stay what a .keras file can hold.
+        self._resnet_config = json.dumps({
             "arch": arch,
             "input_shape": list(shape),
             "num_classes": num_classes,
@@ -306,22 +308,22 @@ class ResNet(keras.Model):
             "zero_init_residual": bool(zero_init_residual),
             "normalization": None if normalization is None else [list(v) for v in normalization],
             "class_names": names,
-        }
+        })
         self._resnet_dtype = policy.name
 
     @property
     def builder_config(self) -> dict:
         """The ``build_resnet`` arguments this model was built with (a copy):
         ``build_resnet(**model.builder_config)`` builds the same architecture."""
-        return copy.deepcopy(dict(self._resnet_config))
+        return json.loads(self._resnet_config)
 
     @property
     def arch(self) -> str:
-        return self._resnet_config["arch"]
+        return self.builder_config["arch"]
 
     @property
     def class_names(self) -> tuple[str, ...] | None:
-        names = self._resnet_config["class_names"]
+        names = self.builder_config["class_names"]
         return None if names is None else tuple(names)
 
     def get_config(self) -> dict:

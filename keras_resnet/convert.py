@@ -504,6 +504,7 @@ def from_torch(
     include_top: bool | None = None,
     normalization=None,
     strict: bool = True,
+    class_names=None,
     name: str | None = None,
     verbose: bool = False,
 ):
@@ -527,6 +528,7 @@ def from_torch(
             layer: without it the Keras model expects torch-preprocessed input. For torchvision's
             ImageNet weights pass ``IMAGENET_NORMALIZATION`` to feed raw 0..255 RGB pixels.
         strict: see ``load_torch_state_dict``.
+        class_names: optional names of the classes, kept in the model (see ``build_resnet``).
         verbose: print what was inferred and unwrapped.
 
     The stem is read from ``conv1``: 7x7 -> ``"imagenet"`` (7x7/2 conv + 3x3/2 max-pool),
@@ -572,6 +574,7 @@ def from_torch(
         stem=found["stem"],
         width=found["width"],
         normalization=normalization,
+        class_names=class_names,
         name=name,
     )
     report = load_torch_state_dict(model, sd, strict=strict)
@@ -612,34 +615,30 @@ def to_torch_state_dict(model) -> dict[str, np.ndarray]:
 
 def torch_compat_notes(model) -> list[str]:
     """What a torch user must do or know to reproduce this model's outputs from its state_dict."""
-    names = {layer.name: layer for layer in model.layers}
+    from keras_resnet.builder import model_config
+
+    # A ResNet says what it is; older plain functional files are read off their layers.
+    config = model_config(model)
+    in_ch, width, stem = config["input_shape"][-1], config["width"], config["stem"]
     notes = []
-    conv = names["stem_conv"]
-    in_ch = conv.kernel.shape[2]
-    width = conv.kernel.shape[3]
-    if conv.kernel.shape[0] == 3 or in_ch != 3:
-        stem_fix = f"model.conv1 = nn.Conv2d({in_ch}, {width}, {conv.kernel.shape[0]}, "
-        stem_fix += "1, 1, bias=False)" if conv.kernel.shape[0] == 3 else "2, 3, bias=False)"
-        if conv.kernel.shape[0] == 3:
-            stem_fix += "; model.maxpool = nn.Identity()"
+    if stem == "cifar" or in_ch != 3:
+        stem_fix = (f"model.conv1 = nn.Conv2d({in_ch}, {width}, 3, 1, 1, bias=False); "
+                    "model.maxpool = nn.Identity()" if stem == "cifar"
+                    else f"model.conv1 = nn.Conv2d({in_ch}, {width}, 7, 2, 3, bias=False)")
         notes.append(f"torchvision model needs: {stem_fix}")
     if width != 64:
         notes.append(f"width {width}: torchvision's resnetXX builds width 64 only")
-    if "normalization" in names:
-        layer = names["normalization"]
-        mean = np.ravel(np.asarray(layer.mean)).tolist()
-        std = np.sqrt(np.ravel(np.asarray(layer.variance))).tolist()
+    if config["normalization"] is not None:
+        mean, std = config["normalization"]
         notes.append(
             f"the Keras model normalizes its input ((x - {[round(m, 4) for m in mean]}) / "
             f"{[round(s, 4) for s in std]}); torch has no such layer: apply it before the model"
         )
-    if "max_pool" in names:
+    if config["pooling"] == "max":
         notes.append("the Keras model uses global max pooling; torchvision uses average pooling")
-    dense = names.get("predictions")
-    if dense is not None and dense.activation.__name__ != "linear":
-        notes.append(
-            f"the Keras classifier applies {dense.activation.__name__}; torch's fc does not"
-        )
+    activation = config["classifier_activation"]
+    if config["include_top"] and activation not in (None, "linear"):
+        notes.append(f"the Keras classifier applies {activation}; torch's fc does not")
     return notes
 
 

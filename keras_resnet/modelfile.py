@@ -48,11 +48,21 @@ def check_keras_file(path) -> None:
                              f"{' or '.join(missing)} (not a Keras 3 .keras model)")
 
 
+def _unknown_class_hint(err: BaseException) -> str:
+    # keras_resnet is imported by now, so Keras met a class that it does not register.
+    if "Could not locate class" not in str(err):
+        return ""
+    return ("; keras_resnet's models load after `import keras_resnet`, which registers ResNet and "
+            "its layers: this file names a class it does not have (saved by another library "
+            "or a newer keras_resnet?)")
+
+
 def load_model(path, compile: bool = False):
     """The keras.Model in the .keras file ``path``, or a one-line ModelFileError.
 
-    A mixed-precision file loads back as mixed precision under any global dtype policy: every
-    layer, block sublayers included, records its own policy.
+    A mixed-precision file loads back as mixed precision under any global dtype policy: a
+    ResNet records the policy it was built under, and in older plain functional files every
+    layer, block sublayers included, records its own.
     """
     check_keras_file(path)
     import keras
@@ -63,7 +73,8 @@ def load_model(path, compile: bool = False):
         model = keras.models.load_model(path, compile=compile)
     except Exception as err:  # Keras raises ValueError, TypeError, KeyError, OSError...
         raise ModelFileError(f"could not load model file {os.fspath(path)!r}: "
-                             f"{type(err).__name__}: {_first_line(err)}") from err
+                             f"{type(err).__name__}: {_first_line(err)}"
+                             f"{_unknown_class_hint(err)}") from err
     if not isinstance(model, keras.Model):
         raise ModelFileError(f"model file {os.fspath(path)!r} holds a {type(model).__name__}, "
                              "not a model")

@@ -253,6 +253,20 @@ def test_infer_config_one_channel_cifar_stem():
                for n in notes)
 
 
+def test_notes_read_the_models_config_and_old_plain_models_alike():
+    model = build_resnet("resnet18", input_shape=(32, 32, 1), num_classes=3, stem="cifar",
+                         width=4, normalization=(33.0, 78.0), classifier_activation="softmax",
+                         class_names=["a", "b", "c"])
+    plain = keras.Model(model.input, model.output)  # as saved before models knew their config
+    notes = torch_compat_notes(model)
+    assert notes == torch_compat_notes(plain)
+    assert [n.split(":")[0].split(" (")[0] for n in notes] == [
+        "torchvision model needs", "width 4", "the Keras model normalizes its input",
+        "the Keras classifier applies softmax; torch's fc does not"]
+    back = from_torch(to_torch_state_dict(model), class_names=["x", "y", "z"])
+    assert back.class_names == ("x", "y", "z") and back.builder_config["stem"] == "cifar"
+
+
 def test_wrappers_are_unwrapped():
     sd = to_torch_state_dict(small_model())
     wrapped = {"epoch": 3, "state_dict": {f"module.{k}": v for k, v in sd.items()}}

@@ -1,0 +1,55 @@
+"""Loading what build_resnet saved: a process finds our classes only once keras_resnet is
+imported, and a file naming a class we lack says so."""
+
+import json
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from keras_resnet import build_resnet
+from keras_resnet.modelfile import ModelFileError, load_model
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def small(path, **kwargs):
+    build_resnet("resnet18", input_shape=(16, 16, 1), num_classes=2, width=2, stem="cifar",
+                 **kwargs).save(path)
+
+
+@pytest.mark.slow  # two fresh TensorFlow processes
+def test_a_fresh_process_loads_our_keras_files_after_importing_keras_resnet(tmp_path):
+    """As README says: Keras alone cannot find the ResNet class; `import keras_resnet` first."""
+    path = tmp_path / "m.keras"
+    small(path, class_names=["no", "yes"])
+    load = f"import keras; print(keras.models.load_model({str(path)!r}).class_names)"
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+
+    def run(code):
+        return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                              env=env, cwd=REPO, timeout=300)
+
+    bare = run(load)
+    assert bare.returncode != 0 and "Could not locate class 'ResNet'" in bare.stderr
+    ok = run("import keras_resnet; " + load)
+    assert ok.returncode == 0 and ok.stdout.strip() == "('no', 'yes')", ok.stderr[-2000:]
+
+
+def test_a_file_naming_a_class_we_lack_says_what_to_import(tmp_path):
+    good, bad = tmp_path / "good.keras", tmp_path / "bad.keras"
+    small(good)
+    with zipfile.ZipFile(good) as src, zipfile.ZipFile(bad, "w") as dst:
+        for item in src.infolist():
+            data = src.read(item.filename)
+            if item.filename == "config.json":
+                config = json.loads(data)
+                config["class_name"] = "ResNetV9"
+                config["registered_name"] = "keras_resnet>ResNetV9"
+                data = json.dumps(config).encode()
+            dst.writestr(item, data)
+    with pytest.raises(ModelFileError, match=r"ResNetV9.*load after `import keras_resnet`"):
+        load_model(bad)
