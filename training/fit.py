@@ -83,7 +83,7 @@ def build_model(cfg: TrainConfig, info, start_weights: bool = True):
         model = build_resnet(
             cfg.arch, input_shape=info.image_size, num_classes=info.num_classes, stem=cfg.stem,
             width=cfg.width, zero_init_residual=cfg.zero_init_residual,
-            normalization=(list(info.mean), list(info.std)),
+            normalization=(list(info.mean), list(info.std)), class_names=info.class_names,
         )
     if cfg.freeze_stages >= 0:
         freeze(model, cfg.freeze_stages)
@@ -116,7 +116,7 @@ def model_from_weights(cfg: TrainConfig, info, load: bool = True):
         model = build_resnet(cfg.arch, input_shape=info.image_size,
                              num_classes=info.num_classes, stem=stem,
                              width=source.get_layer("stem_conv").filters,
-                             normalization=normalization)
+                             normalization=normalization, class_names=info.class_names)
         if not load:
             return model
         names = {layer.name: layer for layer in source.layers}
@@ -152,7 +152,8 @@ def model_from_weights(cfg: TrainConfig, info, load: bool = True):
         try:
             model = from_torch(path, cfg.arch, input_shape=info.image_size,
                                num_classes=info.num_classes, include_top=True,
-                               normalization=normalization, strict=same_classes)
+                               normalization=normalization, strict=same_classes,
+                               class_names=info.class_names)
         except ValueError as e:
             raise ValueError(f"--weights {path}: {e}") from None
     if not load:
