@@ -303,13 +303,11 @@ def pipeline(data: FolderData, items, batch_size: int, *, shuffle: bool, augment
                 .map(stored, num_parallel_calls=tf.data.AUTOTUNE).cache(target))
     buffer = n if cache == "memory" else min(n, FILE_CACHE_SHUFFLE)
 
-    def one_epoch(key):
-        key = tf.cast(key, tf.int64)
-        epoch_seed = tf.stack([base_seed, key])
-        if kept is not None:
-            ds = kept
-            if shuffle:
-                ds = ds.shuffle(buffer, seed=base_seed * 1000003 + key)
+    def one_epoch(key, source=None):
+        """Epoch `key`'s batches; `source`: its (shuffled) cached images, else the files."""
+        epoch_seed = tf.stack([base_seed, tf.cast(key, tf.int64)])
+        if source is not None:
+            ds = source
         else:
             index = tf.range(n, dtype=tf.int64)
             if shuffle:
@@ -333,13 +331,31 @@ def pipeline(data: FolderData, items, batch_size: int, *, shuffle: bool, augment
                 num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         return ds
 
-    if epochs is not None:
-        if not 0 <= initial_epoch <= epochs:
-            raise ValueError(f"initial_epoch {initial_epoch} outside 0..{epochs}")
-        keys = tf.data.Dataset.range(initial_epoch, epochs)
+    if epochs is not None and not 0 <= initial_epoch <= epochs:
+        raise ValueError(f"initial_epoch {initial_epoch} outside 0..{epochs}")
+    if kept is None:
+        keys = (tf.data.Dataset.range(initial_epoch, epochs) if epochs is not None else
+                tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).take(1))
+        ds = keys.flat_map(one_epoch)
+    elif epochs is None:
+        source = kept.shuffle(buffer, seed=seed, reshuffle_each_iteration=True) if shuffle \
+            else kept
+        ds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).take(1) \
+            .flat_map(lambda key: one_epoch(key, source))
     else:
-        keys = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).take(1)
-    ds = keys.flat_map(one_epoch)
+        # One dataset per epoch with a Python shuffle seed: Dataset.shuffle refuses a tensor
+        # seed once a global seed of 0 is set (keras.utils.set_random_seed(0)).
+        def epoch(key):
+            source = kept.shuffle(buffer, seed=seed * 1000003 + key) if shuffle else kept
+            return one_epoch(key, source)
+
+        def chain(keys):
+            if len(keys) == 1:
+                return epoch(keys[0])
+            return chain(keys[:len(keys) // 2]).concatenate(chain(keys[len(keys) // 2:]))
+
+        ds = chain(list(range(initial_epoch, epochs))) if epochs > initial_epoch else \
+            epoch(0).take(0)
     spec = ds.element_spec[0]
     if spec.shape[1:] != (prep.height, prep.width, prep.channels):
         raise AssertionError(f"pipeline lost the static image shape: {spec}")
