@@ -251,7 +251,8 @@ def run(args) -> int:
              "training set (--calibration FILE.npy or a --dataset); the other artifacts need "
              "none")
 
-    class_names = config.get("class_names")
+    # The model's own names first: a .keras copied away from its run has no config.json.
+    class_names = getattr(model, "class_names", None) or config.get("class_names")
     source = {
         "model_file": str(model_path),
         "run_config": {k: config[k] for k in ("arch", "dataset", "input_shape", "precision",

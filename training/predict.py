@@ -5,9 +5,10 @@ PATH is an image file or a folder (searched recursively for .png, .jpg, .jpeg, .
 by TensorFlow, converted to the model's channels, brought to its input height and width the
 way the run recorded in config.json ("crop": resize and centre crop; "stretch": resize; without
 a record, "auto" for the input size), and given as raw 0..255 pixels: the model normalizes
-them itself. Class names come from the config.json that training.fit wrote beside the model
-(else class indices). `python -m export.predict` gives the same output for an exported
-artifact.
+them itself. Class names come from the model itself (training.fit builds it with them), else
+from the config.json that training.fit wrote beside the model (files saved before models held
+their class names), else class indices. `python -m export.predict` gives the same output for
+an exported artifact.
 """
 
 from __future__ import annotations
@@ -121,6 +122,13 @@ def predict_files(run_logits, preprocessing, paths, k, class_names, batch_size,
     return files, top_k(logits, k, class_names, probabilities)
 
 
+def model_class_names(model, model_path: str):
+    """The model's own class names (a keras_resnet ResNet built with them), else the ones in
+    the run's config.json beside the file, else None."""
+    names = getattr(model, "class_names", None)
+    return list(names) if names else class_names_beside(model_path)
+
+
 def class_names_beside(model_path: str):
     """training.fit's class names from the config.json in the model's folder, if there is one."""
     path = os.path.join(os.path.dirname(os.path.abspath(model_path)), "config.json")
@@ -168,7 +176,7 @@ def main(argv=None) -> int:
         except ImageError as e:
             raise PredictError(str(e)) from None
         files, rows = predict_files(run_logits, prep, args.paths, args.top_k,
-                                    class_names_beside(args.model), args.batch_size,
+                                    model_class_names(model, args.model), args.batch_size,
                                     probabilities=softmax_out)
     except PredictError as e:
         print(f"{p.prog}: error: {e}", file=sys.stderr)
