@@ -9,8 +9,27 @@ try:
 except ImportError:
     pass
 
+from pathlib import Path  # noqa: E402
+
 import keras  # noqa: E402
+import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+
+from keras_resnet.archs import ARCHS  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+ALL_ARCHS = sorted(ARCHS, key=lambda a: int(a[6:]))  # resnet18 first: the fast ones fail first
+
+
+def random_images(shape, batch=2, seed=0, high=1.0) -> np.ndarray:
+    """(batch, *shape) float32, uniform in [0, high): high=255 for raw pixels."""
+    return np.random.default_rng(seed).uniform(0, high, (batch, *shape)).astype("float32")
+
+
+def logit_tolerance(reference) -> float:
+    """The parity bound for logits computed another way (another backend, framework or
+    runtime): float32 round-off grows with the logits' magnitude, hence the relative part."""
+    return 1e-4 + 1e-5 * float(np.abs(reference).max())
 
 
 @pytest.fixture(autouse=True)

@@ -5,9 +5,9 @@ import subprocess
 import sys
 import tomllib
 import zipfile
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.conftest import REPO
+
 
 
 def test_wheel_holds_the_packages_and_the_console_scripts(tmp_path):

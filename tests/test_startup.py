@@ -11,13 +11,13 @@ import os
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from keras_resnet import _cli
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.conftest import REPO
+
 PACKAGES = ("keras_resnet", "training", "export", "benchmarks")
 CLIS = (
     "training.fit", "training.evaluate", "export", "keras_resnet.convert",

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from export.cli import main
+from tests.conftest import REPO
 
-REPO = Path(__file__).resolve().parents[2]
 
 
 def run_cli(capsys, *argv):

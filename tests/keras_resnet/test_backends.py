@@ -5,12 +5,12 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.conftest import REPO, logit_tolerance
+
 BACKENDS = ("jax", "torch")
 MODELS = {  # name: (arch, input shape, stem)
     "basic": ("resnet18", (32, 32, 3), "cifar"),
@@ -42,10 +42,6 @@ fresh.save(f"{folder}/{sys.argv[2]}.keras")
 np.save(f"{folder}/trained_logits.npy", np.asarray(fresh.predict(x, verbose=0)))
 print(json.dumps({"loss": loss, "changed": changed, "trainable": len(before)}))
 """
-
-
-def tolerance(ref):
-    return 1e-4 + 1e-5 * float(np.abs(ref).max())
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -83,7 +79,7 @@ def test_other_backend_matches_tensorflow_and_round_trips(backend, kind, tmp_pat
     report = json.loads(r.stdout.strip().splitlines()[-1])
 
     loaded = np.load(tmp_path / "loaded_logits.npy")
-    assert np.abs(loaded - ref).max() <= tolerance(ref)
+    assert np.abs(loaded - ref).max() <= logit_tolerance(ref)
     assert np.isfinite(report["loss"])
     assert report["changed"] == report["trainable"]  # every trainable variable got a gradient
 
@@ -91,5 +87,5 @@ def test_other_backend_matches_tensorflow_and_round_trips(backend, kind, tmp_pat
     back = keras.models.load_model(tmp_path / f"{backend}.keras")
     trained = np.load(tmp_path / "trained_logits.npy")
     got = np.asarray(back(x, training=False))
-    assert np.abs(got - trained).max() <= tolerance(trained)
-    assert np.abs(got - ref).max() > tolerance(ref)  # it is the trained model, not the original
+    assert np.abs(got - trained).max() <= logit_tolerance(trained)
+    assert np.abs(got - ref).max() > logit_tolerance(ref)  # it is the trained model, not the original

@@ -10,8 +10,7 @@ import tensorflow as tf
 import keras_resnet
 from keras_resnet import ARCHS, BasicBlock, Bottleneck, build_resnet, feature_extractor, freeze
 from keras_resnet.builder import ResNet, min_input_size, model_config, output_stride
-
-ALL_ARCHS = sorted(ARCHS, key=lambda a: int(a[6:]))
+from tests.conftest import ALL_ARCHS, random_images
 
 # torchvision.models.resnetXX(): sum(p.numel() for p in model.parameters())
 TORCHVISION_PARAMS = {
@@ -25,10 +24,6 @@ TORCHVISION_PARAMS = {
 
 def count(weights):
     return sum(math.prod(w.shape) for w in weights)
-
-
-def rand_images(shape, batch=2, seed=0):
-    return np.random.default_rng(seed).uniform(0, 1, (batch, *shape)).astype("float32")
 
 
 @pytest.mark.parametrize("arch", ALL_ARCHS)
@@ -57,7 +52,7 @@ SHAPE_CASES = [
 def test_output_shapes_and_finite(arch, input_shape, stem, side):
     width = 4
     expansion = 4 if ARCHS[arch][0] == "bottleneck" else 1
-    x = rand_images(input_shape) * 255
+    x = random_images(input_shape) * 255
     model = build_resnet(arch, input_shape=input_shape, num_classes=10, stem=stem, width=width)
     y = model(x, training=False)
     assert tuple(y.shape) == (2, 10)
@@ -73,7 +68,7 @@ def test_output_shapes_and_finite(arch, input_shape, stem, side):
 @pytest.mark.parametrize("arch", ALL_ARCHS)
 def test_every_trainable_variable_gets_a_gradient(arch):
     model = build_resnet(arch, input_shape=(32, 32, 3), num_classes=5, stem="cifar", width=4)
-    x = rand_images((32, 32, 3), batch=4)
+    x = random_images((32, 32, 3), batch=4)
     labels = np.array([0, 1, 2, 3])
     with tf.GradientTape() as tape:
         logits = model(x, training=True)
@@ -94,7 +89,7 @@ def test_config_round_trip_and_keras_file(arch, tmp_path):
     model = build_resnet(arch, input_shape=(32, 32, 3), num_classes=7, stem="cifar", width=4,
                          normalization=([125.0, 123.0, 114.0], [63.0, 62.0, 66.0]),
                          class_names=names)
-    x = rand_images((32, 32, 3), batch=3) * 255
+    x = random_images((32, 32, 3), batch=3) * 255
     expected = np.asarray(model(x, training=False))
     builder_args = {
         "arch": arch, "input_shape": [32, 32, 3], "num_classes": 7, "include_top": True,
@@ -234,13 +229,13 @@ def test_zero_init_residual_makes_blocks_start_as_identity_on_the_residual_branc
             assert not np.any(layer.bns[-1].gamma.numpy())
             assert np.all(layer.bns[0].gamma.numpy() == 1)
     block = BasicBlock(8, zero_init_residual=True)
-    x = rand_images((6, 6, 8), batch=2)
+    x = random_images((6, 6, 8), batch=2)
     np.testing.assert_allclose(np.asarray(block(x, training=False)), np.maximum(x, 0), atol=0)
 
 
 def test_normalization_layer_takes_raw_pixels():
     mean, std = [33.3], [78.6]
-    raw = rand_images((28, 28, 1), batch=2) * 255
+    raw = random_images((28, 28, 1), batch=2) * 255
     plain = build_resnet("resnet18", input_shape=(28, 28, 1), width=4, num_classes=10)
     normed = build_resnet("resnet18", input_shape=(28, 28, 1), width=4, num_classes=10,
                           normalization=(mean, std))
@@ -261,7 +256,7 @@ def test_mixed_precision(policy, arch):
     assert all(w.dtype == "float32" for w in model.weights)
     assert model.get_layer("stage1_block1").convs[0].compute_dtype == compute
     assert model.get_layer("stem_conv").compute_dtype == compute
-    x = rand_images((32, 32, 3)) * 255
+    x = random_images((32, 32, 3)) * 255
     inner = keras.Model(model.input, model.get_layer("stage4_block1").output)
     assert inner(x).dtype == compute
     logits = model(x, training=True)
@@ -272,7 +267,7 @@ def test_mixed_precision(policy, arch):
 def test_feature_extractor_returns_every_stage():
     model = build_resnet("resnet50", input_shape=(64, 64, 3), width=4, num_classes=3)
     fx = feature_extractor(model, include_stem=True)
-    out = fx(rand_images((64, 64, 3)))
+    out = fx(random_images((64, 64, 3)))
     assert {k: tuple(v.shape) for k, v in out.items()} == {
         "stem": (2, 16, 16, 4),
         "stage1": (2, 16, 16, 16),
@@ -302,7 +297,7 @@ def test_freeze_stem_and_first_stage_keeps_their_batch_norm_in_inference_mode():
 
     model.compile(optimizer=keras.optimizers.SGD(0.1), loss=keras.losses.
                   SparseCategoricalCrossentropy(from_logits=True))
-    x = rand_images((32, 32, 3), batch=8) * 255
+    x = random_images((32, 32, 3), batch=8) * 255
     model.fit(x, np.arange(8) % 4, epochs=2, batch_size=4, verbose=0)
     for l in frozen:
         for w in l.weights:  # kernels, gamma/beta *and* moving statistics unchanged
@@ -358,7 +353,7 @@ def test_min_input_size_is_the_real_boundary():
             build_resnet("resnet18", input_shape=(m - 1, m, 1), width=2, stem=stem)
     # Size-agnostic models are allowed.
     model = build_resnet("resnet18", input_shape=(None, None, 3), width=2)
-    assert tuple(model(rand_images((40, 56, 3))).shape) == (2, 1000)
+    assert tuple(model(random_images((40, 56, 3))).shape) == (2, 1000)
 
 
 def test_variant_functions_read_the_table():
@@ -448,7 +443,7 @@ def test_mixed_precision_keras_file_loads_under_the_float32_policy(tmp_path):
     keras.config.set_dtype_policy("mixed_bfloat16")
     model = build_resnet("resnet50", input_shape=(32, 32, 3), num_classes=3, stem="cifar",
                          width=4)
-    x = rand_images((32, 32, 3)) * 255
+    x = random_images((32, 32, 3)) * 255
     expected = np.asarray(model(x, training=False))
     model.save(tmp_path / "mixed.keras")
     keras.config.set_dtype_policy("float32")
@@ -500,7 +495,7 @@ def test_conv2d_formulations_equal_keras_conv2d(size, kernel, stride, padding, p
 def test_xla_compiles_the_fast_paths_and_agrees(arch):
     # The GPU path keeps XLA: the tiny-map products (gather of taps, padding folded in) and the
     # subsampled 1x1 shortcuts must compile under jit_compile=True (odd 7x7 -> 4x4 map included).
-    x = rand_images((28, 28, 1), batch=4) * 255
+    x = random_images((28, 28, 1), batch=4) * 255
     y = np.arange(4) % 3
     results = []
     for jit in (False, True):
@@ -564,7 +559,7 @@ def test_training_step_uses_the_forward_convolution_for_stride_1_input_gradients
 
     model = build_resnet("resnet18", input_shape=(32, 32, 3), num_classes=4, stem="cifar",
                          width=4)
-    x = rand_images((32, 32, 3), batch=2) * 255
+    x = random_images((32, 32, 3), batch=2) * 255
 
     def count_backprop_input():
         @tf.function
@@ -608,7 +603,7 @@ def test_keras_files_that_name_the_layers_old_module_still_load(tmp_path):
                                     '"module": "keras_resnet.blocks"').encode()
                 json.loads(data)
             dst.writestr(item, data)
-    x = rand_images((16, 16, 1), batch=2)
+    x = random_images((16, 16, 1), batch=2)
     loaded = keras.models.load_model(old)
     np.testing.assert_array_equal(loaded(x), model(x))
     assert model_config(loaded) == {**built.builder_config, "class_names": None}

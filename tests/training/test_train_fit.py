@@ -16,12 +16,12 @@ import keras
 import numpy as np
 import pytest
 
+from tests.conftest import REPO
 from training import callbacks as cb
 from training.config import TrainConfig, build_parser, parse_args
 from training.fit import (TrainingDiverged, decayed_variables, learning_rate, make_optimizer,
                           run)
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # Measured on the 2-core CPU (see LEARNING_FLOOR): three epochs of this config reached
 # 0.78-0.88 test accuracy over seeds 0-4 (12-32 s each, measured before and after the
 # fused-BN change in keras_resnet); chance is 0.10.
@@ -245,7 +245,7 @@ def test_resume_after_kill_minus_9(tmp_path):
     args = [sys.executable, "-m", "training.fit", "--run-dir", run_dir, "--epochs", "20"]
     for k, v in TINY.items():
         args += [f"--{k.replace('_', '-')}", str(v)]
-    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.time() + 300
         while time.time() < deadline:
@@ -262,7 +262,7 @@ def test_resume_after_kill_minus_9(tmp_path):
             proc.kill()
     done = cb.read_resume_state(run_dir)["epoch"]
     assert 1 <= done < 20
-    out = subprocess.run(args + ["--resume"], cwd=ROOT, capture_output=True, text=True,
+    out = subprocess.run(args + ["--resume"], cwd=REPO, capture_output=True, text=True,
                          timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert f"after epoch {done}" in out.stdout

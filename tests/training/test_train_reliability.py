@@ -21,9 +21,9 @@ from training import callbacks as cb
 from training import datasets, evaluate, fit
 from training.datasets import DataFormatError, DatasetError, load_arrays
 
+from tests.conftest import REPO
 from tests.training.test_train_parsers import idx_bytes, write_cifar10, write_mnist
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TINY = dict(dataset="synthetic", synthetic_shape="8,8,3", stem="cifar", width=4,
             batch_size=64, jit_compile="off", verbose="0", val_fraction=0.25, epochs=1)
 DIGITS = dict(dataset="digits", width=4, batch_size=32, jit_compile="off", verbose="0",
@@ -114,7 +114,7 @@ def test_a_stale_lock_of_a_dead_process_is_taken_over(tiny_run, tmp_path):
 def test_two_processes_on_one_run_dir_one_refuses(tmp_path):
     run_dir = str(tmp_path / "both")
     cmd = [sys.executable, "-m", "training.fit", *argv(TINY, run_dir=run_dir)]
-    procs = [subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    procs = [subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               text=True) for _ in range(2)]
     outs = [p.communicate(timeout=300) for p in procs]
     codes = sorted(p.returncode for p in procs)

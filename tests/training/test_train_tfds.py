@@ -8,10 +8,10 @@ import time
 import numpy as np
 import pytest
 
+from tests.conftest import REPO
 from training import datasets
 from training.datasets import DatasetError, load, load_arrays
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def test_tfds_path_with_mock_data(tmp_path):
@@ -56,7 +56,7 @@ def test_fit_cli_offline_mnist_explains_how_to_train_offline(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "training.fit", "--dataset", "mnist", "--epochs", "1",
          "--data-dir", str(tmp_path / "data"), "--run-dir", str(tmp_path / "run")],
-        cwd=ROOT, capture_output=True, text=True, timeout=180)
+        cwd=REPO, capture_output=True, text=True, timeout=180)
     elapsed = time.perf_counter() - start
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "train-images-idx3-ubyte.gz" in proc.stderr and "--dataset digits" in proc.stderr
