@@ -16,6 +16,7 @@ OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "step", "cosine")
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 JIT_MODES = ("auto", "on", "off")
+STRATEGIES = ("auto", "default", "mirrored", "multi_worker")
 WEIGHT_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt", ".safetensors", ".keras")
 
 
@@ -83,7 +84,9 @@ class TrainConfig:
     synthetic_classes: int = _opt(10, "classes of --dataset synthetic")
     # Optimisation
     epochs: int = _opt(10, "epochs to train")
-    batch_size: int = _opt(128, "global batch size (split across GPUs)")
+    batch_size: int = _opt(128, "global batch size: split evenly over every replica of every "
+                           "worker (must divide by their number); keep --lr for the global "
+                           "batch (linear scaling rule: lr x k when the batch grows k times)")
     optimizer: str = _opt("adam", "'sgd' (momentum, optional Nesterov), 'adam' (L2 weight "
                           "decay added to the gradient, as torch.optim.Adam) or 'adamw' "
                           "(decoupled decay)", list(OPTIMIZERS))
@@ -107,6 +110,19 @@ class TrainConfig:
                             "(= on with a GPU, off on CPU, where XLA measured several times "
                             "slower for these models)",
                             list(JIT_MODES))
+    strategy: str = _opt("auto", "tf.distribute strategy: 'multi_worker' "
+                         "(MultiWorkerMirroredStrategy over the hosts in TF_CONFIG or a SLURM "
+                         "job; see python -m training.launch), 'mirrored' (every local GPU, or "
+                         "--cpu-replicas logical CPU devices), 'default' (one device) or 'auto' "
+                         "(multi_worker with TF_CONFIG or SLURM_NTASKS > 1, mirrored with "
+                         "several GPUs or --cpu-replicas > 1, else default)", list(STRATEGIES))
+    cpu_replicas: int = _opt(1, "split the CPU into this many logical devices, one replica each "
+                             "under 'mirrored' (emulates several GPUs on a machine without; "
+                             "slower than one device)")
+    batchnorm: str = _opt("sync", "BatchNorm statistics with several replicas: 'sync' (over the "
+                          "global batch, as one device would: same results at any replica "
+                          "count) or 'local' (per replica, torch DDP's default: no "
+                          "all-reduce per layer)", ["sync", "local"])
     seed: int = _opt(0, "seed of weights init, shuffling and augmentation")
     deterministic: bool = _opt(False, "bit-reproducible runs (tf op determinism; slower)")
     run_dir: str | None = _opt(None, "output folder (default runs/ARCH-DATASET-TIMESTAMP)",
@@ -128,7 +144,8 @@ class TrainConfig:
                                  f"{choices}")
             if isinstance(value, float) and not math.isfinite(value):
                 raise ValueError(f"{flag(f.name)} must be a finite number, got {value}")
-        positive = ("width", "epochs", "batch_size", "step_epochs", "synthetic_classes")
+        positive = ("width", "epochs", "batch_size", "step_epochs", "synthetic_classes",
+                    "cpu_replicas")
         for name in positive:
             if getattr(self, name) < 1:
                 raise ValueError(f"{flag(name)} must be positive, got {getattr(self, name)}")

@@ -819,7 +819,7 @@ def load(name: str, split: str = "train", batch_size: int = 128, data_dir: str |
 
 @dataclasses.dataclass
 class Pipelines:
-    train: object
+    train: object  # None with several replicas: see train_shard
     val: object | None
     test: object
     info: DatasetInfo
@@ -828,28 +828,38 @@ class Pipelines:
     num_val: int
     num_test: int
     source: str
+    # replicas=(R, first, count) or None -> the training pipeline of one input worker (see
+    # make_pipeline); training.distribute calls it once per worker.
+    train_shard: object = None
 
 
 def load_pipelines(name: str, batch_size: int = 128, data_dir: str | None = None,
                    augment: bool = True, seed: int = 0, subset: int | None = None,
                    val_fraction: float = 0.1, source: str = "auto", epochs: int | None = None,
                    initial_epoch: int = 0, image_shape=None, num_classes=None,
-                   resize: str = "auto", cache: str | None = None) -> Pipelines:
+                   resize: str = "auto", cache: str | None = None,
+                   replicas: int = 1) -> Pipelines:
     """Train, validation (None when val_fraction is 0) and test pipelines plus their sizes;
-    `resize` and `cache` are for "folder" (see load)."""
+    `resize` and `cache` are for "folder" (see load). With `replicas` > 1 the training
+    batches are cut into per-replica slices (`train_shard`) and the last partial batch of
+    each epoch is dropped, since it cannot be split evenly."""
     info = get_info(name, image_shape, num_classes, data_dir, resize)
     if info.folder:
         return _folder_pipelines(info, batch_size, data_dir, augment, seed, subset,
-                                 val_fraction, epochs, initial_epoch, image_shape, resize, cache)
+                                 val_fraction, epochs, initial_epoch, image_shape, resize, cache,
+                                 replicas)
     if cache is not None:
         raise ValueError(f"--cache is for --dataset folder; {name} is held in memory already")
     x_tr, y_tr, used = load_arrays(name, "train", data_dir, source, val_fraction, subset,
                                    image_shape, num_classes)
     x_te, y_te, _ = load_arrays(name, "test", data_dir, source, val_fraction, None, image_shape,
                                 num_classes)
-    train = make_pipeline(x_tr, y_tr, batch_size, shuffle=True,
-                          augmentation=info.augmentation if augment else "none", seed=seed,
-                          epochs=epochs, initial_epoch=initial_epoch)
+    def train_shard(shard):
+        return make_pipeline(x_tr, y_tr, batch_size, shuffle=True,
+                             augmentation=info.augmentation if augment else "none", seed=seed,
+                             epochs=epochs, initial_epoch=initial_epoch,
+                             drop_remainder=replicas > 1, replicas=shard)
+
     val, n_val = None, 0
     if val_fraction > 0:
         x_va, y_va, _ = load_arrays(name, "val", data_dir, source, val_fraction, None,
@@ -857,12 +867,13 @@ def load_pipelines(name: str, batch_size: int = 128, data_dir: str | None = None
         val = make_pipeline(x_va, y_va, batch_size, shuffle=False, augmentation="none")
         n_val = len(y_va)
     test = make_pipeline(x_te, y_te, batch_size, shuffle=False, augmentation="none")
-    return Pipelines(train, val, test, info, batches_per_epoch(len(y_tr), batch_size),
-                     len(y_tr), n_val, len(y_te), used)
+    return Pipelines(train_shard(None) if replicas == 1 else None, val, test, info,
+                     batches_per_epoch(len(y_tr), batch_size, replicas > 1),
+                     len(y_tr), n_val, len(y_te), used, train_shard)
 
 
 def _folder_pipelines(info, batch_size, data_dir, augment, seed, subset, val_fraction, epochs,
-                      initial_epoch, image_shape, resize, cache) -> Pipelines:
+                      initial_epoch, image_shape, resize, cache, replicas=1) -> Pipelines:
     from training import folders
 
     _check_cache(cache)
@@ -877,9 +888,36 @@ def _folder_pipelines(info, batch_size, data_dir, augment, seed, subset, val_fra
                                 augment=training and augment, cache=cache, split=split,
                                 seed=seed, **kwargs)
 
-    train = make("train", True, epochs=epochs, initial_epoch=initial_epoch)
+    def train_shard(shard):
+        ds = make("train", True, epochs=epochs, initial_epoch=initial_epoch,
+                  drop_remainder=replicas > 1)
+        return ds if shard is None else replica_slices(ds, shard, batch_size)
+
     val = make("val", False) if has_val else None
-    return Pipelines(train, val, make("test", False), info,
-                     batches_per_epoch(len(items["train"]), batch_size), len(items["train"]),
-                     len(items.get("val", ())), len(items["test"]),
-                     f"folder:{os.path.abspath(data_dir)}")
+    return Pipelines(train_shard(None) if replicas == 1 else None, val, make("test", False),
+                     info, batches_per_epoch(len(items["train"]), batch_size, replicas > 1),
+                     len(items["train"]), len(items.get("val", ())), len(items["test"]),
+                     f"folder:{os.path.abspath(data_dir)}", train_shard)
+
+
+def replica_slices(ds, replicas, batch_size: int):
+    """A pipeline of global batches cut into the slices of replicas (R, first, count), as
+    make_pipeline's `replicas`. Every input worker still decodes whole global batches (the
+    slices then hold the single-device pixels exactly); in-memory datasets avoid that by
+    slicing the index batch before decoding."""
+    import tensorflow as tf
+
+    num_replicas, first, local = replicas
+    per = batch_size // num_replicas
+    cardinality = int(ds.cardinality())
+
+    def cut(x, y):
+        return tf.data.Dataset.range(first, first + local).map(
+            lambda r: (x[r * per:(r + 1) * per], y[r * per:(r + 1) * per]))
+
+    out = ds.flat_map(cut).map(
+        lambda x, y: (tf.ensure_shape(x, [per, *ds.element_spec[0].shape[1:]]),
+                      tf.ensure_shape(y, [per])))
+    if cardinality > 0:
+        out = out.apply(tf.data.experimental.assert_cardinality(cardinality * local))
+    return out.prefetch(tf.data.AUTOTUNE)

@@ -23,7 +23,7 @@ from training.config import TrainConfig, build_parser, config_from_args
 from training.rundir import USER_ERRNOS, RunDirError, RunLock
 
 # Options that may differ between a run and its --resume (everything else must match).
-RESUMABLE_CHANGES = ("epochs", "resume", "run_dir", "verbose")
+RESUMABLE_CHANGES = ("epochs", "resume", "run_dir", "verbose", "strategy", "cpu_replicas")
 
 
 class TrainingDiverged(RuntimeError):
@@ -58,14 +58,6 @@ def resolve_jit_compile(requested: str, gpus: list) -> bool:
 
         return default_jit_compile(gpus)
     return requested == "on"
-
-
-def make_strategy(gpus: list):
-    import tensorflow as tf
-
-    if len(gpus) > 1:
-        return tf.distribute.MirroredStrategy()
-    return tf.distribute.get_strategy()
 
 
 # --------------------------------------------------------------------------------------------
@@ -325,14 +317,34 @@ def run(cfg: TrainConfig, extra_callbacks=()) -> dict:
 
     Only one process at a time may use a run directory (RUN/fit.lock, see rundir.RunLock).
     """
+    from training.distribute import DistributeError, WriteDir, make_placement
+
     cfg = dataclasses.replace(cfg).validate()
+    try:
+        placement = make_placement(cfg.strategy, cfg.cpu_replicas)
+    except RuntimeError as e:
+        # TensorFlow refuses logical devices or a cluster once its runtime has started.
+        raise DistributeError(f"--strategy {cfg.strategy} --cpu-replicas {cfg.cpu_replicas} "
+                              f"must be set up before TensorFlow starts ({e}): run it as its "
+                              "own process (python -m training.fit)") from None
+    if placement.num_workers > 1 and not cfg.run_dir:
+        raise DistributeError("a multi-worker run needs --run-dir (one folder every worker can "
+                              "read; python -m training.launch sets it)")
     run_dir = cfg.run_dir or default_run_dir(cfg)
     if os.path.exists(run_dir) and not os.path.isdir(run_dir):
         raise RunDirError(f"--run-dir {run_dir} is a file, not a folder: choose another --run-dir")
+    if not placement.is_chief:
+        # Workers other than the chief only read the run directory (to resume); what they
+        # write goes to a private folder.
+        write_dir = WriteDir(run_dir, placement)
+        try:
+            return _run_locked(cfg, run_dir, extra_callbacks, placement, write_dir.path)
+        finally:
+            write_dir.close()
     created = not os.path.exists(run_dir)
     lock = RunLock(run_dir).acquire()
     try:
-        return _run_locked(cfg, run_dir, extra_callbacks)
+        return _run_locked(cfg, run_dir, extra_callbacks, placement, run_dir)
     finally:
         lock.release()
         if created:
@@ -343,17 +355,19 @@ def run(cfg: TrainConfig, extra_callbacks=()) -> dict:
                 pass
 
 
-def _run_locked(cfg: TrainConfig, run_dir: str, extra_callbacks) -> dict:
+def _run_locked(cfg: TrainConfig, run_dir: str, extra_callbacks, placement, out: str) -> dict:
+    """`run_dir` is read (resume), `out` written: the same folder except on non-chief workers."""
     import keras
     import tensorflow as tf
 
     from training import callbacks as cb
-    from training import datasets, report
+    from training import datasets, distribute, report
     from training.modelio import load_model
 
+    distribute.check_batch(cfg.batch_size, placement)
     if cfg.resume:
         _check_resume_config(run_dir, cfg)
-    elif any(os.path.exists(os.path.join(run_dir, f)) for f in ("state.json", "metrics.json")):
+    elif placement.is_chief and any(os.path.exists(os.path.join(run_dir, f)) for f in ("state.json", "metrics.json")):
         raise FileExistsError(
             f"{run_dir} already holds a run; pass --resume to continue it or choose another "
             "--run-dir")
@@ -361,7 +375,10 @@ def _run_locked(cfg: TrainConfig, run_dir: str, extra_callbacks) -> dict:
     gpus = tf.config.list_physical_devices("GPU")
     precision, why = resolve_precision(cfg.precision, gpus)
     jit = resolve_jit_compile(cfg.jit_compile, gpus)
-    log(f"precision: {precision} ({why}); XLA jit_compile: {jit} ({cfg.jit_compile})")
+    log(f"precision: {precision} ({why}); XLA jit_compile: {jit} ({cfg.jit_compile}); "
+        f"strategy: {placement.kind} ({placement.reason}), {placement.num_workers} worker(s), "
+        f"{placement.num_replicas} replica(s)" + (f", this is worker {placement.worker_index}"
+                                                  if placement.num_workers > 1 else ""))
     keras.utils.set_random_seed(cfg.seed)
     if cfg.deterministic:
         tf.config.experimental.enable_op_determinism()
@@ -376,16 +393,18 @@ def _run_locked(cfg: TrainConfig, run_dir: str, extra_callbacks) -> dict:
     data = datasets.load_pipelines(
         cfg.dataset, batch_size=cfg.batch_size, data_dir=cfg.data_dir, augment=cfg.augment,
         seed=cfg.seed, subset=cfg.subset, val_fraction=cfg.val_fraction, source=cfg.source,
-        epochs=cfg.epochs, initial_epoch=min(initial_epoch, cfg.epochs), **synthetic)
+        epochs=cfg.epochs, initial_epoch=min(initial_epoch, cfg.epochs),
+        replicas=placement.num_replicas, **synthetic)
     info = data.info
+    train = distribute.distribute_train(placement, data.train_shard)
     val = data.val if data.val is not None else data.test
     log(f"dataset {info.name} from {data.source}: {data.num_train} train / {data.num_val} val / "
         f"{data.num_test} test images of {info.image_size}"
         + ("" if data.val is not None else "; validating on the TEST split (--val-fraction 0)")
         + ("  [SYNTHETIC noise: accuracy is meaningless]" if info.synthetic else ""))
 
-    cb.clean_temporaries(run_dir)
-    strategy = make_strategy(gpus)
+    cb.clean_temporaries(out)
+    strategy = placement.strategy
     config = {
         "arch": cfg.arch, "dataset": cfg.dataset, "class_names": list(info.class_names),
         "num_classes": info.num_classes, "input_shape": list(info.image_size),
@@ -393,18 +412,19 @@ def _run_locked(cfg: TrainConfig, run_dir: str, extra_callbacks) -> dict:
         "precision_reason": why, "jit_compile": jit, "stem": cfg.stem, "width": cfg.width,
         "data_source": data.source, "synthetic": info.synthetic,
         "num_train": data.num_train, "num_val": data.num_val, "num_test": data.num_test,
-        "steps_per_epoch": data.steps_per_epoch, "strategy": type(strategy).__name__,
-        "num_replicas": strategy.num_replicas_in_sync, "gpus": [g.name for g in gpus],
+        "steps_per_epoch": data.steps_per_epoch, **placement.record(),
+        "batchnorm": cfg.batchnorm if placement.num_replicas > 1 else "single device",
+        "gpus": [g.name for g in gpus],
         "run_dir": os.path.abspath(run_dir), "command": command_line(cfg),
         "options": recorded_options(cfg),
         "versions": library_versions("tensorflow-datasets", "scikit-learn", "matplotlib"),
     }
     if info.folder:
         config.update(datasets.folder_run_record(info))
-    cb.atomic_write_json(os.path.join(run_dir, "config.json"), config)
+    cb.atomic_write_json(os.path.join(out, "config.json"), config)
     if info.folder:
         # Which file went to which split, so that the run's numbers can be traced to images.
-        cb.atomic_write_json(os.path.join(run_dir, "split.json"),
+        cb.atomic_write_json(os.path.join(out, "split.json"),
                              datasets.folder_scan(cfg.data_dir).record())
 
     previous_policy = keras.config.dtype_policy()
@@ -412,6 +432,8 @@ def _run_locked(cfg: TrainConfig, run_dir: str, extra_callbacks) -> dict:
     try:
         with strategy.scope():
             model = build_model(cfg, info, start_weights=not resume_entry)
+            if placement.num_replicas > 1:
+                distribute.set_batchnorm_sync(model, cfg.batchnorm == "sync")
             optimizer = make_optimizer(cfg, model, data.steps_per_epoch)
             compile_model(model, optimizer, make_loss(cfg.label_smoothing), jit)
             if resume_entry:
@@ -421,17 +443,17 @@ def _run_locked(cfg: TrainConfig, run_dir: str, extra_callbacks) -> dict:
                     f"(optimizer step {int(model.optimizer.iterations.numpy())})")
         nan_guard = cb.NanGuard(info.num_classes)
         timer = cb.EpochTimer()
-        checkpoint = cb.RunCheckpoint(run_dir, "val_accuracy", nan_guard, resume_entry)
+        checkpoint = cb.RunCheckpoint(out, "val_accuracy", nan_guard, resume_entry)
         # The loggers come before the checkpoint (log.csv is written by it), so that a kill
         # cannot leave a counted epoch without its row.
         callbacks = [
             cb.LearningRateLog(), nan_guard, timer,
-            cb.ScalarTensorBoard(os.path.join(run_dir, "logs")), checkpoint,
+            cb.ScalarTensorBoard(os.path.join(out, "logs")), checkpoint,
             *extra_callbacks,
         ]
         start = time.perf_counter()
         if initial_epoch < cfg.epochs:
-            model.fit(data.train, epochs=cfg.epochs, initial_epoch=initial_epoch,
+            model.fit(train, epochs=cfg.epochs, initial_epoch=initial_epoch,
                       steps_per_epoch=data.steps_per_epoch, validation_data=val, shuffle=False,
                       callbacks=callbacks,
                       verbose=cfg.verbose if cfg.verbose == "auto" else int(cfg.verbose))
@@ -451,6 +473,9 @@ def _run_locked(cfg: TrainConfig, run_dir: str, extra_callbacks) -> dict:
 
     if checkpoint.entry["epoch"] == 0:
         raise RuntimeError("no epoch completed; nothing to evaluate")
+    if not placement.is_chief:
+        log(f"worker {placement.worker_index} done; the chief evaluates and reports")
+        return {}
     best_path = os.path.join(run_dir, cb.BEST)
     if not os.path.isfile(best_path):
         best_path = os.path.join(run_dir, cb.LAST)
