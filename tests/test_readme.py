@@ -65,6 +65,11 @@ def test_model_library_block_builds_compiles_and_trains(tmp_path):
     assert "README-OK" in run_python(code, tmp_path)
 
 
+def test_model_that_knows_what_it_is_block(tmp_path):
+    out = run_python(block("python", 'model.save("pets.keras")'), tmp_path).splitlines()
+    assert out == ["resnet18 ('cat', 'dog', 'owl')", "cifar", "True"], out
+
+
 def test_pipelines_in_your_own_script_block(tmp_path):
     code = shrink(block("python", "from training.datasets import DATASETS, load"),
                   {"width=16": "width=4", "epochs=5": "epochs=1"})
