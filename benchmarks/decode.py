@@ -78,6 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     _cli.configure(args)
+    import tensorflow  # noqa: F401 - loaded before the clock starts, as in training.fit
+
     from training import folders
     from training.preprocessing import Preprocessing
 
