@@ -71,3 +71,6 @@ def _register_layers() -> None:
 # already is). A process that never imports keras_resnet cannot load our .keras files: Keras
 # then says "Could not locate class 'ResNet'".
 _imports.after_import("keras", _register_layers)
+# `from keras_resnet import resnet50` loads TensorFlow; a later `import torchvision` would crash
+# the process without a word (STACK_NOTES).
+_imports.keep_torchvision_importable()

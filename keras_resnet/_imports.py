@@ -75,3 +75,38 @@ def after_import(name: str, callback) -> None:
 
     if not around_import(name, hook):
         callback()
+
+
+# torch.compile's GPU compiler. Its native library loaded after TensorFlow's crashes Python
+# (segfault, no message: TF 2.21 with triton 3.8), and torchvision imports it through
+# torch._dynamo; torch alone does not. torch treats a module it cannot import as not installed
+# and runs without it, so a process that has TensorFlow gets an ImportError instead of a crash.
+_TRITON = "triton"
+_triton_blocked = False
+
+
+def _block_triton() -> None:
+    global _triton_blocked
+    import importlib.util
+
+    if _TRITON not in sys.modules and importlib.util.find_spec(_TRITON) is not None:
+        sys.modules[_TRITON] = None  # every later `import triton` raises ImportError
+        _triton_blocked = True
+
+
+def _say_triton_is_blocked() -> None:
+    if _triton_blocked and sys.modules.get(_TRITON, "") is None:
+        import warnings
+
+        warnings.warn("keras_resnet: torchvision was imported after TensorFlow, so triton "
+                      "(torch.compile's GPU kernels) is off in this process: loading it after "
+                      "TensorFlow crashes Python. Import torch and torchvision before keras, "
+                      "tensorflow or keras_resnet's models to keep it.", RuntimeWarning,
+                      stacklevel=2)
+
+
+def keep_torchvision_importable() -> None:
+    """After TensorFlow loads, `import torchvision` works (without triton, with a warning)
+    instead of crashing the process."""
+    after_import("tensorflow", _block_triton)
+    after_import("torchvision", _say_triton_is_blocked)

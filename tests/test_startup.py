@@ -7,6 +7,7 @@ repository; ``-X importtime`` lists every module that process imported.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import subprocess
@@ -185,3 +186,27 @@ def test_filter_drops_only_tensorflow_lines_below_the_level():
     assert _cli.filter_log_lines(text, 3) == "our own message\n"
     assert _cli.filter_log_lines(text, 2).splitlines()[0].startswith("E0000")
     assert _cli.filter_log_lines(text, 0) == text
+
+
+# The order users write: our model first (TensorFlow loads), torchvision after. Without our
+# guard this process dies with a segfault and no message.
+TORCHVISION_AFTER_TENSORFLOW = """
+import numpy as np
+from keras_resnet import build_resnet
+model = build_resnet("resnet18", (32, 32, 3), 10, stem="cifar", width=8)
+import torch, torchvision
+net = torchvision.models.resnet18(num_classes=10).eval()
+with torch.no_grad():
+    theirs = tuple(net(torch.zeros(1, 3, 32, 32)).shape)
+print(theirs, tuple(model(np.zeros((1, 32, 32, 3), "float32")).shape))
+"""
+
+
+def test_torchvision_imported_after_our_models_works_and_says_what_it_turned_off(tmp_path):
+    if importlib.util.find_spec("torchvision") is None:
+        pytest.skip("torchvision is a test extra (pip install .[test])")
+    r = run_python(tmp_path, "-c", TORCHVISION_AFTER_TENSORFLOW)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.split("\n")[0] == "(1, 10) (1, 10)"
+    if importlib.util.find_spec("triton") is not None:
+        assert "triton (torch.compile's GPU kernels) is off in this process" in r.stderr
