@@ -47,9 +47,9 @@ def return_large_blocks_on_free(threshold: int = MMAP_THRESHOLD_BYTES) -> bool:
     glibc's default threshold starts at 128 KiB and rises (up to 32 MiB) each time a mapped
     block is freed, after which weight-sized buffers (a 3x3x512x512 kernel is 9 MiB) come from
     the heap, where the converters' interleaved allocations fragment it and freed memory stays
-    resident. For a process-wide setting like this, the CLI calls it (``python -m export``):
-    the all-format ResNet-50 export peaked at 3.1-3.3 GB without it, 2.7 GB with it. Returns
-    whether it was applied (False where the C library has no ``mallopt``).
+    resident. For a process-wide setting like this, the CLI calls it (``python -m export``;
+    ``python -m benchmarks.memory`` measures the peak). Returns whether it was applied (False
+    where the C library has no ``mallopt``).
     """
     try:
         mallopt = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt

@@ -103,8 +103,8 @@ def _collect_between_optimizers():
     ``tf2onnx.optimizer.optimize_graph`` deep-copies the whole graph, weights included, before
     each of its 12 optimizers and drops the previous copy, for as many rounds as any optimizer
     changes something. The dropped copies are reference cycles (graph <-> nodes) that the
-    generational collector reaches late: for a ResNet-50 about 45 copies (4.5 GB) were alive
-    at once. Collected before each optimizer, two are. The optimizers and their order are
+    generational collector reaches late, so dozens of copies were alive at once. Collected
+    before each optimizer, two are. The optimizers and their order are
     tf2onnx's own; only the factories are wrapped.
     """
     from tf2onnx import optimizer

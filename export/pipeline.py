@@ -170,7 +170,7 @@ def export_all(
             if not result["passed"]:
                 log(f"FAILED {fmt} {variant}: " + "; ".join(result["failures"]))
             # One artifact's converter and runtime at a time: what they left is freed before
-            # the next starts (without this, a ResNet-50's peaks stacked up to 12 GB).
+            # the next starts: without this, the peaks of the formats add up.
             release_memory()
 
         sm_dir = None

@@ -64,7 +64,7 @@ def frozen_graph_def(model):
     Returns ``(graph_def, input tensor name, {output tensor name: output name})``, e.g.
     ``(gd, "image:0", {"Identity:0": "logits", "Identity_1:0": "probabilities"})``.
     Nothing else keeps the weights: the traced and frozen functions are dropped (and
-    collected) before it returns, so the caller holds one copy (~100 MB for a ResNet-50).
+    collected) before it returns, so the caller holds the only copy.
     """
     from tensorflow.python.framework.convert_to_constants import (
         convert_variables_to_constants_v2_as_graph,
@@ -96,7 +96,7 @@ def frozen_serving_function(model):
     exist there and where TensorFlow registers the function. Wrapping
     ``convert_variables_to_constants_v2``'s ConcreteFunction in a tf.function instead held
     about seven copies (that function's graph and registration, and both again in the
-    wrapper's function library): +0.7 GB for a ResNet-50.
+    wrapper's function library); ``python -m benchmarks.memory`` measures the result.
     """
     import tensorflow as tf
 

@@ -6,8 +6,8 @@ as a SavedModel into a temporary folder beside the output -> ``TFLiteConverter.f
 ``from_saved_model`` on our (unfrozen) SavedModel kept the variables as READ_VARIABLE ops that
 returned NaN in the interpreter. ``from_concrete_functions`` with the frozen function takes the
 same route (it saves the function as a SavedModel and converts that) but keeps the function,
-the loaded SavedModel and its GraphDef alive during the conversion: a ResNet-50 peaked at
-4.7 GB resident that way, 2.x GB this way. Every variant is restricted to TFLite builtin ops
+the loaded SavedModel and its GraphDef alive during the conversion, about twice the peak
+memory of this way. Every variant is restricted to TFLite builtin ops
 (no Flex / select-TF ops), which is all ``ai_edge_litert`` can run.
 
 Full-integer int8 (``variant="int8"``): every compute op is int8 with int32 biases. Its I/O

@@ -45,9 +45,8 @@ DEFAULT_BATCH_SIZES = (1, 8)
 BATCH1_EXAMPLES = 8
 # Batch size of the Keras reference run. Small, because TensorFlow's oneDNN CPU allocator keeps
 # the largest working set it ever had for the rest of the process, a floor under every later
-# conversion: a ResNet-50 at 224x224 kept +0.93 GB after eager batch 32, +0.33 GB after batch
-# 8, +0.07 GB after batch 2, with identical logits (batch 1 takes another oneDNN path and
-# differs in the last bits).
+# conversion that grows with this batch while the logits stay identical (batch 1 takes another
+# oneDNN path and differs in the last bits); benchmarks.memory shows the export's peak.
 REFERENCE_BATCH_SIZE = 2
 
 

@@ -232,8 +232,8 @@ class BatchNorm(keras.layers.BatchNormalization):
     subclass), with two differences that both come from the fused kernel:
 
     - Speed: Keras 3 normalises with separate moments / normalize ops; the fused kernel does
-      the forward and backward pass in one op each (measured 2-3.5x faster on CPU for a
-      training step on 64x32x32x64 and 128x14x14x64 maps), and in inference TensorFlow's
+      the forward and backward pass in one op each (a faster CPU training step, which
+      ``python -m benchmarks.bench`` measures), and in inference TensorFlow's
       optimizer folds Conv2D + FusedBatchNorm + ReLU into one oneDNN convolution.
     - The moving variance is updated with the unbiased batch variance, as torch.nn.BatchNorm2d
       does (Keras's own layer uses the biased one); normalisation uses the biased one in both.
