@@ -176,3 +176,56 @@ class WriteDir:
     def close(self) -> None:
         if self.private:
             shutil.rmtree(self.path, ignore_errors=True)
+
+
+def build_for_fit(model, placement: Placement, image_shape) -> None:
+    """Builds the model's compiled state (loss, metrics, optimizer) under the strategy now, and
+    keeps Keras's `fit` from building it from the first distributed batch.
+
+    Keras 3.15's TensorFlow trainer, for a model made under a strategy scope, averages the
+    first distributed batch across replicas (`strategy.reduce`) only to learn the input shapes;
+    under MultiWorkerMirroredStrategy that reduce fails ("Attempt to convert a value
+    (PerReplica...) to a Tensor", keras-team/keras#20585). The shapes are known here, so the
+    model is built from a zero batch and `fit` then runs with the strategy taken from the
+    enclosing `strategy.scope()` (the trainer's own fallback), which skips that reduce.
+    """
+    import numpy as np
+
+    if placement.num_replicas == 1:
+        return
+    per_replica = 1
+    batch = (np.zeros((per_replica, *image_shape), np.float32), np.zeros((per_replica,), np.int32))
+    with placement.strategy.scope():
+        model._symbolic_build(data_batch=batch)
+        if not model.optimizer.built:
+            model.optimizer.build(model.trainable_variables)
+    model._distribute_strategy = None
+    if placement.num_workers > 1:
+        _fix_multi_worker_log_reduction()
+
+
+def _fix_multi_worker_log_reduction() -> None:
+    """Keras 3.15 averages each step's scalar logs over a multi-worker strategy's replicas with
+    `strategy.reduce("MEAN", v, axis=0)`, which fails on a scalar ("Invalid reduction dimension
+    0 for input with 0 dimensions", tensorflow/tensorflow#72388). The same mean over replicas,
+    without the axis, is what was meant; everything else goes through Keras's own function."""
+    import tensorflow as tf
+    from keras.src.backend.tensorflow import trainer
+
+    original = trainer.reduce_per_replica
+    if getattr(original, "_keras_resnet_fixed", False):
+        return
+
+    def reduce_per_replica(values, strategy, reduction):
+        if (reduction in ("auto", "mean")
+                and isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)):
+            def mean(v):
+                if strategy.experimental_local_results(v)[0].shape.rank == 0:
+                    return strategy.reduce("MEAN", v, axis=None)
+                return original(v, strategy, reduction)
+
+            return tf.nest.map_structure(mean, values)
+        return original(values, strategy, reduction)
+
+    reduce_per_replica._keras_resnet_fixed = True
+    trainer.reduce_per_replica = reduce_per_replica

@@ -451,12 +451,14 @@ def _run_locked(cfg: TrainConfig, run_dir: str, extra_callbacks, placement, out:
             cb.ScalarTensorBoard(os.path.join(out, "logs")), checkpoint,
             *extra_callbacks,
         ]
+        distribute.build_for_fit(model, placement, info.image_size)
         start = time.perf_counter()
         if initial_epoch < cfg.epochs:
-            model.fit(train, epochs=cfg.epochs, initial_epoch=initial_epoch,
-                      steps_per_epoch=data.steps_per_epoch, validation_data=val, shuffle=False,
-                      callbacks=callbacks,
-                      verbose=cfg.verbose if cfg.verbose == "auto" else int(cfg.verbose))
+            with strategy.scope():
+                model.fit(train, epochs=cfg.epochs, initial_epoch=initial_epoch,
+                          steps_per_epoch=data.steps_per_epoch, validation_data=val,
+                          shuffle=False, callbacks=callbacks,
+                          verbose=cfg.verbose if cfg.verbose == "auto" else int(cfg.verbose))
         wall = time.perf_counter() - start
     finally:
         keras.config.set_dtype_policy(previous_policy)
