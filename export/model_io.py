@@ -133,7 +133,8 @@ def float32_model(model):
         return model
     config = _force_float32(model.get_config())
     previous = keras.config.dtype_policy()
-    # Sublayers that a custom layer creates in __init__ take the global policy.
+    # Every layer's policy is in the config; the model object itself has no dtype argument
+    # and takes the global policy, which is_float32 checks too.
     keras.config.set_dtype_policy(FLOAT32)
     try:
         rebuilt = model.__class__.from_config(config)
