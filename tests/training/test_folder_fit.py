@@ -232,3 +232,27 @@ def test_cache_and_resize_are_refused_for_other_datasets(capsys):
     assert main(["--dataset", "folder", "--data-dir", ".", "--image-size", "8,8",
                  "--resize", "zoom"]) == 2
     assert "invalid choice: 'zoom'" in capsys.readouterr().err
+
+
+@pytest.mark.slow  # trains on 1000 scans for the default 10 epochs
+def test_digit_scans_of_mixed_sizes_train_well_with_no_preprocessing_options(tmp_path):
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    rng = np.random.default_rng(0)
+    formats = (("png", "L"), ("png", "RGBA"), ("gif", "P"), ("jpg", "RGB"), ("bmp", "RGB"))
+    for i in range(1000):
+        side = int(rng.integers(24, 49))  # scans of 24-48 px
+        img = Image.fromarray(np.clip(digits.images[i] * 16, 0, 255).astype(np.uint8), "L")
+        ext, mode = formats[i % len(formats)]
+        folder = tmp_path / "scans" / str(digits.target[i])
+        folder.mkdir(parents=True, exist_ok=True)
+        img.resize((side, side), Image.Resampling.BILINEAR).convert(mode).save(
+            folder / f"{i}.{ext}")
+    run = tmp_path / "run"
+    assert main(["--arch", "resnet18", "--dataset", "folder", "--data-dir",
+                 str(tmp_path / "scans"), "--image-size", "28,28", "--width", "8",
+                 "--verbose", "0", "--run-dir", str(run)]) == 0
+    assert json.loads((run / "config.json").read_text())["preprocessing"]["resize"] == "stretch"
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["test_accuracy"] >= 0.85, metrics  # ten classes: chance is 0.1
