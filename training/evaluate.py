@@ -105,20 +105,10 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     _cli.configure(args)
     from training.datasets import DatasetError
-    from training.rundir import USER_ERRNOS, RunDirError
+    from training.rundir import exit_code
 
-    try:
-        evaluate(args.model, args.dataset, args.split, args.data_dir, args.source,
-                 args.batch_size, args.out)
-    except (FileNotFoundError, ValueError, DatasetError, RunDirError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except OSError as e:
-        if e.errno not in USER_ERRNOS:
-            raise
-        print(f"error: {e.filename or ''}: {e.strerror}", file=sys.stderr)
-        return 2
-    return 0
+    return exit_code(lambda: evaluate(args.model, args.dataset, args.split, args.data_dir,
+                                      args.source, args.batch_size, args.out), DatasetError)
 
 
 if __name__ == "__main__":

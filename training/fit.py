@@ -20,7 +20,7 @@ from keras_resnet import _cli, _imports
 from keras_resnet._provenance import library_versions
 
 from training.config import TrainConfig, build_parser, config_from_args
-from training.rundir import USER_ERRNOS, RunDirError, RunLock
+from training.rundir import RunDirError, RunLock, exit_code
 
 # Options that may differ between a run and its --resume (everything else must match).
 RESUMABLE_CHANGES = ("epochs", "resume", "run_dir", "verbose", "strategy", "cpu_replicas")
@@ -517,19 +517,10 @@ def main(argv=None) -> int:
     from training.datasets import DatasetError
 
     try:
-        run(cfg)
+        return exit_code(lambda: run(cfg), DatasetError)
     except TrainingDiverged as e:
         print(f"error: {e}", file=sys.stderr)
         return 3
-    except (FileExistsError, FileNotFoundError, ValueError, DatasetError, RunDirError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except OSError as e:
-        if e.errno not in USER_ERRNOS:
-            raise
-        print(f"error: {e.filename or ''}: {e.strerror}", file=sys.stderr)
-        return 2
-    return 0
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ import fcntl
 import json
 import os
 import re
+import sys
 
 LOCK_FILE = "fit.lock"
 # Every temporary file this package writes is named like this (Keras needs the real suffix to
@@ -23,6 +24,23 @@ USER_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPER
 
 class RunDirError(RuntimeError):
     """The run directory cannot be used as asked; the message names the path and what to do."""
+
+
+def exit_code(action, *user_errors: type) -> int:
+    """Runs ``action()`` for a CLI's main: 0, or 2 with one line on stderr for what the user can
+    fix (a bad option or file, a folder that cannot be written, ``user_errors``); anything else
+    propagates with its traceback."""
+    try:
+        action()
+    except (FileExistsError, FileNotFoundError, ValueError, RunDirError, *user_errors) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        if e.errno not in USER_ERRNOS:
+            raise
+        print(f"error: {e.filename or ''}: {e.strerror}", file=sys.stderr)
+        return 2
+    return 0
 
 
 def temp_path(path: str) -> str:
