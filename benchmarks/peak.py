@@ -104,13 +104,12 @@ def padding_time_ratio(size: int = 4, channels: int = 512, batch: int = 64,
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.peak", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--n", type=int, default=4096, help="matrix size for sgemm")
-    p.add_argument("--iters", type=int, default=50_000_000, help="FMA loop iterations")
+    p.add_argument("--n", type=_cli.positive_int, default=4096, help="matrix size for sgemm")
+    p.add_argument("--iters", type=_cli.positive_int, default=50_000_000,
+                   help="FMA loop iterations")
     _cli.add_log_level_argument(p)
     a = p.parse_args(argv)
     _cli.configure(a)
-    if a.n < 1 or a.iters < 1:
-        p.error(f"--n and --iters must be positive, got {a.n} and {a.iters}")
     print(f"machine: {describe()}")
     gmacs, how = fma_gmacs(a.iters)
     if gmacs is None:

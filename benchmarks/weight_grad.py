@@ -100,13 +100,12 @@ def measure(batch, size, channels, repeats=10) -> dict:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.weight_grad", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--repeats", type=int, default=10, help="timed calls per figure (median)")
-    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--repeats", type=_cli.positive_int, default=10,
+                   help="timed calls per figure (median)")
+    p.add_argument("--batch", type=_cli.positive_int, default=64)
     _cli.add_log_level_argument(p)
     a = p.parse_args(argv)
     _cli.configure(a)
-    if a.repeats < 1 or a.batch < 1:
-        p.error(f"--repeats and --batch must be positive, got {a.repeats} and {a.batch}")
     print(f"machine: {describe()}")
     print(f"{'shape (batch)':<24}" + "".join(f"{m:>22}" for m in METHODS)
           + "   ms (GMAC/s) max rel. diff")
