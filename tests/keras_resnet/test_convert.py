@@ -9,6 +9,7 @@ import os
 import pickle
 import sys
 import time
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -378,11 +379,15 @@ def test_torch_is_never_imported_at_module_level():
     import ast
     import keras_resnet.convert as convert
 
-    tree = ast.parse(open(convert.__file__).read())
-    top = [n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))]
-    names = [a.name for n in top for a in n.names] + [n.module or "" for n in top
-                                                      if isinstance(n, ast.ImportFrom)]
-    assert not [n for n in names if n.split(".")[0] in ("torch", "torchvision")]
+    modules = list(Path(convert.__file__).parent.glob("*.py"))
+    assert {m.stem for m in modules} >= {"__init__", "formats", "architecture", "names", "weights",
+                                         "cli"}
+    for module in modules:
+        tree = ast.parse(module.read_text())
+        top = [n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))]
+        names = [a.name for n in top for a in n.names] + [n.module or "" for n in top
+                                                          if isinstance(n, ast.ImportFrom)]
+        assert not [n for n in names if n.split(".")[0] in ("torch", "torchvision")], module
 
 
 def test_pth_without_torch_says_how(tmp_path, monkeypatch):

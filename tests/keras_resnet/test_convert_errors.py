@@ -190,7 +190,7 @@ def test_a_missing_output_folder_is_one_line(good, tmp_path, capsys):
 
 def _fail_the_check(monkeypatch):
     """The file written no longer matches the model: the reload check must fail."""
-    real = convert._load_keras_model
+    real = convert.cli.load_model
 
     def perturbed(path):
         model = real(path)
@@ -198,7 +198,7 @@ def _fail_the_check(monkeypatch):
         kernel.assign(kernel.numpy() + 1.0)
         return model
 
-    monkeypatch.setattr(convert, "_load_keras_model", perturbed)
+    monkeypatch.setattr(convert.cli, "load_model", perturbed)
 
 
 def test_a_failed_check_is_exit_1_and_leaves_no_file(good, tmp_path, capsys, monkeypatch):
@@ -211,14 +211,14 @@ def test_a_failed_check_is_exit_1_and_leaves_no_file(good, tmp_path, capsys, mon
 
 
 def test_a_failed_to_torch_check_is_exit_1(good, tmp_path, capsys, monkeypatch):
-    real = convert.read_state_dict
+    real = convert.cli.read_state_dict
 
     def altered(path):
         sd, notes = real(path)
         sd["fc.bias"] = sd["fc.bias"] + 1
         return sd, notes
 
-    monkeypatch.setattr(convert, "read_state_dict", altered)
+    monkeypatch.setattr(convert.cli, "read_state_dict", altered)
     out = tmp_path / "w.safetensors"
     code, err = run_cli(capsys, "--to-torch", good["keras"], "--out", out)
     assert code == 1

@@ -1,0 +1,64 @@
+"""What a torchvision-style state_dict says about its architecture: blocks, depths, stem,
+width, channels and classes."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+
+from keras_resnet.archs import ARCHS
+
+
+# conv1 kernel size -> our stem (torchvision: 7x7/2 + max-pool; CIFAR variant: 3x3/1, no pool).
+STEM_BY_KERNEL = {7: "imagenet", 3: "cifar"}
+_TORCH_BLOCK_KEY = re.compile(r"^layer(\d+)\.(\d+)\.")
+
+
+def infer_config(state_dict: Mapping) -> dict:
+    """Architecture facts readable from a torchvision-style state_dict.
+
+    Returns ``{"arch", "block", "depths", "stem", "width", "in_channels", "num_classes",
+    "include_top"}``; ``arch`` is None when the block counts match no entry of ``ARCHS``.
+    Raises ValueError if ``conv1.weight`` is missing or is not a 7x7 or 3x3 kernel.
+    """
+    w = state_dict.get("conv1.weight")
+    if w is None:
+        stems = [k for k in state_dict if k.endswith(".conv1.weight")
+                 and not re.search(r"layer\d+\.\d+\.conv1", k)]
+        prefixes = sorted({k[: -len("conv1.weight")] for k in stems})
+        hint = (
+            f"; its keys seem to start with {prefixes[0]!r}: pass "
+            f"{{k.removeprefix({prefixes[0]!r}): v for k, v in state_dict.items()}}"
+            if len(prefixes) == 1 else ""
+        )
+        raise ValueError(
+            "state_dict has no 'conv1.weight'; this does not look like a torchvision ResNet "
+            f"(first keys: {list(state_dict)[:5]}){hint}"
+        )
+    if w.ndim != 4 or w.shape[2] != w.shape[3]:
+        raise ValueError(f"'conv1.weight' must be (out, in, k, k), got shape {tuple(w.shape)}")
+    kernel = int(w.shape[2])
+    if kernel not in STEM_BY_KERNEL:
+        raise ValueError(
+            f"'conv1.weight' is a {kernel}x{kernel} kernel; supported stems: "
+            + ", ".join(f"{k}x{k} -> {s!r}" for k, s in STEM_BY_KERNEL.items())
+        )
+    blocks: dict[int, set[int]] = {}
+    for key in state_dict:
+        m = _TORCH_BLOCK_KEY.match(key)
+        if m:
+            blocks.setdefault(int(m.group(1)), set()).add(int(m.group(2)))
+    depths = tuple(len(blocks.get(s, ())) for s in range(1, 5))
+    block = "bottleneck" if "layer1.0.conv3.weight" in state_dict else "basic"
+    arch = next((a for a, spec in ARCHS.items() if spec == (block, depths)), None)
+    fc = state_dict.get("fc.weight")
+    return {
+        "arch": arch,
+        "block": block,
+        "depths": depths,
+        "stem": STEM_BY_KERNEL[kernel],
+        "width": int(w.shape[0]),
+        "in_channels": int(w.shape[1]),
+        "num_classes": int(fc.shape[0]) if fc is not None and fc.ndim == 2 else None,
+        "include_top": "fc.weight" in state_dict or "fc.bias" in state_dict,
+    }
