@@ -234,14 +234,14 @@ def test_cache_and_resize_are_refused_for_other_datasets(capsys):
     assert "invalid choice: 'zoom'" in capsys.readouterr().err
 
 
-@pytest.mark.slow  # trains on 1000 scans for the default 10 epochs
+@pytest.mark.slow  # trains on 1797 scans for the default 10 epochs
 def test_digit_scans_of_mixed_sizes_train_well_with_no_preprocessing_options(tmp_path):
     from sklearn.datasets import load_digits
 
     digits = load_digits()
     rng = np.random.default_rng(0)
     formats = (("png", "L"), ("png", "RGBA"), ("gif", "P"), ("jpg", "RGB"), ("bmp", "RGB"))
-    for i in range(1000):
+    for i in range(len(digits.images)):
         side = int(rng.integers(24, 49))  # scans of 24-48 px
         img = Image.fromarray(np.clip(digits.images[i] * 16, 0, 255).astype(np.uint8), "L")
         ext, mode = formats[i % len(formats)]
@@ -255,4 +255,4 @@ def test_digit_scans_of_mixed_sizes_train_well_with_no_preprocessing_options(tmp
                  "--verbose", "0", "--run-dir", str(run)]) == 0
     assert json.loads((run / "config.json").read_text())["preprocessing"]["resize"] == "stretch"
     metrics = json.loads((run / "metrics.json").read_text())
-    assert metrics["test_accuracy"] >= 0.85, metrics  # ten classes: chance is 0.1
+    assert metrics["test_accuracy"] >= 0.9, metrics  # ten classes: chance is 0.1
