@@ -176,6 +176,10 @@ class TrainConfig:
             for name, default in (("cache", None), ("resize", "auto")):
                 if getattr(self, name) != default:
                     raise ValueError(f"{flag(name)} is for --dataset folder, not {self.dataset}")
+        if self.cache not in (None, "memory"):
+            from training.datasets import check_cache
+
+            check_cache(self.cache)
         if not -1 <= self.freeze_stages <= 4:
             raise ValueError(f"--freeze-stages must be -1 (none) or 0..4, got "
                              f"{self.freeze_stages}")

@@ -238,7 +238,7 @@ def folder_run_record(info: DatasetInfo) -> dict:
                                "files": [{"path": p, "reason": r} for p, r in info.skipped]}}
 
 
-def _check_cache(cache: str | None) -> None:
+def check_cache(cache: str | None) -> None:
     if cache is None or cache == "memory":
         return
     parent = os.path.dirname(os.path.abspath(cache))
@@ -794,7 +794,7 @@ def load(name: str, split: str = "train", batch_size: int = 128, data_dir: str |
     if info.folder:
         from training import folders
 
-        _check_cache(cache)
+        check_cache(cache)
         if split not in SPLITS:
             raise ValueError(f"Unknown split {split!r}; expected one of {list(SPLITS)}")
         data = folder_data(data_dir, image_shape, resize)
@@ -876,7 +876,7 @@ def _folder_pipelines(info, batch_size, data_dir, augment, seed, subset, val_fra
                       initial_epoch, image_shape, resize, cache, replicas=1) -> Pipelines:
     from training import folders
 
-    _check_cache(cache)
+    check_cache(cache)
     data = folder_data(data_dir, image_shape, resize)
     has_val = val_fraction > 0 or "val" in data.files
     items = {split: folders.split_files(data, split, val_fraction,
