@@ -241,12 +241,15 @@ def _resnet_graph(arch, shape, num_classes, include_top, pooling, classifier_act
 class ResNet(keras.Model):
     """A functional ResNet that knows its builder arguments (keras-hub's Backbone pattern).
 
-    ``get_config()`` returns the arguments of ``build_resnet`` (plus ``name``, ``trainable``
-    and the dtype policy it was built under) instead of the layer graph, and ``from_config``
-    rebuilds the graph from them: a saved .keras file says what it is, and a file loads back
-    as the same class with ``model.arch``, ``model.class_names`` and ``model.builder_config``.
-    Arguments as ``build_resnet``; ``dtype``: the dtype policy to build under (default: the
-    global policy), so that a mixed-precision file loads back as mixed precision.
+    ``get_config()`` returns the arguments of ``build_resnet`` (plus ``name``, ``trainable``,
+    the dtype policy it was built under and the layers frozen since) instead of the layer
+    graph, and ``from_config`` rebuilds the graph from them: a saved .keras file says what it
+    is, and a file loads back as the same class with ``model.arch``, ``model.class_names`` and
+    ``model.builder_config``. Arguments as ``build_resnet``; ``dtype``: the dtype policy to
+    build under (default: the global policy), so that a mixed-precision file loads back as
+    mixed precision; ``frozen_layers``: names of layers to make non-trainable (what
+    ``freeze`` did before the model was saved, so that a loaded model trains, and takes back
+    its optimizer state, as it did).
     """
 
     def __init__(
@@ -265,6 +268,7 @@ class ResNet(keras.Model):
         name: str | None = None,
         trainable: bool = True,
         dtype=None,
+        frozen_layers: Sequence[str] = (),
     ):
         _check_arch(arch)
         _check_stem(stem)
@@ -310,6 +314,16 @@ class ResNet(keras.Model):
             "class_names": names,
         })
         self._resnet_dtype = policy.name
+        frozen = set(frozen_layers)
+        unknown = sorted(frozen - {layer.name for layer in self._flatten_layers()})
+        if unknown:
+            raise ValueError(f"frozen_layers {unknown} are not layers of this {arch}")
+        # Parents come before their sublayers, so a sublayer's own flag wins.
+        for layer in self._flatten_layers(include_self=False):
+            if layer.name in frozen:
+                layer.trainable = False
+            elif not layer.trainable:
+                layer.trainable = True
 
     @property
     def builder_config(self) -> dict:
@@ -328,8 +342,10 @@ class ResNet(keras.Model):
 
     def get_config(self) -> dict:
         # Not chained to the functional config: a layer graph cannot be passed to __init__.
+        frozen = [layer.name for layer in self._flatten_layers(include_self=False)
+                  if not layer.trainable]
         return {**self.builder_config, "name": self.name, "trainable": self.trainable,
-                "dtype": self._resnet_dtype}
+                "dtype": self._resnet_dtype, "frozen_layers": frozen}
 
     @classmethod
     def from_config(cls, config, custom_objects=None):

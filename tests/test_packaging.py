@@ -30,6 +30,7 @@ def test_wheel_holds_the_packages_and_the_console_scripts(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     assert {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")} == {
         "keras_resnet", "training", "export"}
+    assert "keras_resnet/convert/cli.py" in names  # subpackages too
     entry_points = zipfile.ZipFile(wheel).read(
         next(n for n in names if n.endswith("entry_points.txt"))).decode()
     for script, target in project["scripts"].items():

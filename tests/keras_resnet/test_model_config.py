@@ -53,3 +53,28 @@ def test_a_file_naming_a_class_we_lack_says_what_to_import(tmp_path):
             dst.writestr(item, data)
     with pytest.raises(ModelFileError, match=r"ResNetV9.*load after `import keras_resnet`"):
         load_model(bad)
+
+
+def test_a_frozen_model_loads_frozen_with_its_optimizer_state(tmp_path):
+    import warnings
+
+    import keras
+    import numpy as np
+
+    from keras_resnet import freeze
+
+    model = build_resnet("resnet18", input_shape=(16, 16, 1), num_classes=2, width=2,
+                         stem="cifar")
+    freeze(model, 1)
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(np.zeros((2, 16, 16, 1), "float32"), np.array([0, 1]), verbose=0)
+    model.save(tmp_path / "frozen.keras")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # Keras warns when it drops optimizer variables
+        loaded = keras.models.load_model(tmp_path / "frozen.keras")
+    frozen = [layer.name for layer in model._flatten_layers() if not layer.trainable]
+    assert "stage1_block2_conv1" in frozen and "stage2_block1" not in frozen
+    assert [layer.name for layer in loaded._flatten_layers() if not layer.trainable] == frozen
+    assert len(loaded.optimizer.variables) == len(model.optimizer.variables)
+    with pytest.raises(ValueError, match=r"frozen_layers \['nope'\] are not layers"):
+        type(model).from_config({**model.get_config(), "frozen_layers": ["nope"]})

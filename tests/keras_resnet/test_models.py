@@ -100,7 +100,7 @@ def test_config_round_trip_and_keras_file(arch, tmp_path):
     assert isinstance(model, ResNet)
     assert model.builder_config == builder_args
     assert model.get_config() == {**builder_args, "name": arch, "trainable": True,
-                                  "dtype": "float32"}
+                                  "dtype": "float32", "frozen_layers": []}
     assert (model.arch, model.class_names) == (arch, tuple(names))
 
     clone = ResNet.from_config(model.get_config())
