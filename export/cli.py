@@ -258,6 +258,12 @@ def run(args) -> int:
         "run_config": {k: config[k] for k in ("arch", "dataset", "input_shape", "precision",
                                               "preprocessing") if k in config},
     }
+    from keras_resnet.builder import model_config
+
+    try:
+        source["model_config"] = model_config(model)
+    except ValueError:  # a Keras model that keras_resnet did not build: nothing to tell
+        pass
     manifest = export_all(
         model,
         out,

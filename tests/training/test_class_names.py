@@ -61,4 +61,6 @@ def test_the_export_manifest_takes_the_models_class_names(files, tmp_path, capsy
     code = main(["--model", str(files[0]), "--out", str(out), "--formats", "saved_model",
                  "--no-dataset", "--latency-runs", "1"])
     assert code == 0, capsys.readouterr().err
-    assert json.loads((out / "manifest.json").read_text())["class_names"] == NAMES
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["class_names"] == NAMES
+    assert manifest["source"]["model_config"]["arch"] == "resnet18"  # no run directory needed
