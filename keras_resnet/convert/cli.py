@@ -233,8 +233,8 @@ def _run_to_torch(args) -> int:
 
 
 def _import_torch_first(path: str) -> None:
-    # torch's native libraries must load before TensorFlow's (STACK_NOTES: the other order can
-    # crash without a message); and a missing torch must be said before anything is written.
+    # Before TensorFlow loads, so that a missing torch is said before any work is done. torch
+    # itself imports fine after TensorFlow; torchvision does not (keras_resnet._imports).
     try:
         import torch  # noqa: F401
     except ImportError as err:
