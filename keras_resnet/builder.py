@@ -184,6 +184,21 @@ def _check_class_names(class_names, num_classes: int, include_top: bool):
     return names
 
 
+def _activation_name(activation):
+    """The name under which the config keeps ``activation`` (a name, or a Keras function)."""
+    if activation is None or isinstance(activation, str):
+        return activation
+    try:
+        name = keras.activations.serialize(activation)
+    except Exception:  # lambdas and unregistered functions: Keras raises several types
+        name = None
+    if not isinstance(name, str):
+        raise ValueError(f"classifier_activation must be None or a Keras activation or its name "
+                         f"(e.g. 'softmax'), got {activation!r}, which a saved model could not "
+                         "name")
+    return name
+
+
 def _resnet_graph(arch, shape, num_classes, include_top, pooling, classifier_activation, stem,
                   width, zero_init_residual, normalization):
     """(inputs, outputs) of the functional graph, from checked arguments."""
@@ -284,6 +299,7 @@ class ResNet(keras.Model):
             raise ValueError(f"width must be a positive integer, got {width!r}")
         shape = _check_input_shape(input_shape, stem)
         names = _check_class_names(class_names, num_classes, include_top)
+        classifier_activation = _activation_name(classifier_activation)
         if normalization is not None:
             normalization = _normalization_values(*normalization, channels=shape[-1])
 

@@ -78,3 +78,14 @@ def test_a_frozen_model_loads_frozen_with_its_optimizer_state(tmp_path):
     assert len(loaded.optimizer.variables) == len(model.optimizer.variables)
     with pytest.raises(ValueError, match=r"frozen_layers \['nope'\] are not layers"):
         type(model).from_config({**model.get_config(), "frozen_layers": ["nope"]})
+
+
+def test_the_classifier_activation_is_kept_by_name():
+    import keras
+
+    model = build_resnet("resnet18", input_shape=(16, 16, 1), num_classes=2, width=2,
+                         stem="cifar", classifier_activation=keras.activations.softmax)
+    assert model.builder_config["classifier_activation"] == "softmax"
+    with pytest.raises(ValueError, match="classifier_activation must be None or a Keras"):
+        build_resnet("resnet18", input_shape=(16, 16, 1), num_classes=2, width=2, stem="cifar",
+                     classifier_activation=lambda x: x)
