@@ -284,24 +284,27 @@ class BatchNorm(keras.layers.BatchNormalization):
     def _synchronized_call(self, inputs, gamma, beta):
         """Training-mode normalisation with the statistics of the global batch.
 
-        One all-reduce of (sum, sum of squares, count) per layer through the strategy's own
-        collective, so every replica normalises as one device holding the whole batch would,
-        and the moving statistics stay identical on every replica.
+        Two all-reduces per layer through the strategy's own collective: (sum, count) for the
+        mean, then the sum of squared deviations from it. The one-pass E[x^2] - mean^2 would
+        save one, but it cancels catastrophically where a channel's mean dwarfs its spread (a
+        flat image background), and the replicas would then no longer match one device.
         """
         import tensorflow as tf
 
+        context = tf.distribute.get_replica_context()
         x = tf.cast(inputs, tf.float32)
         channels = x.shape[-1]
         local = tf.concat([
             tf.reduce_sum(x, axis=[0, 1, 2]),
-            tf.reduce_sum(tf.square(x), axis=[0, 1, 2]),
             tf.cast(tf.reshape(tf.reduce_prod(tf.shape(x)[:3]), [1]), tf.float32),
         ], axis=0)
-        total = tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, local)
-        count = total[2 * channels]
+        total = context.all_reduce(tf.distribute.ReduceOp.SUM, local)
+        count = total[channels]
         mean = total[:channels] / count
-        variance = tf.maximum(total[channels:2 * channels] / count - tf.square(mean), 0.0)
-        y = (x - mean) * (gamma * tf.math.rsqrt(variance + self.epsilon)) + beta
+        centred = x - mean
+        variance = context.all_reduce(
+            tf.distribute.ReduceOp.SUM, tf.reduce_sum(tf.square(centred), axis=[0, 1, 2])) / count
+        y = centred * (gamma * tf.math.rsqrt(variance + self.epsilon)) + beta
         m = self.momentum
         unbiased = variance * (count / tf.maximum(count - 1.0, 1.0))
         self.moving_mean.assign(self.moving_mean * m + mean * (1.0 - m))
