@@ -211,3 +211,43 @@ def test_own_images_and_start_weights_block(tmp_path):
         config = json.loads(Path(run, "config.json").read_text())
         assert config["class_names"] == ["cats", "dogs"]
         assert Path(run, "split.json").is_file()
+
+
+@pytest.mark.slow  # two local workers train, then two hand-started TF_CONFIG workers
+def test_several_machines_blocks(tmp_path):
+    launch = shrink(block("bash", "python -m training.launch --nproc 2"), {
+        "--width 16 --epochs 10 --batch-size 128": "--width 4 --epochs 1 --batch-size 32 "
+                                                   "--subset 128",
+    })
+    out = run_bash(launch, tmp_path)
+    assert "[launch] workers ended with [0, 0]; exit status 0" in out, out[-2000:]
+    assert (tmp_path / "runs" / "digits-2workers" / "metrics.json").is_file()
+
+    from training.launch import free_ports
+
+    ports = free_ports(2)
+    hosts = shrink(block("bash", "TF_CONFIG='{\"cluster\""), {
+        "hostA:12345": f"127.0.0.1:{ports[0]}",
+        "hostB:12345": f"127.0.0.1:{ports[1]}",
+        "--arch resnet50 --dataset cifar10 --stem cifar --batch-size 256 --run-dir "
+        "/shared/runs/r50": "--arch resnet18 --dataset digits --width 4 --epochs 1 "
+                            "--batch-size 32 --subset 128 --run-dir r50",
+    })
+    # The two hosts' commands, run side by side on this one.
+    hosts = hosts.replace("--run-dir r50\n", "--run-dir r50 &\n", 1) + "wait\n"
+    run_bash(hosts, tmp_path)
+    config = json.loads((tmp_path / "r50" / "config.json").read_text())
+    assert (config["strategy"], config["num_workers"], config["cluster"]) == (
+        "multi_worker", 2, "TF_CONFIG")
+    assert (tmp_path / "r50" / "metrics.json").is_file()
+
+
+@pytest.mark.slow  # three short trainings
+def test_distributed_benchmark_command(tmp_path):
+    prose = " ".join(README.split())
+    assert "python -m benchmarks.distributed" in prose
+    out = run_bash("python -m benchmarks.distributed -- --arch resnet18 --dataset digits "
+                   "--width 4 --batch-size 32 --subset 64 --epochs 1 --optimizer sgd "
+                   "--lr 0.01 --deterministic", tmp_path)
+    assert "one device" in out and "mirrored, 2 logical CPUs" in out
+    assert "2 workers (training.launch)" in out

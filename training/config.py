@@ -239,8 +239,9 @@ def _base_type(annotation):
 
 EXIT_CODES = """exit status: 0 trained and reported; 2 bad input or usage (an option, the data, the
 run directory: the one-line message says which and what to do); 3 training diverged (NaN/inf or
-exploding loss; the message names the last good checkpoint); 1 an internal error (a bug:
-please report the traceback)."""
+exploding loss; the message names the last good checkpoint); 1 another worker of a
+multi-worker run was lost (one line; --resume continues) or an internal error (a bug: please
+report the traceback)."""
 
 
 def build_parser(description: str | None = None, epilog: str | None = EXIT_CODES

@@ -26,6 +26,10 @@ from training.rundir import RunDirError, RunLock, exit_code
 RESUMABLE_CHANGES = ("epochs", "resume", "run_dir", "verbose", "strategy", "cpu_replicas")
 
 
+class WorkerLost(RuntimeError):
+    """Another worker of a multi-worker run stopped; the run can resume from its last epoch."""
+
+
 class TrainingDiverged(RuntimeError):
     """The loss became NaN/inf or exploded; the message names the last good checkpoint."""
 
@@ -455,10 +459,20 @@ def _run_locked(cfg: TrainConfig, run_dir: str, extra_callbacks, placement, out:
         start = time.perf_counter()
         if initial_epoch < cfg.epochs:
             with strategy.scope():
-                model.fit(train, epochs=cfg.epochs, initial_epoch=initial_epoch,
-                          steps_per_epoch=data.steps_per_epoch, validation_data=val,
-                          shuffle=False, callbacks=callbacks,
-                          verbose=cfg.verbose if cfg.verbose == "auto" else int(cfg.verbose))
+                try:
+                    model.fit(train, epochs=cfg.epochs, initial_epoch=initial_epoch,
+                              steps_per_epoch=data.steps_per_epoch, validation_data=val,
+                              shuffle=False, callbacks=callbacks,
+                              verbose=cfg.verbose if cfg.verbose == "auto" else int(cfg.verbose))
+                except (tf.errors.UnavailableError, tf.errors.AbortedError,
+                        tf.errors.InternalError) as e:
+                    if placement.num_workers == 1:
+                        raise
+                    first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                    raise WorkerLost(
+                        f"worker {placement.worker_index}: the collective with the other "
+                        f"workers failed ({first[:160]}); the run can continue with --resume "
+                        "from its last completed epoch (training.launch does this)") from None
         wall = time.perf_counter() - start
     finally:
         keras.config.set_dtype_policy(previous_policy)
@@ -521,6 +535,9 @@ def main(argv=None) -> int:
     except TrainingDiverged as e:
         print(f"error: {e}", file=sys.stderr)
         return 3
+    except WorkerLost as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":
