@@ -889,9 +889,8 @@ def _folder_pipelines(info, batch_size, data_dir, augment, seed, subset, val_fra
                                 seed=seed, **kwargs)
 
     def train_shard(shard):
-        ds = make("train", True, epochs=epochs, initial_epoch=initial_epoch,
-                  drop_remainder=replicas > 1)
-        return ds if shard is None else replica_slices(ds, shard, batch_size)
+        return make("train", True, epochs=epochs, initial_epoch=initial_epoch,
+                    drop_remainder=replicas > 1, replicas=shard)
 
     val = make("val", False) if has_val else None
     return Pipelines(train_shard(None) if replicas == 1 else None, val, make("test", False),
@@ -899,25 +898,3 @@ def _folder_pipelines(info, batch_size, data_dir, augment, seed, subset, val_fra
                      len(items["train"]), len(items.get("val", ())), len(items["test"]),
                      f"folder:{os.path.abspath(data_dir)}", train_shard)
 
-
-def replica_slices(ds, replicas, batch_size: int):
-    """A pipeline of global batches cut into the slices of replicas (R, first, count), as
-    make_pipeline's `replicas`. Every input worker still decodes whole global batches (the
-    slices then hold the single-device pixels exactly); in-memory datasets avoid that by
-    slicing the index batch before decoding."""
-    import tensorflow as tf
-
-    num_replicas, first, local = replicas
-    per = batch_size // num_replicas
-    cardinality = int(ds.cardinality())
-
-    def cut(x, y):
-        return tf.data.Dataset.range(first, first + local).map(
-            lambda r: (x[r * per:(r + 1) * per], y[r * per:(r + 1) * per]))
-
-    out = ds.flat_map(cut).map(
-        lambda x, y: (tf.ensure_shape(x, [per, *ds.element_spec[0].shape[1:]]),
-                      tf.ensure_shape(y, [per])))
-    if cardinality > 0:
-        out = out.apply(tf.data.experimental.assert_cardinality(cardinality * local))
-    return out.prefetch(tf.data.AUTOTUNE)

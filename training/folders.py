@@ -268,14 +268,18 @@ def cache_file(cache: str, split: str, data: FolderData, items, augment: bool) -
 
 def pipeline(data: FolderData, items, batch_size: int, *, shuffle: bool, augment: bool,
              seed: int = 0, epochs: int | None = None, initial_epoch: int = 0,
-             drop_remainder: bool = False, cache: str | None = None, split: str = "train"):
+             drop_remainder: bool = False, cache: str | None = None, split: str = "train",
+             replicas=None):
     """tf.data pipeline of (float32 raw 0..255 (B, H, W, C) images, int32 labels) streamed
     from the files `items`; batching, epochs and resume as datasets.make_pipeline.
 
     augment: training views (random-resized crop + flip, or the stretched image with a
     batch-wise rotation and shift); else the evaluation view. cache: None, "memory" or a file
     path prefix; it keeps the deterministic part of each image (decoded and resized), never
-    the random views.
+    the random views. replicas=(R, first, count): as datasets.make_pipeline, this input
+    worker's slices of every global batch, in order; the other images are skipped before
+    they are read (with a cache, after it), and every random view is drawn from the image's
+    global position, so the slices hold the single-device pixels.
     """
     import tensorflow as tf
 
@@ -291,6 +295,18 @@ def pipeline(data: FolderData, items, batch_size: int, *, shuffle: bool, augment
     paths = tf.constant([os.path.join(data.scan.root, p) for p, _ in items])
     labels = tf.constant([y for _, y in items], tf.int32)
     base_seed = tf.constant(seed, tf.int64)
+    num_replicas, first, local = replicas or (1, 0, 1)
+    if replicas is not None and (batch_size % num_replicas or not drop_remainder):
+        raise ValueError(f"a batch of {batch_size} split over {num_replicas} replicas needs a "
+                         "batch size divisible by the replica count and drop_remainder")
+    per_replica = batch_size // num_replicas
+    kept_positions = (n // batch_size) * batch_size
+
+    def mine(j):
+        """Whether global position j of an epoch falls in this worker's slices."""
+        r = (j % batch_size) // per_replica
+        return (j < kept_positions) & (r >= first) & (r < first + local)
+
     stored_view = preprocessing.training_base if augment else preprocessing.model_input
 
     def stored(path, label):
@@ -307,28 +323,38 @@ def pipeline(data: FolderData, items, batch_size: int, *, shuffle: bool, augment
         """Epoch `key`'s batches; `source`: its (shuffled) cached images, else the files."""
         epoch_seed = tf.stack([base_seed, tf.cast(key, tf.int64)])
         if source is not None:
-            ds = source
+            ds = source.enumerate()
+            if replicas is not None:
+                ds = ds.filter(lambda j, xy: mine(j))
         else:
             index = tf.range(n, dtype=tf.int64)
             if shuffle:
                 index = tf.random.experimental.stateless_shuffle(index, seed=epoch_seed)
-            ds = tf.data.Dataset.from_tensor_slices(index).map(
-                lambda i: stored(tf.gather(paths, i), tf.gather(labels, i)),
-                num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+            ds = tf.data.Dataset.from_tensor_slices(index).enumerate()
+            if replicas is not None:
+                ds = ds.filter(lambda j, i: mine(j))
+            ds = ds.map(lambda j, i: (j, stored(tf.gather(paths, i), tf.gather(labels, i))),
+                        num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         if augment and prep.resize == "crop":
-            ds = ds.enumerate().map(
-                lambda j, xy: (preprocessing.training_view(
+            ds = ds.map(
+                lambda j, xy: (j, (preprocessing.training_view(
                     xy[0], prep, tf.random.experimental.stateless_fold_in(epoch_seed, j)),
-                    xy[1]),
+                    xy[1])),
                 num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-        ds = ds.batch(batch_size, drop_remainder)
+        ds = ds.map(lambda j, xy: xy).batch(per_replica if replicas else batch_size,
+                                           drop_remainder)
         if augment and prep.resize == "stretch":
             batch_seed = tf.random.experimental.stateless_fold_in(epoch_seed, 2**31 - 1)
-            ds = ds.enumerate().map(
-                lambda b, xy: (augment_batch(
-                    xy[0], tf.random.experimental.stateless_fold_in(batch_seed, b), "mnist"),
-                    xy[1]),
-                num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+            def stretch(k, xy):
+                g, r = k // local, first + k % local  # global batch, replica of this slice
+                rows = None if replicas is None else (
+                    batch_size, tf.cast(r, tf.int32) * per_replica)
+                return augment_batch(xy[0], tf.random.experimental.stateless_fold_in(
+                    batch_seed, g), "mnist", rows=rows), xy[1]
+
+            ds = ds.enumerate().map(stretch, num_parallel_calls=tf.data.AUTOTUNE,
+                                    deterministic=True)
         return ds
 
     if epochs is not None and not 0 <= initial_epoch <= epochs:
@@ -359,7 +385,7 @@ def pipeline(data: FolderData, items, batch_size: int, *, shuffle: bool, augment
     spec = ds.element_spec[0]
     if spec.shape[1:] != (prep.height, prep.width, prep.channels):
         raise AssertionError(f"pipeline lost the static image shape: {spec}")
-    per_epoch = batches_per_epoch(n, batch_size, drop_remainder)
+    per_epoch = batches_per_epoch(n, batch_size, drop_remainder) * local
     total = per_epoch * ((epochs - initial_epoch) if epochs is not None else 1)
     ds = ds.apply(tf.data.experimental.assert_cardinality(total))
     return ds.prefetch(tf.data.AUTOTUNE)

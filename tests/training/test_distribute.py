@@ -52,6 +52,32 @@ def test_workers_hold_disjoint_slices_that_make_up_each_global_batch():
     assert len(seen) == len(set(seen.tolist())) == 40  # no duplicates; 4 left for no batch
 
 
+@pytest.mark.parametrize("resize, cache", [("crop", None), ("stretch", None),
+                                           ("crop", "memory")])
+def test_folder_workers_read_disjoint_files_and_get_single_device_pixels(tmp_path, resize,
+                                                                         cache):
+    import keras
+
+    from tests.training.test_folders import make_mixed_folder
+    from training import datasets
+
+    keras.utils.set_random_seed(0)
+    root = make_mixed_folder(tmp_path / "pics", n=10, bad=0)
+    kw = dict(data_dir=str(root), image_shape=(24, 24, 3), resize=resize, cache=cache,
+              val_fraction=0.0, batch_size=8, epochs=2, seed=1)
+    single = datasets.load_pipelines("folder", **kw)
+    shard = datasets.load_pipelines("folder", replicas=4, **kw).train_shard
+    workers = [[(x.numpy(), y.numpy()) for x, y in shard((4, 2 * w, 2))] for w in range(2)]
+    reference = [(x.numpy(), y.numpy()) for x, y in single.train]
+    steps = single.num_train // 8
+    assert all(len(w) == 2 * 2 * steps for w in workers)
+    for k in range(2 * steps):  # both epochs
+        x, y = reference[(k // steps) * len(reference) // 2 + k % steps]
+        parts = [workers[w][2 * k + j] for w in range(2) for j in range(2)]
+        np.testing.assert_array_equal(np.concatenate([p[1] for p in parts]), y)
+        np.testing.assert_array_equal(np.concatenate([p[0] for p in parts]), x)
+
+
 def test_replica_slices_need_an_even_split():
     with pytest.raises(ValueError, match="divisible by the replica count"):
         _pipeline(44, (3, 0, 1))
