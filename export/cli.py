@@ -16,8 +16,7 @@ import numpy as np
 from keras_resnet import _cli
 from keras_resnet._cli import positive_int
 
-from export.model_io import (ExportError, image_array, input_spec, load_model, num_classes,
-                             read_run_config)
+from export.model_io import ExportError, image_array, input_spec, load_model, num_classes
 from export.onnx_format import DEFAULT_OPSET
 from export.outdir import check_out_dir, is_storage_error
 from export.pipeline import FORMATS, export_all, format_table
@@ -133,26 +132,22 @@ def _dataset_module():
     return datasets
 
 
-def run_data_options(config: dict, data_dir: str | None = None) -> dict:
-    """``training.datasets.load`` keyword arguments that find the data the run trained on: its
-    data_dir (or ``data_dir``), source, validation fraction, and the synthetic shape/classes."""
-    options = config.get("options", {})
-    kwargs = {k: options[k] for k in ("data_dir", "source", "val_fraction") if k in options}
-    if data_dir is not None:
-        kwargs["data_dir"] = data_dir
-    if config.get("dataset") == "folder" and "input_shape" in config:
-        kwargs["image_shape"] = tuple(config["input_shape"])
-        kwargs["resize"] = (config.get("preprocessing") or {}).get("resize", "auto")
-    if config.get("dataset") == "synthetic" and "synthetic_shape" in options:
-        kwargs["image_shape"] = tuple(int(v) for v in str(options["synthetic_shape"]).split(","))
-        kwargs["num_classes"] = int(options.get("synthetic_classes", 10))
-    return kwargs
+def run_record(model_path):
+    """training.fit's record of the run beside the model (RUN/config.json), or None."""
+    try:
+        from training.runrecord import RunRecord, RunRecordError
+    except ImportError:
+        return None
+    try:
+        return RunRecord.beside(model_path)
+    except RunRecordError as err:
+        raise ExportError(str(err)) from None
 
 
 def dataset_arrays(name: str, split: str, n: int, shuffle: bool = False, load_kwargs=None):
     """Up to ``n`` (images, labels) from ``training.datasets.load(name, split=...)``, never
     augmented; ``shuffle`` (seeded) draws calibration images from across the split;
-    ``load_kwargs`` (see run_data_options) say where the run's data lives."""
+    ``load_kwargs`` (RunRecord.data_options) say where the run's data lives."""
     datasets = _dataset_module()
     if name not in datasets.DATASETS:
         raise ExportError(f"Unknown dataset {name!r}; expected one of {sorted(datasets.DATASETS)}")
@@ -210,13 +205,15 @@ def run(args) -> int:
             raise ExportError(f"{flag} file {path!r} does not exist")
     check_out_dir(out, args.overwrite, model=model_path, log=_log)
 
-    config = read_run_config(model_path) if model_path.exists() else {}
+    record = run_record(model_path) if model_path.exists() else None
     model = load_model(model_path)
     shape = input_spec(model)
-    dataset = None if args.no_dataset else (args.dataset or config.get("dataset"))
+    dataset = None if args.no_dataset else (args.dataset or (record and record.dataset))
     # The run's own data options apply only when exporting on the run's own dataset.
-    same = dataset == config.get("dataset")
-    load_kwargs = run_data_options(config if same else {}, args.data_dir)
+    if record is not None and dataset == record.dataset:
+        load_kwargs = record.data_options(args.data_dir)
+    else:
+        load_kwargs = {} if args.data_dir is None else {"data_dir": args.data_dir}
     need_int8 = "tflite" in formats and "int8" in variants
 
     images = labels = calibration = None
@@ -252,12 +249,9 @@ def run(args) -> int:
              "none")
 
     # The model's own names first: a .keras copied away from its run has no config.json.
-    class_names = getattr(model, "class_names", None) or config.get("class_names")
-    source = {
-        "model_file": str(model_path),
-        "run_config": {k: config[k] for k in ("arch", "dataset", "input_shape", "precision",
-                                              "preprocessing") if k in config},
-    }
+    class_names = getattr(model, "class_names", None) or (record and record.class_names)
+    source = {"model_file": str(model_path),
+              "run_config": record.summary() if record is not None else {}}
     from keras_resnet.builder import model_config
 
     try:

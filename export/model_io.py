@@ -6,8 +6,6 @@ import ctypes
 import ctypes.util
 import functools
 import gc
-import json
-from pathlib import Path
 
 import numpy as np
 
@@ -74,17 +72,6 @@ def load_model(path):
         return load_model(path)
     except ModelFileError as err:
         raise ExportError(str(err)) from None
-
-
-def read_run_config(model_path) -> dict:
-    """training's ``config.json`` beside the model file, or {} when there is none."""
-    config_path = Path(model_path).with_name("config.json")
-    if not config_path.is_file():
-        return {}
-    try:
-        return json.loads(config_path.read_text())
-    except (OSError, ValueError) as err:
-        raise ExportError(f"could not read {str(config_path)!r}: {err}")
 
 
 def _policy_name(layer) -> str:

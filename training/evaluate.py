@@ -8,7 +8,6 @@ so the training run's own report is never overwritten).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 
@@ -38,49 +37,37 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def read_run_config(model_path: str) -> dict:
-    path = os.path.join(os.path.dirname(os.path.abspath(model_path)), "config.json")
-    if os.path.isfile(path):
-        try:
-            with open(path) as f:
-                config = json.load(f)
-        except (OSError, ValueError) as e:
-            raise ValueError(f"{path} cannot be read ({e}); pass --dataset to evaluate without "
-                             "it") from None
-        if isinstance(config, dict):
-            return config
-        raise ValueError(f"{path} is not a training.fit run record; pass --dataset to "
-                         "evaluate without it")
-    return {}
-
-
 def evaluate(model_path: str, dataset: str | None = None, split: str = "test",
              data_dir: str | None = None, source: str = "auto", batch_size: int = 256,
              out: str | None = None) -> dict:
     from training import datasets, report
     from training.fit import log
     from training.modelio import load_model
+    from training.runrecord import RunRecord, RunRecordError
 
     if not os.path.isfile(model_path):
         raise FileNotFoundError(f"no model file {model_path}")
-    config = read_run_config(model_path)
-    dataset = dataset or config.get("dataset")
+    try:
+        record = RunRecord.beside(model_path)
+    except RunRecordError as e:
+        raise ValueError(f"{e}; pass --dataset to evaluate without it") from None
+    dataset = dataset or (record.dataset if record else None)
     if dataset is None:
         raise ValueError(f"--dataset is needed: no config.json next to {model_path}")
-    options = config.get("options", {}) if config.get("dataset") == dataset else {}
-    synthetic = {}
-    if dataset == "synthetic" and options:
-        synthetic = dict(image_shape=tuple(config["input_shape"]),
-                         num_classes=config["num_classes"])
-    if datasets.DATASETS[dataset].folder:
-        if not options and "input_shape" not in config:
-            raise ValueError(f"--dataset folder needs the config.json that training.fit wrote "
-                             f"next to {model_path} (it holds the image size)")
-        synthetic = dict(image_shape=tuple(config["input_shape"]),
-                         resize=(config.get("preprocessing") or {}).get("resize", "auto"))
-        data_dir = data_dir or options.get("data_dir")
+    if dataset not in datasets.DATASETS:
+        raise ValueError(f"--dataset {dataset!r} is not one of {sorted(datasets.DATASETS)}")
+    # The run's own data options apply only when evaluating on the run's own dataset.
+    own = record.data_options(data_dir) if record and record.dataset == dataset else {}
+    if datasets.DATASETS[dataset].folder and "image_shape" not in own:
+        raise ValueError(f"--dataset folder needs the config.json that training.fit wrote "
+                         f"next to {model_path} (it holds the image size)")
+    if source != "auto" or "source" not in own:
+        own["source"] = source
+    own.setdefault("data_dir", data_dir)
+    val_fraction = own.pop("val_fraction", 0.1)
+    data_dir, source = own.pop("data_dir"), own.pop("source")
+    synthetic = own
     info = datasets.get_info(dataset, data_dir=data_dir, **synthetic)
-    val_fraction = options.get("val_fraction", 0.1)
     model = load_model(model_path)
     expected = tuple(model.input_shape[1:])
     if expected != tuple(info.image_size) or model.output_shape[-1] != info.num_classes:

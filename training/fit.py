@@ -367,6 +367,7 @@ def _run_locked(cfg: TrainConfig, run_dir: str, extra_callbacks, placement, out:
     from training import callbacks as cb
     from training import datasets, distribute, report
     from training.modelio import load_model
+    from training.runrecord import write_record
 
     distribute.check_batch(cfg.batch_size, placement)
     if cfg.resume:
@@ -425,7 +426,7 @@ def _run_locked(cfg: TrainConfig, run_dir: str, extra_callbacks, placement, out:
     }
     if info.folder:
         config.update(datasets.folder_run_record(info))
-    cb.atomic_write_json(os.path.join(out, "config.json"), config)
+    write_record(out, config)
     if info.folder:
         # Which file went to which split, so that the run's numbers can be traced to images.
         cb.atomic_write_json(os.path.join(out, "split.json"),

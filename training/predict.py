@@ -130,14 +130,14 @@ def model_class_names(model, model_path: str):
 
 
 def class_names_beside(model_path: str):
-    """training.fit's class names from the config.json in the model's folder, if there is one."""
-    path = os.path.join(os.path.dirname(os.path.abspath(model_path)), "config.json")
+    """training.fit's class names from the run record in the model's folder, if there is one."""
+    from training.runrecord import RunRecord, RunRecordError
+
     try:
-        with open(path) as f:
-            names = json.load(f).get("class_names")
-    except (OSError, ValueError, AttributeError):
-        return None
-    return [str(n) for n in names] if isinstance(names, list) and names else None
+        record = RunRecord.beside(model_path)
+    except RunRecordError as e:
+        raise PredictError(str(e)) from None
+    return list(record.class_names) if record and record.class_names else None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -158,6 +158,7 @@ def main(argv=None) -> int:
         del files
         from training.modelio import ModelFileError, load_model
         from training.preprocessing import ImageError, preprocessing_for
+        from training.runrecord import RunRecordError
 
         try:
             model = load_model(args.model)
@@ -173,7 +174,7 @@ def main(argv=None) -> int:
 
         try:
             prep = preprocessing_for(args.model, shape)
-        except ImageError as e:
+        except (ImageError, RunRecordError) as e:
             raise PredictError(str(e)) from None
         files, rows = predict_files(run_logits, prep, args.paths, args.top_k,
                                     model_class_names(model, args.model), args.batch_size,

@@ -27,8 +27,6 @@ crop would cut off strokes). Resizing is bilinear with antialiasing.
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
 import re
 
 # The suffixes tf.io.decode_image reads (TIFF is not among them).
@@ -100,14 +98,11 @@ class Preprocessing:
 def preprocessing_for(model_path: str, input_shape=None) -> Preprocessing:
     """The preprocessing a run recorded in the config.json beside `model_path`; without one,
     the default ("auto") for the model's input shape (given, or read from the model)."""
-    path = os.path.join(os.path.dirname(os.path.abspath(model_path)), "config.json")
-    try:
-        with open(path) as f:
-            record = json.load(f).get("preprocessing")
-    except (OSError, ValueError, AttributeError):
-        record = None
-    if isinstance(record, dict):
-        return Preprocessing.from_dict(record)
+    from training.runrecord import RunRecord
+
+    record = RunRecord.beside(model_path)
+    if record is not None and record.preprocessing is not None:
+        return Preprocessing.from_dict(record.preprocessing)
     if input_shape is None:
         from training.modelio import load_model
 

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 import zipfile
@@ -176,24 +177,40 @@ def test_cli_reads_calibration_and_verification_data_from_the_run_dataset(tmp_pa
     assert "accuracy" in stdout
 
 
-def test_run_data_options_find_the_runs_own_data():
-    from export.cli import run_data_options
+SYNTHETIC_RUN = {"arch": "resnet18", "dataset": "synthetic", "input_shape": [28, 28, 1],
+                 "num_classes": 4, "options": {
+                     "data_dir": "/data/here", "source": "archive", "val_fraction": 0.2,
+                     "synthetic_shape": "28,28,1", "synthetic_classes": 4, "epochs": 3}}
 
-    config = {"dataset": "synthetic", "options": {
-        "data_dir": "/data/here", "source": "archive", "val_fraction": 0.2,
-        "synthetic_shape": "28,28,1", "synthetic_classes": 4, "epochs": 3}}
-    assert run_data_options(config) == {
+
+def test_the_run_record_finds_the_runs_own_data():
+    from training.runrecord import RunRecord, RunRecordError
+
+    record = RunRecord.from_dict(SYNTHETIC_RUN)
+    assert record.data_options() == {
         "data_dir": "/data/here", "source": "archive", "val_fraction": 0.2,
         "image_shape": (28, 28, 1), "num_classes": 4}
-    assert run_data_options(config, data_dir="/elsewhere")["data_dir"] == "/elsewhere"
-    assert run_data_options({}) == {}
+    assert record.data_options(data_dir="/elsewhere")["data_dir"] == "/elsewhere"
+    folder = RunRecord.from_dict({**SYNTHETIC_RUN, "dataset": "folder", "input_shape": [32, 32, 3],
+                                  "preprocessing": {"resize": "stretch"}})
+    assert folder.data_options()["image_shape"] == (32, 32, 3)
+    assert folder.data_options()["resize"] == "stretch"
+    for damaged, what in (([], "not a JSON object"), ({"num_classes": "ten"}, "not integers"),
+                          ({**SYNTHETIC_RUN, "class_names": ["a"]}, "list of 4 names")):
+        with pytest.raises(RunRecordError, match=re.escape(what)):
+            RunRecord.from_dict(damaged, "RUN/config.json")
+    with pytest.raises(RunRecordError, match=re.escape("no ['arch'")):
+        RunRecord.from_dict({"dataset": "mnist"}, "RUN/config.json", complete=True)
+    # A hand-written record with only class names is read for what it has.
+    assert RunRecord.from_dict({"class_names": ["a", "b"]}).class_names == ("a", "b")
 
 
 def test_synthetic_run_exports_with_its_own_shape():
     """A run on 28x28x1 synthetic data reads 28x28x1 verification images, not the table's."""
-    from export.cli import dataset_arrays, run_data_options
+    from export.cli import dataset_arrays
+    from training.runrecord import RunRecord
 
-    config = {"dataset": "synthetic", "options": {"synthetic_shape": "28,28,1",
-                                                  "synthetic_classes": 4}}
-    x, y = dataset_arrays("synthetic", "test", 8, load_kwargs=run_data_options(config))
+    kwargs = RunRecord.from_dict(SYNTHETIC_RUN).data_options()
+    kwargs.pop("data_dir"), kwargs.pop("source")
+    x, y = dataset_arrays("synthetic", "test", 8, load_kwargs=kwargs)
     assert x.shape == (8, 28, 28, 1) and y.max() < 4

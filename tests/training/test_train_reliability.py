@@ -317,6 +317,35 @@ def test_truncated_best_keras_names_the_file_and_the_usable_checkpoint(tiny_run,
     assert "last.keras" in line and "epoch 1" in line
 
 
+@pytest.mark.parametrize("content, what", [
+    ('{"arch": "resnet18", "dataset"', "cannot be read"),
+    ("[]", "not a JSON object"),
+    ('{"dataset": "digits", "num_classes": "ten"}', "are not integers"),
+])
+def test_a_damaged_run_record_is_one_line_for_evaluate_predict_and_export(
+        tiny_run, tmp_path, capsys, content, what):
+    from PIL import Image
+
+    from export.cli import main as export_main
+    from training import predict
+
+    run_dir = copy_run(tiny_run, tmp_path)
+    config = os.path.join(run_dir, "config.json")
+    with open(config, "w") as f:
+        f.write(content)
+    best = os.path.join(run_dir, "best.keras")
+    image = str(tmp_path / "seven.png")
+    Image.new("L", (28, 28)).save(image)
+    for main, args in ((evaluate.main, ["--model", best]),
+                       (predict.main, ["--model", best, image]),
+                       (export_main, ["--model", best, "--out", str(tmp_path / "out"),
+                                      "--formats", "onnx"])):
+        assert exit_code(main, args) == 2
+        line = error_line(capsys)
+        assert config in line and what in line, line
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.parametrize("content", ['{"entries": [{"epoch": 1', "{}", "[]", '{"entries": 3}'])
 def test_damaged_state_json_names_the_file(tiny_run, tmp_path, capsys, content):
     run_dir = copy_run(tiny_run, tmp_path)

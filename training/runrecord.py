@@ -1,0 +1,110 @@
+"""A run directory's record, RUN/config.json: what training.fit writes and what every program that
+follows a run (training.evaluate, training.predict, export, export.predict) reads, through one
+typed reader, so each finds the run's data, image size, classes and preprocessing the same way.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+
+CONFIG = "config.json"
+# What training.fit always writes (write_record checks it); fit writes more (versions,
+# strategy, sizes, ...), kept in `raw`. Readers take records with less (older runs, a
+# config.json written by hand holding only class names) and use what is there.
+REQUIRED = ("arch", "dataset", "input_shape", "num_classes", "options")
+SUMMARY = ("arch", "dataset", "input_shape", "precision", "preprocessing")
+
+
+class RunRecordError(ValueError):
+    """A config.json that cannot be read as a run record; the message names the file."""
+
+
+@dataclasses.dataclass(frozen=True)
+class RunRecord:
+    path: str
+    arch: str | None
+    dataset: str | None
+    input_shape: tuple | None
+    num_classes: int | None
+    class_names: tuple | None
+    preprocessing: dict | None
+    options: dict
+    raw: dict
+
+    @classmethod
+    def from_dict(cls, raw, path: str = CONFIG, complete: bool = False) -> "RunRecord":
+        """`complete`: every REQUIRED key must be there (what fit writes)."""
+        if not isinstance(raw, dict):
+            raise RunRecordError(f"{path} is not a training.fit run record (not a JSON object)")
+        missing = [k for k in REQUIRED if k not in raw]
+        if complete and missing:
+            raise RunRecordError(f"{path} is not a training.fit run record: no {missing}")
+        try:
+            shape = (tuple(int(v) for v in raw["input_shape"])
+                     if raw.get("input_shape") is not None else None)
+            num_classes = int(raw["num_classes"]) if raw.get("num_classes") is not None else None
+        except (TypeError, ValueError):
+            raise RunRecordError(f"{path}: input_shape {raw.get('input_shape')!r} / num_classes "
+                                 f"{raw.get('num_classes')!r} are not integers") from None
+        names = raw.get("class_names")
+        if names is not None and (not isinstance(names, list) or not names or (
+                num_classes is not None and len(names) != num_classes)):
+            count = f"{num_classes} names" if num_classes is not None else "names"
+            raise RunRecordError(f"{path}: class_names is not a non-empty list of {count}")
+        options = raw.get("options", {})
+        if not isinstance(options, dict):
+            raise RunRecordError(f"{path}: options is not a JSON object")
+        preprocessing = raw.get("preprocessing")
+        return cls(path=path, arch=raw.get("arch"), dataset=raw.get("dataset"),
+                   input_shape=shape, num_classes=num_classes,
+                   class_names=tuple(str(n) for n in names) if names else None,
+                   preprocessing=preprocessing if isinstance(preprocessing, dict) else None,
+                   options=options, raw=raw)
+
+    @classmethod
+    def read(cls, path: str) -> "RunRecord":
+        try:
+            with open(path) as f:
+                raw = json.load(f)
+        except (OSError, ValueError) as e:
+            raise RunRecordError(f"{path} cannot be read ({e})") from None
+        return cls.from_dict(raw, path)
+
+    @classmethod
+    def beside(cls, model_path) -> "RunRecord | None":
+        """The record in the folder of `model_path` (RUN/best.keras -> RUN/config.json), or
+        None when there is none; a damaged one raises RunRecordError."""
+        path = os.path.join(os.path.dirname(os.path.abspath(str(model_path))), CONFIG)
+        return cls.read(path) if os.path.isfile(path) else None
+
+    def data_options(self, data_dir: str | None = None) -> dict:
+        """training.datasets.get_info/load/load_pipelines keyword arguments that find the data
+        this run trained on: its data folder (or `data_dir`), source, validation fraction, and
+        for image folders and synthetic data the image shape (and resize, class count)."""
+        kwargs = {k: self.options[k] for k in ("data_dir", "source", "val_fraction")
+                  if self.options.get(k) is not None}
+        if data_dir is not None:
+            kwargs["data_dir"] = data_dir
+        if self.dataset in ("folder", "synthetic") and self.input_shape is not None:
+            kwargs["image_shape"] = self.input_shape
+        if self.dataset == "synthetic" and self.num_classes is not None:
+            kwargs["num_classes"] = self.num_classes
+        if self.dataset == "folder":
+            kwargs["resize"] = (self.preprocessing or {}).get("resize", "auto")
+        return kwargs
+
+    def summary(self) -> dict:
+        """The facts an export manifest repeats about the run."""
+        return {k: self.raw[k] for k in SUMMARY if k in self.raw}
+
+
+def write_record(run_dir: str, record: dict) -> str:
+    """Writes RUN/config.json atomically after checking that it reads back as a RunRecord."""
+    from training.rundir import atomic_write_json
+
+    path = os.path.join(run_dir, CONFIG)
+    RunRecord.from_dict(record, path, complete=True)
+    atomic_write_json(path, record)
+    return path
