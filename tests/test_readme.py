@@ -251,3 +251,17 @@ def test_distributed_benchmark_command(tmp_path):
                    "--lr 0.01 --deterministic", tmp_path)
     assert "one device" in out and "mirrored, 2 logical CPUs" in out
     assert "2 workers (training.launch)" in out
+
+
+@pytest.mark.slow  # a folder, a training, an export of every format and three predictions
+def test_folder_to_deployed_model_journey(tmp_path):
+    journey = shrink(block("bash", "python -m training.sample_folder my_scans"), {
+        "python -m training.sample_folder my_scans\n":
+            "python -m training.sample_folder my_scans --count 300\n",
+        "--width 16 --epochs 10": "--width 8 --epochs 2",
+    })
+    out = run_bash(journey, tmp_path)
+    assert "top-1 equal to training.predict: onnx 300 int8" in out, out[-2000:]
+    assert len(json.loads((tmp_path / "keras.json").read_text())) == 300
+    manifest = json.loads((tmp_path / "artifacts" / "scans" / "manifest.json").read_text())
+    assert manifest["class_names"] == [str(d) for d in range(10)]
