@@ -110,7 +110,7 @@ def test_train_evaluate_export_and_run_every_artifact(tmp_path):
         Image.fromarray(pixels, "L").resize((28, 28)).save(tmp_path / "my_digits" / f"{i}.png")
     Image.fromarray(np.clip(digits.images[7] * 16, 0, 255).astype(np.uint8), "L").save(
         tmp_path / "seven.png")
-    predict = block("bash", "python -m training.predict").replace("runs/<run>", run)
+    predict = block("bash", "python -m training.predict --model runs/<run>/best.keras my_digits/").replace("runs/<run>", run)
     keras_text, onnx_json = run_bash(predict, tmp_path).split("\n[", 1)
     assert keras_text.count(".png") == 4
     assert len(json.loads("[" + onnx_json)) == 4
