@@ -65,6 +65,31 @@ SLOW_TESTS = {
     "training/test_train_reliability.py::test_log_csv_row_is_written_with_the_checkpoint",
     "training/test_train_reliability.py::test_two_processes_on_one_run_dir_one_refuses",
     "training/test_folder_fit.py::test_start_from_a_keras_model",
+    # 6-20 s apiece; each feature keeps a faster everyday test (noted beside each).
+    "training/test_train_fit.py::test_resume_continues_at_the_right_epoch_with_the_same_state",
+    # (resume: test_train_reliability's checkpoint/state tests)
+    "training/test_train_fit.py::test_mixed_bfloat16_trains_on_cpu",
+    "keras_resnet/test_backends.py::test_other_backend_matches_tensorflow_and_round_trips"
+    "[basic-jax]",
+    "keras_resnet/test_backends.py::test_other_backend_matches_tensorflow_and_round_trips"
+    "[basic-torch]",
+    "keras_resnet/test_models.py::test_xla_compiles_the_fast_paths_and_agrees[resnet18]",
+    "test_readme.py::test_pipelines_in_your_own_script_block",
+    "test_readme.py::test_model_library_block_builds_compiles_and_trains",
+    "test_readme.py::test_model_that_knows_what_it_is_block",
+    "test_startup.py::test_tensorflow_log_lines_are_off_by_default_and_on_with_info",
+    "test_startup.py::test_torchvision_imported_after_our_models_works_and_says_what_it_turned_off",
+    "training/test_folder_fit.py::"
+    "test_mixed_formats_sizes_and_a_corrupt_file_learn_and_predict_as_model_predict",
+    "training/test_folder_fit.py::test_train_val_test_folders_use_the_val_folder",
+    "training/test_folder_fit.py::"
+    "test_start_from_torchvision_weights_with_a_new_classifier_and_frozen_stages",
+    # (folders: test_class_folders_train_and_record_the_split and test_folders.py)
+    "training/test_train_reliability.py::test_a_stale_lock_of_a_dead_process_is_taken_over",
+    "training/test_train_reliability.py::test_a_finite_but_exploding_loss_stops_with_exit_3",
+    "training/test_train_reliability.py::"
+    "test_divergence_in_a_later_epoch_names_the_last_good_checkpoint",
+    "training/test_class_names.py::test_the_export_manifest_takes_the_models_class_names",
 }
 
 
