@@ -25,8 +25,8 @@ import tempfile
 
 from keras_resnet import _cli
 
-# Noise images: no flat regions whose ReLU masks flip on round-off (digits' black background
-# does, and then any two float32 runs part ways within a few steps, one device included).
+# Noise images: on the digits, any two float32 runs (one device at 1 and 2 threads included)
+# part ways within a few steps, likely where their flat background sits at a ReLU's threshold.
 DEFAULT_FIT = ["--arch", "resnet18", "--dataset", "synthetic", "--synthetic-shape", "16,16,3",
                "--stem", "cifar", "--width", "8", "--batch-size", "32", "--subset", "160",
                "--epochs", "2", "--optimizer", "sgd", "--lr", "0.01", "--deterministic",

@@ -17,7 +17,7 @@ import pytest
 from tests.conftest import REPO
 from training.datasets import make_pipeline
 
-# Equivalence runs: noise images (no flat regions whose ReLU masks flip on round-off), 5 steps
+# Equivalence runs: noise images (on digits even two one-device runs part ways fast), 5 steps
 # an epoch, SGD; the kill/restart runs: real digits, 20 steps an epoch, fit's defaults.
 EQUIVALENCE = ["--arch", "resnet18", "--dataset", "synthetic", "--synthetic-shape", "16,16,3",
                "--stem", "cifar", "--width", "8", "--batch-size", "32", "--subset", "160",
