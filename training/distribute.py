@@ -158,6 +158,8 @@ def set_batchnorm_sync(model, sync: bool) -> None:
     """Marks every BatchNorm of the model (blocks included) synchronised or not."""
     import keras
 
+    # Keras 3 has no public walk into the sublayers of custom layers (our blocks); this is the
+    # one its own tracking and saving use.
     for layer in model._flatten_layers(include_self=False, recursive=True):
         if isinstance(layer, keras.layers.BatchNormalization):
             layer.synchronized = sync
