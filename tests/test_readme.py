@@ -265,3 +265,16 @@ def test_folder_to_deployed_model_journey(tmp_path):
     assert len(json.loads((tmp_path / "keras.json").read_text())) == 300
     manifest = json.loads((tmp_path / "artifacts" / "scans" / "manifest.json").read_text())
     assert manifest["class_names"] == [str(d) for d in range(10)]
+
+
+@pytest.mark.slow  # writes JPEGs and runs three tf.data pipelines twice
+def test_decode_benchmark_block(tmp_path):
+    decode = shrink(block("bash", "python -m benchmarks.decode"), {
+        "python -m benchmarks.decode     #": "python -m benchmarks.decode --images 16 --size 64 #",
+    })
+    out = run_bash(decode, tmp_path)
+    assert "training pipeline" in out and "evaluation pipeline" in out and "per core" in out
+    prose = " ".join(README.split())
+    assert "`--images 2000 --size 32`" in prose
+    assert "decode check" in run_bash("python -m benchmarks.decode --images 20 --size 32",
+                                      tmp_path)
