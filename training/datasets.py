@@ -712,14 +712,8 @@ def make_pipeline(images: np.ndarray, labels: np.ndarray, batch_size: int, *, sh
     n = len(labels)
     if n == 0:
         raise ValueError("no images to build a pipeline from")
-    num_replicas, first, local = replicas or (1, 0, 1)
-    if replicas is not None:
-        if not (0 <= first and 1 <= local and first + local <= num_replicas):
-            raise ValueError(f"replicas {replicas} is not (R, first, count) within R")
-        if batch_size % num_replicas or not drop_remainder:
-            raise ValueError(f"a batch of {batch_size} split over {num_replicas} replicas needs "
-                             "a batch size divisible by the replica count and drop_remainder")
-    per_replica = batch_size // num_replicas
+    num_replicas, first, local, per_replica = replica_layout(replicas, batch_size,
+                                                             drop_remainder)
     images_t = tf.constant(images, dtype=tf.uint8)
     labels_t = tf.constant(labels, dtype=tf.int32)
     base_seed = tf.constant(seed, tf.int64)
@@ -764,6 +758,19 @@ def make_pipeline(images: np.ndarray, labels: np.ndarray, batch_size: int, *, sh
     total = per_epoch * ((epochs - initial_epoch) if epochs is not None else 1)
     ds = ds.apply(tf.data.experimental.assert_cardinality(total))
     return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def replica_layout(replicas, batch_size: int, drop_remainder: bool) -> tuple:
+    """(R, first, count, per-replica batch) of a pipeline's `replicas=(R, first, count)`
+    (None: one replica holding whole batches); checked once for every pipeline kind."""
+    num_replicas, first, local = replicas or (1, 0, 1)
+    if replicas is not None:
+        if not (0 <= first and 1 <= local and first + local <= num_replicas):
+            raise ValueError(f"replicas {replicas} is not (R, first, count) within R")
+        if batch_size % num_replicas or not drop_remainder:
+            raise ValueError(f"a batch of {batch_size} split over {num_replicas} replicas needs "
+                             "a batch size divisible by the replica count and drop_remainder")
+    return num_replicas, first, local, batch_size // num_replicas
 
 
 def batches_per_epoch(n: int, batch_size: int, drop_remainder: bool = False) -> int:

@@ -284,7 +284,7 @@ def pipeline(data: FolderData, items, batch_size: int, *, shuffle: bool, augment
     import tensorflow as tf
 
     from training import preprocessing
-    from training.datasets import augment_batch, batches_per_epoch
+    from training.datasets import augment_batch, batches_per_epoch, replica_layout
 
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
@@ -295,11 +295,8 @@ def pipeline(data: FolderData, items, batch_size: int, *, shuffle: bool, augment
     paths = tf.constant([os.path.join(data.scan.root, p) for p, _ in items])
     labels = tf.constant([y for _, y in items], tf.int32)
     base_seed = tf.constant(seed, tf.int64)
-    num_replicas, first, local = replicas or (1, 0, 1)
-    if replicas is not None and (batch_size % num_replicas or not drop_remainder):
-        raise ValueError(f"a batch of {batch_size} split over {num_replicas} replicas needs a "
-                         "batch size divisible by the replica count and drop_remainder")
-    per_replica = batch_size // num_replicas
+    num_replicas, first, local, per_replica = replica_layout(replicas, batch_size,
+                                                             drop_remainder)
     kept_positions = (n // batch_size) * batch_size
 
     def mine(j):
