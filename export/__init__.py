@@ -19,7 +19,7 @@ import importlib
 # public name -> (module, attribute); resolved on first use (PEP 562), so that `import export`
 # and `python -m export --help` load no TensorFlow/ONNX/LiteRT.
 _EXPORTS = {
-    "DEFAULT_OPSET": ("export.onnx_format", "DEFAULT_OPSET"),
+    "DEFAULT_OPSET": ("export.checks", "DEFAULT_OPSET"),
     "ExportError": ("export.model_io", "ExportError"),
     "FORMATS": ("export.pipeline", "FORMATS"),
     "INPUT_NAME": ("export.savedmodel_format", "INPUT_NAME"),

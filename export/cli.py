@@ -16,8 +16,8 @@ import numpy as np
 from keras_resnet import _cli
 from keras_resnet._cli import positive_int
 
-from export.model_io import ExportError, image_array, input_spec, load_model, num_classes
-from export.onnx_format import DEFAULT_OPSET
+from export.checks import DEFAULT_OPSET, image_array, parse_list
+from export.model_io import ExportError, input_spec, load_model, num_classes
 from export.outdir import check_out_dir, is_storage_error
 from export.pipeline import FORMATS, export_all, format_table
 from export.tflite_format import DEFAULT_CALIBRATION_SIZE, IO_DTYPES, VARIANTS
@@ -55,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tflite-variants", default=DEFAULT_VARIANTS,
                    help=f"comma-separated subset of {','.join(VARIANTS)} (default: all; "
                    "without calibration data the default leaves int8 out, with a note)")
-    p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help="ONNX opset (default 17)")
+    p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET})")
     p.add_argument("--int8-io", choices=IO_DTYPES, default="float32",
                    help="input/output type of the full-integer int8 TFLite file (default "
                    "float32: same interface as the other artifacts)")
@@ -193,8 +193,6 @@ def run(args) -> int:
     model_path = Path(args.model)
     out = Path(args.out)
     # Cheap checks first: fail before loading TensorFlow models or data.
-    from export.pipeline import parse_list
-
     formats = parse_list(args.formats, FORMATS, "format")
     variants = parse_list(args.tflite_variants, VARIANTS, "TFLite variant")
     if args.labels and not args.inputs:

@@ -155,23 +155,6 @@ def input_spec(model) -> tuple[int, int, int]:
 
 
 
-def image_array(images, shape, what: str) -> np.ndarray:
-    """``images`` as float32 (N, H, W, C) raw pixels for a model taking ``shape`` (H, W, C), or
-    an ExportError naming ``what``; (N, H, W) is taken for one channel."""
-    arr = np.asarray(images)
-    h, w, c = shape
-    if arr.ndim == 3 and c == 1 and arr.shape[1:] == (h, w):
-        arr = arr[..., None]
-    expected = f"images of shape (N, {h}, {w}, {c}), raw pixels 0..255"
-    if arr.dtype.kind not in "biuf" or arr.ndim != 4 or tuple(arr.shape[1:]) != (h, w, c):
-        raise ExportError(f"{what} holds a {arr.dtype} array of shape {arr.shape}; the model "
-                          f"takes {expected}")
-    if len(arr) == 0:
-        raise ExportError(f"{what} holds no images; expected {expected}")
-    arr = arr.astype(np.float32)
-    if not np.all(np.isfinite(arr)):
-        raise ExportError(f"{what} contains NaN or infinite values")
-    return arr
 
 def num_classes(model) -> int:
     shape = tuple(model.outputs[0].shape)

@@ -14,21 +14,24 @@ import contextlib
 import gc
 from pathlib import Path
 
+from export.artifact import Artifact, WriterOptions
+from export.checks import DEFAULT_OPSET, check_opset
 from export.model_io import ExportError, float32_model, release_memory
 from export.savedmodel_format import INPUT_NAME, OUTPUT_NAMES, frozen_graph_def
 
-DEFAULT_OPSET = 17
-# 13: oldest with the ops a ResNet needs as used here; 18: newest tf2onnx 1.17 knows
-# (tf2onnx.constants.OPSET_TO_IR_VERSION). Opset 17 is exercised by the tests.
-MIN_OPSET, MAX_OPSET = 13, 18
+FORMAT = "onnx"
+VARIANTS = ("float32",)
 BATCH_DIM = "batch"
 
 
-def check_opset(opset) -> None:
-    if isinstance(opset, bool) or not isinstance(opset, int) or not MIN_OPSET <= opset <= MAX_OPSET:
-        raise ExportError(
-            f"ONNX opset must be an integer in {MIN_OPSET}..{MAX_OPSET}, got {opset!r}"
-        )
+def check(variant: str, options: WriterOptions, shape) -> None:
+    check_opset(options.opset)
+
+
+def write_artifact(model, folder, variant: str, options: WriterOptions) -> Artifact:
+    """``folder/model.onnx`` (see ``onnx``)."""
+    path = onnx(model, Path(folder) / "model.onnx", opset=options.opset)
+    return Artifact(FORMAT, variant, path, {"opset": options.opset})
 
 
 def onnx(model, path, opset: int = DEFAULT_OPSET) -> Path:

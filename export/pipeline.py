@@ -3,29 +3,25 @@
 from __future__ import annotations
 
 import datetime
-import hashlib
 import json
 import os
 import shutil
-from pathlib import Path
 
 import numpy as np
 
-from keras_resnet._provenance import library_versions, sha256_file
+from export import onnx_format, savedmodel_format, tflite_format
+from export.artifact import Artifact, WriterOptions
+from export.checks import DEFAULT_OPSET, describe_path, image_array, library_versions, parse_list
 from export.model_io import (
     ExportError,
     float32_model,
-    image_array,
     input_spec,
-    is_float32,
     normalization,
     num_classes,
     release_memory,
 )
-from export.onnx_format import DEFAULT_OPSET, check_opset, onnx
 from export.outdir import MANIFEST, check_out_dir, publish, staging_dir
-from export.savedmodel_format import INPUT_NAME, OUTPUT_NAMES, saved_model
-from export.tflite_format import IO_DTYPES, VARIANTS, op_report, tflite
+from export.savedmodel_format import INPUT_NAME, OUTPUT_NAMES
 from export.verification import (
     DEFAULT_BATCH_SIZES,
     batch1_latency_ms,
@@ -33,40 +29,18 @@ from export.verification import (
     verify,
 )
 
-FORMATS = ("saved_model", "tflite", "onnx")
+# Written in this order; each module follows the protocol in export.artifact.
+WRITERS = {m.FORMAT: m for m in (savedmodel_format, onnx_format, tflite_format)}
+FORMATS = tuple(WRITERS)
 MANIFEST_VERSION = 1
 RANDOM_VERIFY_IMAGES = 32
-
-
-def parse_list(value, allowed, what):
-    items = [v.strip() for v in value.split(",")] if isinstance(value, str) else list(value)
-    items = [v for v in items if v]
-    unknown = [v for v in items if v not in allowed]
-    if unknown or not items:
-        raise ExportError(
-            f"Unknown {what} {unknown or value!r}; expected a comma-separated subset of "
-            f"{list(allowed)}"
-        )
-    return list(dict.fromkeys(items))
-
-
-def describe_path(path: Path) -> tuple[int, str]:
-    """(size in bytes, sha256). For a folder: total size, and the sha256 over its sorted
-    ``relative/path\\0<sha256 of file>\\n`` lines."""
-    if path.is_file():
-        return path.stat().st_size, sha256_file(path)
-    h, size = hashlib.sha256(), 0
-    for f in sorted(p for p in path.rglob("*") if p.is_file()):
-        size += f.stat().st_size
-        h.update(f"{f.relative_to(path).as_posix()}\0{sha256_file(f)}\n".encode())
-    return size, h.hexdigest()
 
 
 def export_all(
     model,
     out,
     formats=FORMATS,
-    tflite_variants=VARIANTS,
+    tflite_variants=tflite_format.VARIANTS,
     images=None,
     labels=None,
     calibration_images=None,
@@ -94,44 +68,19 @@ def export_all(
         images / labels: verification data, raw pixels (N, H, W, C); random images when None.
         calibration_images: training images for the full-integer int8 variant.
     """
-    formats = parse_list(formats, FORMATS, "format")
-    variants = parse_list(tflite_variants, VARIANTS, "TFLite variant") if "tflite" in formats else []
-    if int8_io not in IO_DTYPES:
-        raise ExportError(f"Unknown int8 I/O type {int8_io!r}; expected one of {list(IO_DTYPES)}")
-    if "onnx" in formats:
-        check_opset(opset)
-    out = check_out_dir(out, overwrite, log=log)
-    shape = input_spec(model)
-    classes = num_classes(model)
-    if images is not None:
-        images = image_array(images, shape, "verification images")
-    if calibration_images is not None:
-        calibration_images = image_array(calibration_images, shape, "calibration images")
-    if "int8" in variants and calibration_images is None:
-        raise ExportError(
-            "the full-integer 'int8' TFLite variant needs calibration data from the training "
-            "set and none was given (CLI: a run whose config.json names its dataset, "
-            "--dataset NAME, or --calibration FILE.npy); or drop it with --tflite-variants "
-            "float32,float16,dynamic_int8"
-        )
+    shape, classes = input_spec(model), num_classes(model)
+    options = WriterOptions(opset=opset, int8_io=int8_io,
+                            calibration_images=calibration_images,
+                            calibration_description=calibration_description)
+    plan = _plan(formats, tflite_variants)
+    for fmt, variant in plan:
+        WRITERS[fmt].check(variant, options, shape)
+    images, labels, data_description = _verification_data(images, labels, shape,
+                                                          data_description, log)
     if class_names is not None and len(class_names) != classes:
         raise ExportError(f"{len(class_names)} class names for a {classes}-class model")
-    if labels is not None:
-        if images is None:
-            raise ExportError("labels were given without images")
-        labels = np.asarray(labels).reshape(-1).astype(np.int64)
-        if len(labels) != len(images):
-            raise ExportError(f"{len(labels)} labels for {len(images)} verification images")
-    if images is None:
-        rng = np.random.default_rng(0)
-        images = rng.uniform(0, 255, (RANDOM_VERIFY_IMAGES, *shape)).astype(np.float32)
-        data_description = (
-            f"{RANDOM_VERIFY_IMAGES} random uniform 0..255 images (no data set or inputs given;"
-            " agreement on noise says little about quantized accuracy)"
-        )
-        log(f"note: verifying on {data_description}")
+    out = check_out_dir(out, overwrite, log=log)
 
-    rebuilt = not is_float32(model)
     reference = float32_model(model)
     ref_logits = reference_logits(reference, images)
     ref_latency = batch1_latency_ms(_keras_fn(reference), images[:1], latency_runs)
@@ -139,106 +88,124 @@ def export_all(
 
     tmp = staging_dir(out)
     try:
-        artifacts = []
-
-        def add(fmt, variant, path, extra=None):
-            log(f"verifying {fmt} {variant}: {path.relative_to(tmp)}")
-            result = verify(path, ref_logits, images, labels, kind=fmt, variant=variant,
-                            batch_sizes=batch_sizes, latency_runs=latency_runs)
-            size, sha = describe_path(path)
-            entry = {
-                "format": fmt,
-                "variant": variant,
-                "path": path.relative_to(tmp).as_posix(),
-                "size_bytes": size,
-                "sha256": sha,
-                "input": result.pop("input"),
-                "outputs": result.pop("outputs"),
-                **(extra or {}),
-                "verification": result,
-                "passed": result["passed"],
-            }
-            ops = (extra or {}).get("ops")
-            if ops:  # TFLite: builtin ops only; full-integer int8 computes in int8 only
-                if ops["non_builtin"]:
-                    result["failures"].append(f"non-builtin ops {ops['non_builtin']}")
-                if variant == "int8" and ops["float_compute_ops"]:
-                    result["failures"].append(
-                        f"float computation in the int8 model: {ops['float_compute_ops']}")
-                result["passed"] = entry["passed"] = not result["failures"]
-            artifacts.append(entry)
+        entries = []
+        for fmt, variant in plan:
+            log(f"writing {fmt} {variant}")
+            artifact = WRITERS[fmt].write_artifact(reference, tmp, variant, options)
+            log(f"verifying {fmt} {variant}: {artifact.path.relative_to(tmp)}")
+            result = verify(artifact.path, ref_logits, images, labels, kind=fmt,
+                            variant=variant, batch_sizes=batch_sizes, latency_runs=latency_runs)
+            entries.append(_entry(artifact, result, tmp))
             if not result["passed"]:
                 log(f"FAILED {fmt} {variant}: " + "; ".join(result["failures"]))
             # One artifact's converter and runtime at a time: what they left is freed before
             # the next starts: without this, the peaks of the formats add up.
             release_memory()
-
-        sm_dir = None
-        if "saved_model" in formats:
-            log("writing SavedModel")
-            sm_dir = saved_model(reference, tmp / "saved_model", version=1)
-            add("saved_model", "float32", sm_dir,
-                {"signature": "serving_default", "tf_serving_base_path": "saved_model"})
-        if "onnx" in formats:
-            log(f"writing ONNX (opset {opset})")
-            path = onnx(reference, tmp / "model.onnx", opset=opset)
-            add("onnx", "float32", path, {"opset": opset})
-        for variant in variants:
-            log(f"writing TFLite {variant}")
-            path = tmp / "tflite" / f"model_{variant}.tflite"
-            tflite(reference, path, variant, calibration_images,
-                   io_dtype=int8_io if variant == "int8" else "float32")
-            extra = {"ops": op_report(path)}
-            if variant == "int8":
-                extra["calibration"] = {
-                    "images": int(len(calibration_images)),
-                    "source": calibration_description or "given calibration images",
-                }
-            add("tflite", variant, path, extra)
-
-        manifest = {
-            "manifest_version": MANIFEST_VERSION,
-            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "source": {
-                **(source or {}),
-                "model_name": model.name,
-                "dtype_policies": sorted({getattr(l.dtype_policy, "name", "float32")
-                                          for l in model._flatten_layers()}),
-                "rebuilt_in_float32": rebuilt,
-            },
-            "input": {
-                "name": INPUT_NAME,
-                "shape": [None, *shape],
-                "dtype": "float32",
-                "layout": "NHWC",
-                "range": "raw pixels 0..255 (normalization is inside the model)",
-            },
-            "outputs": list(OUTPUT_NAMES),
-            "class_names": list(class_names) if class_names is not None else
-            [str(i) for i in range(classes)],
-            "normalization": normalization(reference),
-            "verification": {
-                "reference": "float32 Keras model" + (" (rebuilt from mixed precision)"
-                                                      if rebuilt else ""),
-                "data": data_description or f"{len(images)} given images",
-                "n": int(len(images)),
-                "labels": labels is not None,
-                "batch_sizes": sorted(set(batch_sizes)),
-                "reference_latency_ms_batch1_median": ref_latency,
-                "reference_accuracy": (float(np.mean(np.argmax(ref_logits, 1) == labels))
-                                       if labels is not None else None),
-                "threads": os.cpu_count(),
-            },
-            "artifacts": artifacts,
-            "passed": all(a["passed"] for a in artifacts),
-            "versions": library_versions("onnx", "tf2onnx", "onnxruntime", "ai-edge-litert"),
-        }
+        manifest = _manifest(model, reference, entries, shape=shape, class_names=class_names,
+                             images=images, labels=labels, ref_logits=ref_logits,
+                             ref_latency=ref_latency, data_description=data_description,
+                             batch_sizes=batch_sizes, source=source)
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
         publish(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return manifest
+
+
+def _manifest(model, reference, entries, *, shape, class_names, images, labels, ref_logits,
+              ref_latency, data_description, batch_sizes, source) -> dict:
+    rebuilt = reference is not model
+    return {
+        "manifest_version": MANIFEST_VERSION,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "source": {
+            **(source or {}),
+            "model_name": model.name,
+            "dtype_policies": sorted({getattr(l.dtype_policy, "name", "float32")
+                                      for l in model._flatten_layers()}),
+            "rebuilt_in_float32": rebuilt,
+        },
+        "input": {
+            "name": INPUT_NAME,
+            "shape": [None, *shape],
+            "dtype": "float32",
+            "layout": "NHWC",
+            "range": "raw pixels 0..255 (normalization is inside the model)",
+        },
+        "outputs": list(OUTPUT_NAMES),
+        "class_names": list(class_names) if class_names is not None else
+        [str(i) for i in range(ref_logits.shape[1])],
+        "normalization": normalization(reference),
+        "verification": {
+            "reference": "float32 Keras model" + (" (rebuilt from mixed precision)"
+                                                  if rebuilt else ""),
+            "data": data_description,
+            "n": int(len(images)),
+            "labels": labels is not None,
+            "batch_sizes": sorted(set(batch_sizes)),
+            "reference_latency_ms_batch1_median": ref_latency,
+            "reference_accuracy": (float(np.mean(np.argmax(ref_logits, 1) == labels))
+                                   if labels is not None else None),
+            "threads": os.cpu_count(),
+        },
+        "artifacts": entries,
+        "passed": all(a["passed"] for a in entries),
+        "versions": library_versions("onnx", "tf2onnx", "onnxruntime", "ai-edge-litert"),
+    }
+
+
+def _plan(formats, tflite_variants) -> list[tuple[str, str]]:
+    """(format, variant) of every artifact to write, in writing order."""
+    formats = parse_list(formats, FORMATS, "format")
+    plan = []
+    for fmt in FORMATS:
+        if fmt in formats:
+            variants = WRITERS[fmt].VARIANTS
+            if fmt == tflite_format.FORMAT:
+                variants = parse_list(tflite_variants, variants, "TFLite variant")
+            plan += [(fmt, variant) for variant in variants]
+    return plan
+
+
+def _verification_data(images, labels, shape, description, log):
+    """(images, labels or None, description): the given arrays checked, or random images."""
+    if labels is not None and images is None:
+        raise ExportError("labels were given without images")
+    if images is None:
+        rng = np.random.default_rng(0)
+        images = rng.uniform(0, 255, (RANDOM_VERIFY_IMAGES, *shape)).astype(np.float32)
+        description = (
+            f"{RANDOM_VERIFY_IMAGES} random uniform 0..255 images (no data set or inputs given;"
+            " agreement on noise says little about quantized accuracy)"
+        )
+        log(f"note: verifying on {description}")
+        return images, None, description
+    images = image_array(images, shape, "verification images")
+    if labels is not None:
+        labels = np.asarray(labels).reshape(-1).astype(np.int64)
+        if len(labels) != len(images):
+            raise ExportError(f"{len(labels)} labels for {len(images)} verification images")
+    return images, labels, description or f"{len(images)} given images"
+
+
+def _entry(artifact: Artifact, result: dict, root) -> dict:
+    """The manifest's record of one verified artifact."""
+    size, sha = describe_path(artifact.path)
+    ops = result.pop("ops", None)
+    return {
+        "format": artifact.format,
+        "variant": artifact.variant,
+        "path": artifact.path.relative_to(root).as_posix(),
+        "size_bytes": size,
+        "sha256": sha,
+        "input": result.pop("input"),
+        "outputs": result.pop("outputs"),
+        **artifact.info,
+        **({"ops": ops} if ops is not None else {}),
+        "verification": result,
+        "passed": result["passed"],
+    }
 
 
 def _keras_fn(model):

@@ -4,11 +4,27 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from export.artifact import Artifact, WriterOptions
 from export.model_io import ExportError, float32_model, input_spec, release_memory
 
+FORMAT = "saved_model"
+VARIANTS = ("float32",)
 INPUT_NAME = "image"
 OUTPUT_NAMES = ("logits", "probabilities")
 SIGNATURE = "serving_default"
+# The folder TF Serving's --model_base_path points at, relative to the export.
+BASE_PATH = "saved_model"
+
+
+def check(variant: str, options: WriterOptions, shape) -> None:
+    """A SavedModel needs nothing beyond the model."""
+
+
+def write_artifact(model, folder, variant: str, options: WriterOptions) -> Artifact:
+    """``folder/saved_model/1`` (see ``saved_model``)."""
+    path = saved_model(model, Path(folder) / BASE_PATH, version=1)
+    return Artifact(FORMAT, variant, path,
+                    {"signature": SIGNATURE, "tf_serving_base_path": BASE_PATH})
 
 
 def serving_function(model):

@@ -25,15 +25,53 @@ from pathlib import Path
 
 import numpy as np
 
-from export.model_io import (ExportError, float32_model, image_array, input_spec,
-                             release_memory)
+from export.artifact import Artifact, WriterOptions
+from export.checks import image_array
+from export.model_io import ExportError, float32_model, input_spec, release_memory
 from export.savedmodel_format import SIGNATURE, frozen_serving_function
 
+FORMAT = "tflite"
 VARIANTS = ("float32", "float16", "dynamic_int8", "int8")
 IO_DTYPES = ("float32", "int8", "uint8")
 # Calibration examples fed to the converter for full-integer int8; the TFLite guide suggests
 # ~100-500 representative samples.
 DEFAULT_CALIBRATION_SIZE = 200
+
+
+def check(variant: str, options: WriterOptions, shape) -> None:
+    _check_variant(variant, options.int8_io)
+    if variant == "int8":
+        if options.calibration_images is None:
+            raise ExportError(
+                "the full-integer 'int8' TFLite variant needs calibration data from the "
+                "training set and none was given (CLI: a run whose config.json names its "
+                "dataset, --dataset NAME, or --calibration FILE.npy); or drop it with "
+                "--tflite-variants float32,float16,dynamic_int8"
+            )
+        image_array(options.calibration_images, shape, "calibration images")
+
+
+def write_artifact(model, folder, variant: str, options: WriterOptions) -> Artifact:
+    """``folder/tflite/model_<variant>.tflite`` (see ``tflite``); the int8 variant takes the
+    calibration images and I/O type of ``options``."""
+    int8 = variant == "int8"
+    path = tflite(model, Path(folder) / "tflite" / f"model_{variant}.tflite", variant,
+                  options.calibration_images if int8 else None,
+                  io_dtype=options.int8_io if int8 else "float32")
+    info = {}
+    if int8:
+        info["calibration"] = {
+            "images": int(len(options.calibration_images)),
+            "source": options.calibration_description or "given calibration images",
+        }
+    return Artifact(FORMAT, variant, path, info)
+
+
+def _check_variant(variant: str, io_dtype: str) -> None:
+    if variant not in VARIANTS:
+        raise ExportError(f"Unknown TFLite variant {variant!r}; expected one of {list(VARIANTS)}")
+    if io_dtype not in IO_DTYPES:
+        raise ExportError(f"Unknown int8 I/O type {io_dtype!r}; expected one of {list(IO_DTYPES)}")
 
 
 def tflite(
@@ -54,22 +92,14 @@ def tflite(
     """
     import tensorflow as tf
 
-    if variant not in VARIANTS:
-        raise ExportError(f"Unknown TFLite variant {variant!r}; expected one of {list(VARIANTS)}")
-    if io_dtype not in IO_DTYPES:
-        raise ExportError(f"Unknown io_dtype {io_dtype!r}; expected one of {list(IO_DTYPES)}")
+    check(variant, WriterOptions(int8_io=io_dtype, calibration_images=representative_images),
+          input_spec(model))
     if io_dtype != "float32" and variant != "int8":
         raise ExportError(f"io_dtype={io_dtype!r} needs variant 'int8', got {variant!r}")
     model = float32_model(model)
     calibration = None
     if variant == "int8":
-        if representative_images is None:
-            raise ExportError(
-                "full-integer int8 TFLite needs calibration data: pass representative images "
-                "from the training set (CLI: a run whose config.json names its dataset, or "
-                "--inputs/--calibration FILE.npy), or leave the 'int8' variant out"
-            )
-        calibration = image_array(representative_images, input_spec(model), "calibration data")
+        calibration = image_array(representative_images, input_spec(model), "calibration images")
     path = Path(path)
     if path.suffix != ".tflite":
         raise ExportError(f"TFLite path must end with '.tflite', got {str(path)!r}")

@@ -16,6 +16,10 @@ Pass criteria
   int8          0.95             0.02
   ============  ===============  ==================
 
+* A TFLite file may hold TFLite builtin ops only (``ai_edge_litert`` runs nothing else), and the
+  full-integer int8 variant computes in int8 only: no op but QUANTIZE/DEQUANTIZE touches a float
+  tensor.
+
   Why these figures: float16 weights perturb logits by ~1e-3 relative, so only near-tied
   examples may flip; post-training int8 quantization of ResNets typically costs well under one
   point of top-1 accuracy (per-channel weights, calibrated activations). The thresholds leave
@@ -98,7 +102,7 @@ class _OnnxRunner:
 
 class _TfliteRunner:
     def __init__(self, path):
-        from export.tflite_format import interpreter
+        from export.tflite_format import interpreter, op_report
 
         self._interp = interpreter(path, num_threads=os.cpu_count())
         self._runner = self._interp.get_signature_runner(SIGNATURE)
@@ -115,10 +119,12 @@ class _TfliteRunner:
             scale, zero = self._in_q
             self.input["quantization"] = {"scale": float(scale), "zero_point": int(zero)}
         self.outputs = sorted(self._out)
+        self.ops = op_report(path)
         dtypes = {np.dtype(t["dtype"]).name for t in self._interp.get_tensor_details()}
-        self.precision = (
-            "int8" if "int8" in dtypes else "float16" if "float16" in dtypes else "float32"
-        )
+        if "int8" in dtypes:
+            self.precision = "dynamic_int8" if self.ops["float_compute_ops"] else "int8"
+        else:
+            self.precision = "float16" if "float16" in dtypes else "float32"
 
     def __call__(self, images):
         x = images
@@ -190,12 +196,14 @@ def verify(
         images: (N, H, W, C) float32 raw pixels.
         labels: optional (N,) int labels; adds accuracy and the accuracy-drop check.
         variant: "float32", "float16", "dynamic_int8" or "int8"; inferred from the tensor
-            types when None (a quantized TFLite file counts as "int8").
+            types when None (a TFLite file with int8 tensors is "int8" when only int8 ops
+            compute, else "dynamic_int8").
         batch_sizes: the artifact is run one example at a time (batch 1) and in batches of
             each larger size here; all results must pass.
 
-    Returns a dict of figures with ``passed`` and, when it did not pass, ``failures``
-    (one sentence each, with the numbers).
+    Returns a dict of figures with ``passed`` and ``failures`` (one sentence each, with the
+    numbers), the artifact's ``input`` and ``outputs`` and, for TFLite, its ``ops``
+    (``export.op_report``).
     """
     images = np.asarray(images, dtype=np.float32)
     if images.ndim != 4 or len(images) == 0:
@@ -268,6 +276,13 @@ def verify(
         d1 = result["batch1_vs_batched_max_diff"]
         if not d1 <= bound:
             failures.append(f"batch 1 vs batch {largest}: max|Δlogit| {d1:.3g} > {bound:.3g}")
+    ops = getattr(runner, "ops", None)
+    if ops is not None:
+        result["ops"] = ops
+        if ops["non_builtin"]:
+            failures.append(f"non-builtin ops {ops['non_builtin']}")
+        if variant == "int8" and ops["float_compute_ops"]:
+            failures.append(f"float computation in the int8 model: {ops['float_compute_ops']}")
     if labels is not None:
         labels = np.asarray(labels).reshape(-1)
         if len(labels) != len(images):

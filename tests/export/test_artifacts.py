@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import export
-from export.pipeline import describe_path
+from export.checks import describe_path
 from tests.conftest import logit_tolerance
 
 FLOAT_FORMATS = [("saved_model", "float32"), ("onnx", "float32"), ("tflite", "float32")]
@@ -111,6 +111,10 @@ def test_full_integer_tflite_is_builtin_int8_only(exported):
     for variant in ("float32", "float16", "dynamic_int8"):
         rep = export.op_report(exported.out / exported.artifact("tflite", variant)["path"])
         assert rep["non_builtin"] == [], (variant, rep)
+    # What verify infers when no variant is named: the file's own reading of itself.
+    for variant in ("float32", "float16", "dynamic_int8", "int8"):
+        runner = export.load_runner(exported.out / exported.artifact("tflite", variant)["path"])
+        assert runner.precision == variant
 
 
 def test_int8_with_integer_io(exported, tmp_path):

@@ -66,3 +66,41 @@ def test_low_agreement_fails(monkeypatch, data):
     result = run(monkeypatch, runner, images, logits)
     assert not result["passed"]
     assert any("top-1 agreement" in f for f in result["failures"])
+
+
+def ops_runner(logits, ops, precision):
+    runner = FakeRunner(logits)
+    runner.ops = {"ops": sorted(set(ops["non_builtin"]) | {"CONV_2D"}), **ops}
+    runner.precision = precision
+    return runner
+
+
+def run_tflite(monkeypatch, runner, images, logits, variant):
+    monkeypatch.setattr(verification, "load_runner", lambda path, kind=None: runner)
+    return verification.verify("fake.tflite", logits, images, kind="tflite", variant=variant,
+                                batch_sizes=(1, 8), latency_runs=0)
+
+
+def test_a_non_builtin_op_fails_any_tflite_variant(monkeypatch, data):
+    images, logits = data
+    runner = ops_runner(logits, {"non_builtin": ["FlexConv2D"], "float_compute_ops": []},
+                        "float32")
+    result = run_tflite(monkeypatch, runner, images, logits, "float32")
+    assert not result["passed"]
+    assert result["failures"] == ["non-builtin ops ['FlexConv2D']"]
+    assert result["ops"]["non_builtin"] == ["FlexConv2D"]
+
+
+def test_float_computation_fails_int8_only(monkeypatch, data):
+    images, logits = data
+    ops = {"non_builtin": [], "float_compute_ops": ["FULLY_CONNECTED"]}
+    result = run_tflite(monkeypatch, ops_runner(logits, ops, "dynamic_int8"), images, logits,
+                        "int8")
+    assert result["failures"] == ["float computation in the int8 model: ['FULLY_CONNECTED']"]
+    result = run_tflite(monkeypatch, ops_runner(logits, ops, "dynamic_int8"), images, logits,
+                        "dynamic_int8")
+    assert result["passed"], result["failures"]
+    # Without a stated variant the runner's reading of the file decides: dynamic range here.
+    result = run_tflite(monkeypatch, ops_runner(logits, ops, "dynamic_int8"), images, logits,
+                        None)
+    assert result["variant"] == "dynamic_int8" and result["passed"], result
