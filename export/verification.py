@@ -214,90 +214,24 @@ def verify(
         ref = reference_logits(reference, images)
     if ref.shape[0] != len(images):
         raise ExportError(f"{len(ref)} reference rows for {len(images)} images")
-    runner = load_runner(artifact, kind)
-    variant = variant or runner.precision
-    exact = variant == "float32"
-
-    outputs = {}
-    for b in sorted(set(batch_sizes)):
-        if b == 1:
-            n1 = min(len(images), BATCH1_EXAMPLES)
-            outputs[1] = (np.concatenate([runner(images[i : i + 1]) for i in range(n1)]), n1)
-        else:
-            outputs[b] = (_run_batched(runner, images, b), len(images))
-    largest = max(outputs)
-    logits = outputs[largest][0]
-
-    max_logit = float(np.max(np.abs(ref)))
-    tolerance = FLOAT_ATOL + FLOAT_RTOL * max_logit
-    diffs = {}
-    for b, (out, n) in outputs.items():
-        if out.shape != ref[:n].shape:
-            raise ExportError(f"{artifact}: output shape {out.shape} at batch {b}, expected "
-                              f"{ref[:n].shape}")
-        diffs[b] = float(np.max(np.abs(out - ref[:n]))) if np.all(np.isfinite(out)) else float("inf")
-    result = {
-        "variant": variant,
-        "n": int(len(images)),
-        "batch_sizes": sorted(outputs),
-        "max_abs_logit": max_logit,
-        "max_abs_diff": max(diffs.values()),
-        "max_abs_diff_by_batch": {str(b): d for b, d in sorted(diffs.items())},
-        "top1_agreement": float(np.mean(np.argmax(logits, 1) == np.argmax(ref, 1))),
-    }
-    # Batch-1 and batched runs of the same artifact must agree with each other too.
-    if 1 in outputs and largest != 1:
-        n1 = outputs[1][1]
-        result["batch1_vs_batched_max_diff"] = float(np.max(np.abs(outputs[1][0] - logits[:n1])))
-    failures = []
-    if exact:
-        result["check"] = "max|Δlogit| <= 1e-4 + 1e-5*max|logit|"
-        result["tolerance"] = tolerance
-        for b, d in sorted(diffs.items()):
-            if not d <= tolerance:
-                failures.append(
-                    f"batch {b}: max|Δlogit| {d:.3g} > tolerance {tolerance:.3g} "
-                    f"(max|logit| {max_logit:.3g})"
-                )
-    else:
-        result["check"] = "top-1 agreement" + (" and accuracy drop" if labels is not None else "")
-        need = MIN_AGREEMENT.get(variant, MIN_AGREEMENT["int8"])
-        result["min_agreement"] = need
-        # Judged on the run over every image: the batch-1 run covers only BATCH1_EXAMPLES, where
-        # one near-tie flip would already read as 0.875 agreement.
-        agree = result["top1_agreement"]
-        if agree < need:
-            failures.append(f"batch {largest}: top-1 agreement {agree:.4f} < {need} on "
-                            f"{len(images)} images")
-    if "batch1_vs_batched_max_diff" in result:
-        # The artifact's batch-1 path must give what its batched path gives: to round-off for
-        # float32, and no further apart than the artifact is from Keras for float16/int8.
-        bound = tolerance if exact else max(tolerance, diffs[largest])
-        d1 = result["batch1_vs_batched_max_diff"]
-        if not d1 <= bound:
-            failures.append(f"batch 1 vs batch {largest}: max|Δlogit| {d1:.3g} > {bound:.3g}")
-    ops = getattr(runner, "ops", None)
-    if ops is not None:
-        result["ops"] = ops
-        if ops["non_builtin"]:
-            failures.append(f"non-builtin ops {ops['non_builtin']}")
-        if variant == "int8" and ops["float_compute_ops"]:
-            failures.append(f"float computation in the int8 model: {ops['float_compute_ops']}")
     if labels is not None:
         labels = np.asarray(labels).reshape(-1)
         if len(labels) != len(images):
             raise ExportError(f"{len(labels)} labels for {len(images)} images")
-        ref_acc = float(np.mean(np.argmax(ref, 1) == labels))
-        acc = float(np.mean(np.argmax(logits, 1) == labels))
-        result.update(accuracy=acc, reference_accuracy=ref_acc, accuracy_drop=ref_acc - acc)
-        if not exact:
-            max_drop = MAX_ACCURACY_DROP.get(variant, MAX_ACCURACY_DROP["int8"])
-            result["max_accuracy_drop"] = max_drop
-            if ref_acc - acc > max_drop:
-                failures.append(
-                    f"accuracy {acc:.4f} vs Keras {ref_acc:.4f}: drop {ref_acc - acc:.4f} > "
-                    f"{max_drop}"
-                )
+    runner = load_runner(artifact, kind)
+    variant = variant or runner.precision
+    outputs = _run(runner, images, batch_sizes)
+    for b, out in outputs.items():
+        if out.shape != ref[: len(out)].shape:
+            raise ExportError(f"{artifact}: output shape {out.shape} at batch {b}, expected "
+                              f"{ref[: len(out)].shape}")
+    result = {"variant": variant, "n": int(len(images)), **_figures(outputs, ref, labels)}
+    ops = getattr(runner, "ops", None)
+    if ops is not None:
+        result["ops"] = ops
+    failures = []
+    for rule in (_logit_rule, _batch1_rule, _accuracy_rule, _op_rule):
+        failures += rule(result, variant)
     result["latency_ms_batch1_median"] = batch1_latency_ms(runner, images[:1], latency_runs)
     result["latency_runs"] = latency_runs
     result["passed"] = not failures
@@ -307,3 +241,110 @@ def verify(
     del runner
     release_memory()  # the artifact's runtime (interpreter, session, loaded SavedModel)
     return result
+
+
+def _run(runner, images, batch_sizes) -> dict:
+    """{batch size: logits}: batch 1 over the first BATCH1_EXAMPLES images one at a time,
+    every larger size over all images."""
+    outputs = {}
+    for b in sorted(set(batch_sizes)):
+        if b == 1:
+            n1 = min(len(images), BATCH1_EXAMPLES)
+            outputs[1] = np.concatenate([runner(images[i : i + 1]) for i in range(n1)])
+        else:
+            outputs[b] = _run_batched(runner, images, b)
+    return outputs
+
+
+def _figures(outputs, ref, labels) -> dict:
+    """What the rules judge: differences from Keras at each batch size, top-1 agreement and
+    accuracy of the largest batch size's run, batch 1 against batched."""
+    largest = max(outputs)
+    logits = outputs[largest]
+    diffs = {
+        b: float(np.max(np.abs(out - ref[: len(out)]))) if np.all(np.isfinite(out))
+        else float("inf")
+        for b, out in sorted(outputs.items())
+    }
+    max_logit = float(np.max(np.abs(ref)))
+    figures = {
+        "batch_sizes": sorted(outputs),
+        "max_abs_logit": max_logit,
+        "max_abs_diff": max(diffs.values()),
+        "max_abs_diff_by_batch": {str(b): d for b, d in diffs.items()},
+        "top1_agreement": float(np.mean(np.argmax(logits, 1) == np.argmax(ref, 1))),
+    }
+    if 1 in outputs and largest != 1:
+        n1 = len(outputs[1])
+        figures["batch1_vs_batched_max_diff"] = float(np.max(np.abs(outputs[1] - logits[:n1])))
+    if labels is not None:
+        ref_acc = float(np.mean(np.argmax(ref, 1) == labels))
+        acc = float(np.mean(np.argmax(logits, 1) == labels))
+        figures.update(accuracy=acc, reference_accuracy=ref_acc, accuracy_drop=ref_acc - acc)
+    return figures
+
+
+def _logit_rule(result, variant) -> list[str]:
+    """float32: every batch size within round-off of Keras; otherwise top-1 agreement."""
+    if variant == "float32":
+        result["check"] = "max|Δlogit| <= 1e-4 + 1e-5*max|logit|"
+        tolerance = result["tolerance"] = _tolerance(result)
+        return [
+            f"batch {b}: max|Δlogit| {d:.3g} > tolerance {tolerance:.3g} "
+            f"(max|logit| {result['max_abs_logit']:.3g})"
+            for b, d in result["max_abs_diff_by_batch"].items() if not d <= tolerance
+        ]
+    labels = "accuracy" in result
+    result["check"] = "top-1 agreement" + (" and accuracy drop" if labels else "")
+    need = result["min_agreement"] = MIN_AGREEMENT.get(variant, MIN_AGREEMENT["int8"])
+    # Judged on the run over every image: the batch-1 run covers only BATCH1_EXAMPLES, where
+    # one near-tie flip would already read as 0.875 agreement.
+    agree = result["top1_agreement"]
+    if agree < need:
+        return [f"batch {max(result['batch_sizes'])}: top-1 agreement {agree:.4f} < {need} on "
+                f"{result['n']} images"]
+    return []
+
+
+def _tolerance(result) -> float:
+    return FLOAT_ATOL + FLOAT_RTOL * result["max_abs_logit"]
+
+
+def _batch1_rule(result, variant) -> list[str]:
+    """The artifact's batch-1 path must give what its batched path gives: to round-off for
+    float32, and no further apart than the artifact is from Keras for float16/int8."""
+    if "batch1_vs_batched_max_diff" not in result:
+        return []
+    largest = max(result["batch_sizes"])
+    tolerance = _tolerance(result)
+    bound = tolerance if variant == "float32" else max(
+        tolerance, result["max_abs_diff_by_batch"][str(largest)])
+    d1 = result["batch1_vs_batched_max_diff"]
+    return [] if d1 <= bound else [f"batch 1 vs batch {largest}: max|Δlogit| {d1:.3g} > "
+                                   f"{bound:.3g}"]
+
+
+def _accuracy_rule(result, variant) -> list[str]:
+    """float16/int8 with labels: the accuracy lost against Keras is bounded."""
+    if variant == "float32" or "accuracy" not in result:
+        return []
+    max_drop = result["max_accuracy_drop"] = MAX_ACCURACY_DROP.get(variant,
+                                                                   MAX_ACCURACY_DROP["int8"])
+    acc, ref_acc = result["accuracy"], result["reference_accuracy"]
+    if ref_acc - acc > max_drop:
+        return [f"accuracy {acc:.4f} vs Keras {ref_acc:.4f}: drop {ref_acc - acc:.4f} > "
+                f"{max_drop}"]
+    return []
+
+
+def _op_rule(result, variant) -> list[str]:
+    """TFLite: builtin ops only; the full-integer int8 variant computes in int8 only."""
+    ops = result.get("ops")
+    if ops is None:
+        return []
+    failures = []
+    if ops["non_builtin"]:
+        failures.append(f"non-builtin ops {ops['non_builtin']}")
+    if variant == "int8" and ops["float_compute_ops"]:
+        failures.append(f"float computation in the int8 model: {ops['float_compute_ops']}")
+    return failures

@@ -21,7 +21,7 @@ from keras_resnet.layers import (  # noqa: F401 - BN_* and conv_geometry: public
 
 
 class _ResidualBlock(keras.layers.Layer):
-    """Shared machinery: a main path of (pad, conv, bn) units and an optional projection."""
+    """Shared machinery: a main path of (conv, bn) units and an optional projection."""
 
     expansion = 1
     # (kernel size, stride applies here?, width multiplier of `filters`) per conv of the main path
@@ -40,15 +40,13 @@ class _ResidualBlock(keras.layers.Layer):
 
         # Sublayers take the block's dtype policy, so that a mixed-precision .keras file loads
         # back as mixed precision whatever the global policy is at load time.
-        self.convs, self.bns, self.pads = [], [], []
+        self.convs, self.bns = [], []
         last = len(self._units) - 1
         for i, (kernel, strided, mult) in enumerate(self._units, start=1):
-            pad, conv = make_conv(
+            self.convs.append(make_conv(
                 self.filters * mult, kernel, self.stride if strided else 1, f"{self.name}_conv{i}",
                 dtype=self.dtype_policy,
-            )
-            self.pads.append(pad)
-            self.convs.append(conv)
+            ))
             self.bns.append(
                 make_bn(f"{self.name}_bn{i}", dtype=self.dtype_policy,
                         zero_gamma=self.zero_init_residual and i - 1 == last)
@@ -62,7 +60,7 @@ class _ResidualBlock(keras.layers.Layer):
         if in_channels is None:
             raise ValueError(f"{self.name}: the channel dimension of the input must be known")
         if self.stride != 1 or in_channels != self.out_channels:
-            _, self.shortcut_conv = make_conv(
+            self.shortcut_conv = make_conv(
                 self.out_channels, 1, self.stride, f"{self.name}_shortcut", dtype=self.dtype_policy
             )
             self.shortcut_bn = make_bn(f"{self.name}_shortcut_bn", dtype=self.dtype_policy)
@@ -77,12 +75,7 @@ class _ResidualBlock(keras.layers.Layer):
     @property
     def main_path(self):
         """The sublayers of the residual branch in call order (ReLUs between units omitted)."""
-        layers = []
-        for pad, conv, bn in zip(self.pads, self.convs, self.bns):
-            if pad is not None:
-                layers.append(pad)
-            layers += [conv, bn]
-        return layers
+        return [layer for unit in zip(self.convs, self.bns) for layer in unit]
 
     @property
     def shortcut_path(self):
@@ -91,10 +84,8 @@ class _ResidualBlock(keras.layers.Layer):
     def call(self, inputs, training=None):
         x = inputs
         last = len(self.convs) - 1
-        for i, (pad, conv, bn) in enumerate(zip(self.pads, self.convs, self.bns)):
-            # The conv zero-pads itself (pad layers stay for summaries and weight-file layout).
-            x = conv(x) if pad is None else conv(x, pad=pad.padding)
-            x = bn(x, training=training)
+        for i, (conv, bn) in enumerate(zip(self.convs, self.bns)):
+            x = bn(conv(x), training=training)
             if i != last:
                 x = ops.relu(x)
         if self.shortcut_conv is None:

@@ -211,11 +211,9 @@ def _resnet_graph(arch, shape, num_classes, include_top, pooling, classifier_act
         x = _normalization_layer(mean, std, shape[-1])(x)
 
     if stem == "imagenet":
-        pad, conv = make_conv(width, 7, 2, "stem_conv")
-        x = conv(pad(x))
+        x = make_conv(width, 7, 2, "stem_conv")(x)
     else:
-        _, conv = make_conv(width, 3, 1, "stem_conv")
-        x = conv(x)
+        x = make_conv(width, 3, 1, "stem_conv")(x)
     x = make_bn("stem_bn")(x)
     x = keras.layers.ReLU(name="stem_relu")(x)
     if stem == "imagenet":

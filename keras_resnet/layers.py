@@ -68,12 +68,27 @@ class Conv2D(keras.layers.Conv2D):
     pair), several times faster forward and backward than TensorFlow's CPU convolution
     (``python -m benchmarks.conv_paths``).
 
-    ``call(inputs, pad=((top, bottom), (left, right)))`` zero-pads the input first, as torch's
-    ``Conv2d(padding=...)`` does; the matrix-product path then skips the padded pixels.
+    ``explicit_padding=p`` (an int, or ((top, bottom), (left, right))) with ``padding="valid"``
+    zero-pads the input first, as torch's ``Conv2d(padding=p)`` does: Keras "same" pads a
+    strided convolution asymmetrically. The matrix-product path then skips the padded pixels.
     """
 
-    def call(self, inputs, pad=None, training=None):
-        outputs = self._convolve(inputs, self.kernel, pad, training)
+    def __init__(self, *args, explicit_padding=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        if explicit_padding is not None:
+            if isinstance(explicit_padding, int):
+                explicit_padding = ((explicit_padding,) * 2,) * 2
+            explicit_padding = tuple(tuple(int(v) for v in side) for side in explicit_padding)
+            if (len(explicit_padding) != 2 or any(len(side) != 2 for side in explicit_padding)
+                    or min(min(side) for side in explicit_padding) < 0):
+                raise ValueError("explicit_padding must be an int or ((top, bottom), "
+                                 f"(left, right)) of non-negative ints, got {explicit_padding!r}")
+            if self.padding != "valid":
+                raise ValueError(f"explicit_padding needs padding='valid', got {self.padding!r}")
+        self.explicit_padding = explicit_padding
+
+    def call(self, inputs, training=None):
+        outputs = self._convolve(inputs, self.kernel, self.explicit_padding, training)
         if self.use_bias:
             outputs = ops.add(outputs, ops.reshape(self.bias, (1, 1, 1, self.filters)))
         if self.activation is not None:
@@ -81,7 +96,21 @@ class Conv2D(keras.layers.Conv2D):
         return outputs
 
     def convolution_op(self, inputs, kernel):
-        return self._convolve(inputs, kernel, None)
+        return self._convolve(inputs, kernel, self.explicit_padding)
+
+    def compute_output_shape(self, input_shape):
+        pad = self.explicit_padding
+        if pad is not None:
+            n, h, w, c = input_shape
+            input_shape = (n, None if h is None else h + sum(pad[0]),
+                           None if w is None else w + sum(pad[1]), c)
+        return super().compute_output_shape(input_shape)
+
+    def get_config(self):
+        config = super().get_config()
+        if self.explicit_padding is not None:  # else the config is a plain Conv2D's
+            config["explicit_padding"] = [list(side) for side in self.explicit_padding]
+        return config
 
     def _convolve(self, inputs, kernel, pad, training=None):
         h, w = inputs.shape[1], inputs.shape[2]
@@ -198,30 +227,25 @@ def _conv_same_flipped_input_gradient(x, kernel):
 
 
 def make_conv(filters: int, kernel: int, stride: int, name: str, dtype=None):
-    """Returns (padding layer or None, Conv2D) computing torch's Conv2d(padding=kernel//2).
+    """A Conv2D computing torch's Conv2d(padding=kernel//2).
 
     Keras "same" padding pads (0, 1) at stride 2 on even inputs where torch pads (1, 1), which
     shifts every output pixel. For stride 1 and odd kernels "same" *is* symmetric, so only
-    strided convolutions get an explicit ZeroPadding2D.
+    strided convolutions pad explicitly (``explicit_padding``, inside the conv).
     """
-    pad = None
-    if stride > 1 and kernel > 1:
-        pad = keras.layers.ZeroPadding2D(kernel // 2, name=f"{name}_pad", dtype=dtype)
-        padding = "valid"
-    else:
-        padding = "same"
-    conv = Conv2D(
+    explicit = kernel // 2 if stride > 1 and kernel > 1 else None
+    return Conv2D(
         filters,
         kernel,
         strides=stride,
-        padding=padding,
+        padding="same" if explicit is None else "valid",
+        explicit_padding=explicit,
         use_bias=False,
         kernel_initializer=conv_initializer(),
         data_format="channels_last",
         name=name,
         dtype=dtype,
     )
-    return pad, conv
 
 
 @keras.saving.register_keras_serializable(package="keras_resnet")

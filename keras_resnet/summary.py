@@ -88,13 +88,15 @@ def _pixel_macs(layer, in_shape, pad=((0, 0), (0, 0))) -> int:
 
 
 def _row(layer, in_shape, out_shape, padded_from=None, depth=0) -> Row:
-    """padded_from: (shape before, padding) when a ZeroPadding2D fed this layer."""
+    """padded_from: (shape before, padding) when a ZeroPadding2D layer fed this layer (as in
+    files saved before convolutions padded themselves)."""
     import keras
 
     macs, other = _layer_cost(layer, in_shape, out_shape)
     pixel_macs = macs
     if isinstance(layer, keras.layers.Conv2D):
-        before, pad = padded_from or (in_shape, ((0, 0), (0, 0)))
+        own = getattr(layer, "explicit_padding", None) or ((0, 0), (0, 0))
+        before, pad = padded_from or (in_shape, own)
         pixel_macs = _pixel_macs(layer, before, pad)
     return Row(layer.name, type(layer).__name__, out_shape, _params(layer), macs, other, depth,
                pixel_macs)
@@ -104,15 +106,13 @@ def _block_rows(block: _ResidualBlock, in_shape) -> list[Row]:
     import keras
 
     rows = []
-    shape, padded_from = tuple(in_shape), None
+    shape = tuple(in_shape)
     for layer in block.main_path:
         out = layer.compute_output_shape(shape)
-        row = _row(layer, shape, out, padded_from, depth=1)
+        row = _row(layer, shape, out, depth=1)
         if isinstance(layer, keras.layers.BatchNormalization):
             row.other_flops *= 2  # BN then ReLU (or the residual add after the last BN)
         rows.append(row)
-        padded_from = (shape, layer.padding) if isinstance(layer, keras.layers.ZeroPadding2D) \
-            else None
         shape = out
     sc_shape = tuple(in_shape)
     for layer in block.shortcut_path:

@@ -182,7 +182,10 @@ def test_v1_5_stride_on_the_3x3_conv_and_layer_names():
     assert block.shortcut_conv.name == "stage3_block1_shortcut"
     assert block.shortcut_bn.name == "stage3_block1_shortcut_bn"
     names = [l.name for l in model.layers]
-    assert names[:2] == ["image", "stem_conv_pad"] and "stem_conv" in names
+    assert names[:2] == ["image", "stem_conv"]
+    assert model.get_layer("stem_conv").explicit_padding == ((3, 3), (3, 3))
+    assert block.convs[1].explicit_padding == ((1, 1), (1, 1))  # the strided 3x3
+    assert block.convs[0].explicit_padding is None and block.convs[0].padding == "same"
     assert names[-2:] == ["avg_pool", "predictions"]
     assert any(w.path == "stage3_block2/stage3_block2_conv1/kernel" for w in model.weights)
 
@@ -211,13 +214,13 @@ def test_strided_convolutions_pad_symmetrically_like_torch():
     block.convs[0].kernel.assign(kernel)
     # torch (padding 1 on both sides): out[i] reads in[2i - 1 + k] for tap k = 0, 1, 2, so the
     # top-left tap never reaches in[0]. Keras "same" pads only after: out[i] reads in[2i + k].
-    conv_out = np.asarray(block.convs[0](block.pads[0](x)))[0, :, :, 0]
+    conv_out = np.asarray(block.convs[0](x))[0, :, :, 0]
     assert conv_out.shape == (2, 2)
     assert conv_out.sum() == 0.0
     kernel[:] = 0.0
     kernel[1, 1] = 1.0  # centre tap: torch's out[0] reads in[0]
     block.convs[0].kernel.assign(kernel)
-    conv_out = np.asarray(block.convs[0](block.pads[0](x)))[0, :, :, 0]
+    conv_out = np.asarray(block.convs[0](x))[0, :, :, 0]
     np.testing.assert_array_equal(conv_out, [[1.0, 0.0], [0.0, 0.0]])
 
 
@@ -458,7 +461,7 @@ def test_mixed_precision_keras_file_loads_under_the_float32_policy(tmp_path):
     (2, 1, 2, "same", None, "matmul"), (4, 3, 2, "valid", None, "matmul"),
     (2, 3, 1, "same", None, "matmul"), (3, 3, 2, "same", None, "matmul"),
     (2, 3, 2, "same", None, "matmul"), (3, 3, 1, "valid", None, "matmul"),
-    # torch-style zero padding given to call(): the product skips the padded pixels
+    # torch-style zero padding inside the conv: the product skips the padded pixels
     (2, 3, 2, "valid", ((1, 1), (1, 1)), "matmul"), (3, 3, 2, "valid", ((1, 1), (1, 1)), "matmul"),
     (1, 3, 2, "valid", ((1, 1), (1, 1)), "matmul"), (2, 3, 1, "valid", ((1, 1), (1, 1)), "matmul"),
     # too big for the matrix product: the plain convolution runs
@@ -471,7 +474,8 @@ def test_conv2d_formulations_equal_keras_conv2d(size, kernel, stride, padding, p
     from keras_resnet.layers import Conv2D
 
     x = tf.constant(np.random.default_rng(0).normal(size=(5, size, size, 8)).astype("float32"))
-    ours = Conv2D(16, kernel, strides=stride, padding=padding, use_bias=False)
+    ours = Conv2D(16, kernel, strides=stride, padding=padding, use_bias=False,
+                  explicit_padding=pad)
     ref = keras.layers.Conv2D(16, kernel, strides=stride, padding=padding, use_bias=False)
     padded = x.shape if pad is None else (5, size + 2, size + 2, 8)  # as blocks build it
     ours.build(padded)
@@ -481,10 +485,10 @@ def test_conv2d_formulations_equal_keras_conv2d(size, kernel, stride, padding, p
     assert (plan is None) == (path == "conv")
     with tf.GradientTape(persistent=True) as tape:
         tape.watch(x)
-        y_ours = ours(x) if pad is None else ours(x, pad=pad)
+        y_ours = ours(x)
         y_ref = ref(x if pad is None else keras.layers.ZeroPadding2D(pad)(x))
         l_ours, l_ref = tf.reduce_sum(y_ours ** 2), tf.reduce_sum(y_ref ** 2)
-    assert y_ours.shape == y_ref.shape
+    assert y_ours.shape == y_ref.shape == ours.compute_output_shape(x.shape)
     np.testing.assert_allclose(np.asarray(y_ours), np.asarray(y_ref), rtol=1e-5, atol=1e-6)
     for g_ours, g_ref in zip(tape.gradient(l_ours, [x, ours.kernel]),
                              tape.gradient(l_ref, [x, ref.kernel])):
@@ -607,3 +611,18 @@ def test_keras_files_that_name_the_layers_old_module_still_load(tmp_path):
     loaded = keras.models.load_model(old)
     np.testing.assert_array_equal(loaded(x), model(x))
     assert model_config(loaded) == {**built.builder_config, "class_names": None}
+
+
+def test_conv2d_explicit_padding_round_trips_and_rejects_what_it_cannot_do():
+    from keras_resnet.layers import Conv2D
+
+    conv = Conv2D(4, 3, strides=2, padding="valid", explicit_padding=1)
+    config = conv.get_config()
+    assert config["explicit_padding"] == [[1, 1], [1, 1]]
+    assert Conv2D.from_config(config).explicit_padding == ((1, 1), (1, 1))
+    assert conv.compute_output_shape((2, 8, 8, 3)) == (2, 4, 4, 4)  # torch: (8 + 2 - 3) // 2 + 1
+    assert "explicit_padding" not in Conv2D(4, 3, padding="same").get_config()
+    with pytest.raises(ValueError, match="needs padding='valid'"):
+        Conv2D(4, 3, padding="same", explicit_padding=1)
+    with pytest.raises(ValueError, match="non-negative"):
+        Conv2D(4, 3, padding="valid", explicit_padding=((1, -1), (1, 1)))
