@@ -68,7 +68,7 @@ def main(argv=None) -> int:
                         help="-- then training.fit options (default: "
                              + " ".join(DEFAULT_FIT) + ")")
     args = parser.parse_args(argv)
-    fit = [a for a in args.fit_args if a != "--"] or DEFAULT_FIT
+    fit = _cli.after_double_dash(args.fit_args) or DEFAULT_FIT
     if any(a.startswith(("--run-dir", "--strategy", "--cpu-replicas")) for a in fit):
         parser.error("--run-dir, --strategy and --cpu-replicas are set by the benchmark")
     from benchmarks.machine import describe

@@ -252,7 +252,7 @@ def main(argv=None) -> int:
     p = build_parser()
     a = p.parse_args(argv)
     _cli.configure(a)
-    extra = a.fit_options[1:] if a.fit_options[:1] == ["--"] else a.fit_options
+    extra = _cli.after_double_dash(a.fit_options)
     for flag in ("--run-dir", "--subset", "--epochs", "--dataset", "--data-dir", "--resume"):
         if any(opt == flag or opt.startswith(flag + "=") for opt in extra):
             p.error(f"{flag} is set by the benchmark itself; remove it after --")

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import inspect
-import os
 import sys
 from pathlib import Path
 
@@ -18,7 +17,7 @@ from keras_resnet._cli import positive_int
 
 from export.checks import DEFAULT_OPSET, image_array, parse_list
 from export.model_io import ExportError, input_spec, load_model, num_classes
-from export.outdir import check_out_dir, is_storage_error
+from export.outdir import check_out_dir
 from export.pipeline import FORMATS, export_all, format_table
 from export.tflite_format import DEFAULT_CALIBRATION_SIZE, IO_DTYPES, VARIANTS
 
@@ -304,9 +303,9 @@ def main(argv=None) -> int:
         print(f"export: error: {_one_line(err)}", file=sys.stderr)
         return 2
     except OSError as err:
-        if not is_storage_error(err):
+        line = _cli.os_error_line(err, args.out)
+        if line is None:
             raise
-        where = err.filename or args.out
-        print(f"export: error: {os.strerror(err.errno)}: {str(where)!r}; nothing was "
-              "published: free space or choose another --out", file=sys.stderr)
+        print(f"export: error: {line}; nothing was published: free space or choose another "
+              "--out", file=sys.stderr)
         return 2

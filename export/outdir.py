@@ -16,7 +16,6 @@ the artifacts it lists, nothing else.
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import re
@@ -266,7 +265,3 @@ def publish(staged: Path, out: Path) -> None:
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
 
-
-def is_storage_error(err: OSError) -> bool:
-    """A full disk, a read-only file system or missing permission: the user's to fix."""
-    return err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)

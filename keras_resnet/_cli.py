@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import os
 import re
 import sys
@@ -54,6 +55,28 @@ _CONTINUATIONS = ("To enable the following instructions", " ", "\t")
 _PRE_INIT_NOTE = "WARNING: All log messages before absl::InitializeLog() is called"
 
 _loading = {"depth": 0}
+
+# A full disk, a read-only or forbidden folder, a missing or mistyped path: the user's to fix,
+# so a CLI names the path and the reason in one line instead of a traceback.
+USER_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM,
+                         errno.ENOENT, errno.ENOTDIR, errno.EISDIR})
+
+
+def os_error_line(err: OSError, path=None) -> str | None:
+    """``"<reason>: '<path>'"`` for an OSError in USER_ERRNOS (``path`` when the error names
+    none), or None for the others, which are ours and keep their traceback."""
+    if err.errno not in USER_ERRNOS:
+        return None
+    where = err.filename or path
+    reason = err.strerror or os.strerror(err.errno)
+    return f"{reason}: {str(where)!r}" if where else reason
+
+
+def after_double_dash(args) -> list[str]:
+    """The options given after ``--`` to a CLI that passes them on (argparse.REMAINDER keeps
+    the ``--``)."""
+    args = list(args)
+    return args[1:] if args[:1] == ["--"] else args
 
 
 def add_log_level_argument(parser: argparse.ArgumentParser) -> None:

@@ -140,9 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    fit_argv = list(args.fit_args)
-    if fit_argv[:1] == ["--"]:
-        fit_argv = fit_argv[1:]
+    fit_argv = _cli.after_double_dash(args.fit_args)
     if not fit_argv:
         parser.error("give training.fit options after --, e.g. -- --arch resnet18 "
                      "--dataset digits")

@@ -10,6 +10,8 @@ import os
 import re
 import sys
 
+from keras_resnet import _cli
+
 LOCK_FILE = "fit.lock"
 # Every temporary file this package writes is named like this (Keras needs the real suffix to
 # stay last), so that cleanup can tell ours from a user's "data.tmp-backup".
@@ -18,8 +20,6 @@ _OURS = re.compile(r"^\.tmp-\d+-.+$|^.+\.tmp-\d+$")  # the second: files of earl
 
 
 # Failures of the machine's folders, not of this program: reported in one line, like bad input.
-USER_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOENT,
-               errno.ENOTDIR, errno.EISDIR}
 
 
 class RunDirError(RuntimeError):
@@ -36,9 +36,10 @@ def exit_code(action, *user_errors: type) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except OSError as e:
-        if e.errno not in USER_ERRNOS:
+        line = _cli.os_error_line(e)
+        if line is None:
             raise
-        print(f"error: {e.filename or ''}: {e.strerror}", file=sys.stderr)
+        print(f"error: {line}", file=sys.stderr)
         return 2
     return 0
 

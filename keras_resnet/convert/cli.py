@@ -96,10 +96,11 @@ def main(argv=None) -> int:
     except CheckFailed as err:
         print(f"{parser.prog}: error: {err}", file=sys.stderr)
         return 1
-    except OSError as err:  # disk full, read-only folder, permissions: name the path
-        where = err.filename or ""
-        print(f"{parser.prog}: error: {where}{': ' if where else ''}{err.strerror or err}",
-              file=sys.stderr)
+    except OSError as err:
+        line = _cli.os_error_line(err)
+        if line is None:
+            raise
+        print(f"{parser.prog}: error: {line}", file=sys.stderr)
         return 2
     except (ValueError, ImportError) as err:
         print(f"{parser.prog}: error: {err}", file=sys.stderr)

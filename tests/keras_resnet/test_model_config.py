@@ -89,3 +89,18 @@ def test_the_classifier_activation_is_kept_by_name():
     with pytest.raises(ValueError, match="classifier_activation must be None or a Keras"):
         build_resnet("resnet18", input_shape=(16, 16, 1), num_classes=2, width=2, stem="cifar",
                      classifier_activation=lambda x: x)
+
+
+def test_build_resnet_takes_exactly_the_model_class_arguments():
+    """build_resnet documents and forwards ResNet's arguments: the two lists cannot drift."""
+    import inspect
+
+    from keras_resnet import ResNet, build_resnet
+
+    built = inspect.signature(build_resnet).parameters
+    cls = dict(inspect.signature(ResNet.__init__).parameters)
+    del cls["self"]
+    loader_only = {"trainable", "dtype", "frozen_layers"}  # what a loaded config also carries
+    assert set(cls) - set(built) == loader_only
+    assert list(built) == [p for p in cls if p not in loader_only]
+    assert {p: built[p].default for p in built} == {p: cls[p].default for p in built}

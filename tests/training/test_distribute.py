@@ -19,9 +19,12 @@ from training.datasets import make_pipeline
 
 # Equivalence runs: noise images (on digits even two one-device runs part ways fast), 5 steps
 # an epoch, SGD; the kill/restart runs: real digits, 20 steps an epoch, fit's defaults.
+# One epoch, 5 SGD steps: each step's arithmetic is compared. Over more steps float32 training
+# amplifies any round-off difference by orders of magnitude, unpredictably (README, "Training on
+# several machines"), so a longer run measures that amplification, not the replicas.
 EQUIVALENCE = ["--arch", "resnet18", "--dataset", "synthetic", "--synthetic-shape", "16,16,3",
                "--stem", "cifar", "--width", "8", "--batch-size", "32", "--subset", "160",
-               "--epochs", "2", "--optimizer", "sgd", "--lr", "0.01", "--deterministic",
+               "--epochs", "1", "--optimizer", "sgd", "--lr", "0.01", "--deterministic",
                "--verbose", "2"]
 DIGITS = ["--arch", "resnet18", "--dataset", "digits", "--width", "8", "--batch-size", "32",
           "--subset", "640", "--epochs", "3", "--deterministic", "--verbose", "2"]
@@ -137,8 +140,6 @@ def test_one_device_mirrored_and_two_workers_train_the_same_weights(tmp_path):
     runs = {}
     for name, extra, env in (
             ("single", (), None),
-            # The same arithmetic summed in another order: the round-off floor to compare with.
-            ("one-thread", (), dict(os.environ, TF_NUM_INTRAOP_THREADS="1", OMP_NUM_THREADS="1")),
             ("mirrored", ("--cpu-replicas", "2"), None)):
         proc, runs[name] = _fit(tmp_path, name, *extra, env=env)
         assert proc.returncode == 0, proc.stderr[-2000:]
@@ -147,12 +148,9 @@ def test_one_device_mirrored_and_two_workers_train_the_same_weights(tmp_path):
     assert launched.returncode == 0, launched.stdout[-3000:]
     assert "[worker 1]" in launched.stdout and "[worker 0]" in launched.stdout
 
-    # Measured: one thread 3.2e-4, mirrored and two workers 2.8e-4 from one device after 10
-    # SGD steps (relative L2 over all weights); the two distributed forms 5e-8 apart.
-    floor = _difference(runs["single"], runs["one-thread"])
-    assert 0 < floor < 1e-3
+    # Relative L2 over all weights; measured about 1e-7 (float32 round-off).
     for name in ("mirrored", "workers"):
-        assert _difference(runs["single"], runs[name]) < max(3 * floor, 1e-5), name
+        assert _difference(runs["single"], runs[name]) < 1e-5, name
     assert _difference(runs["mirrored"], runs["workers"]) < 1e-6
 
     config = json.loads((runs["workers"] / "config.json").read_text())
@@ -164,7 +162,7 @@ def test_one_device_mirrored_and_two_workers_train_the_same_weights(tmp_path):
     # Only the chief wrote: worker 1's private folder is gone, and the run directory's log.csv
     # has one row per epoch.
     assert glob.glob(str(worker_tmp / "keras-resnet-worker*")) == []
-    assert len((runs["workers"] / "log.csv").read_text().strip().splitlines()) == 1 + 2
+    assert len((runs["workers"] / "log.csv").read_text().strip().splitlines()) == 1 + 1
 
 
 @pytest.mark.slow
