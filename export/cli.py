@@ -54,7 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tflite-variants", default=DEFAULT_VARIANTS,
                    help=f"comma-separated subset of {','.join(VARIANTS)} (default: all; "
                    "without calibration data the default leaves int8 out, with a note)")
-    p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET})")
+    p.add_argument("--opset", type=int, default=DEFAULT_OPSET,
+                   help=f"ONNX opset (default {DEFAULT_OPSET})")
     p.add_argument("--int8-io", choices=IO_DTYPES, default="float32",
                    help="input/output type of the full-integer int8 TFLite file (default "
                    "float32: same interface as the other artifacts)")
@@ -306,6 +307,7 @@ def main(argv=None) -> int:
         line = _cli.os_error_line(err, args.out)
         if line is None:
             raise
-        print(f"export: error: {line}; nothing was published: free space or choose another "
-              "--out", file=sys.stderr)
+        hint = ("; nothing was published: free space or choose another --out"
+                if err.errno in _cli.STORAGE_ERRNOS else "")
+        print(f"export: error: {line}{hint}", file=sys.stderr)
         return 2

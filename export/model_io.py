@@ -154,8 +154,6 @@ def input_spec(model) -> tuple[int, int, int]:
     return tuple(int(d) for d in shape[1:])
 
 
-
-
 def num_classes(model) -> int:
     shape = tuple(model.outputs[0].shape)
     if len(model.outputs) != 1 or len(shape) != 2:

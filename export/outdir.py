@@ -264,4 +264,3 @@ def publish(staged: Path, out: Path) -> None:
         raise
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
-

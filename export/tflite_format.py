@@ -70,6 +70,10 @@ def write_artifact(model, folder, variant: str, options: WriterOptions) -> Artif
 def _check_variant(variant: str, io_dtype: str) -> None:
     if variant not in VARIANTS:
         raise ExportError(f"Unknown TFLite variant {variant!r}; expected one of {list(VARIANTS)}")
+    check_io_dtype(io_dtype)
+
+
+def check_io_dtype(io_dtype: str) -> None:
     if io_dtype not in IO_DTYPES:
         raise ExportError(f"Unknown int8 I/O type {io_dtype!r}; expected one of {list(IO_DTYPES)}")
 

@@ -58,13 +58,17 @@ _loading = {"depth": 0}
 
 # A full disk, a read-only or forbidden folder, a missing or mistyped path: the user's to fix,
 # so a CLI names the path and the reason in one line instead of a traceback.
-USER_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM,
-                         errno.ENOENT, errno.ENOTDIR, errno.EISDIR})
+STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM})
+USER_ERRNOS = STORAGE_ERRNOS | {errno.ENOENT, errno.ENOTDIR, errno.EISDIR, errno.ENAMETOOLONG,
+                                errno.ELOOP}
+_USER_OS_ERRORS = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
 
 
 def os_error_line(err: OSError, path=None) -> str | None:
     """``"<reason>: '<path>'"`` for an OSError in USER_ERRNOS (``path`` when the error names
     none), or None for the others, which are ours and keep their traceback."""
+    if err.errno is None and isinstance(err, _USER_OS_ERRORS):
+        return str(err)  # raised by our own code with its message
     if err.errno not in USER_ERRNOS:
         return None
     where = err.filename or path

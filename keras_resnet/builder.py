@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Sequence
 
 import keras
@@ -160,6 +161,9 @@ def build_resnet(
         zero_init_residual=zero_init_residual, normalization=normalization,
         class_names=class_names, name=name,
     )
+
+
+_OLD_PAD_LAYER = re.compile(r"(^stem_conv|_conv\d+)_pad$")
 
 
 def _check_class_names(class_names, num_classes: int, include_top: bool):
@@ -328,7 +332,8 @@ class ResNet(keras.Model):
             "class_names": names,
         })
         self._resnet_dtype = policy.name
-        frozen = set(frozen_layers)
+        # Files saved before convolutions padded themselves name their padding layers here.
+        frozen = {n for n in frozen_layers if not _OLD_PAD_LAYER.search(n)}
         unknown = sorted(frozen - {layer.name for layer in self._flatten_layers()})
         if unknown:
             raise ValueError(f"frozen_layers {unknown} are not layers of this {arch}")

@@ -76,15 +76,21 @@ class Conv2D(keras.layers.Conv2D):
     def __init__(self, *args, explicit_padding=None, **kwargs):
         super().__init__(*args, **kwargs)
         if explicit_padding is not None:
+            given = explicit_padding
             if isinstance(explicit_padding, int):
                 explicit_padding = ((explicit_padding,) * 2,) * 2
-            explicit_padding = tuple(tuple(int(v) for v in side) for side in explicit_padding)
-            if (len(explicit_padding) != 2 or any(len(side) != 2 for side in explicit_padding)
+            try:
+                explicit_padding = tuple(tuple(int(v) for v in side) for side in explicit_padding)
+            except (TypeError, ValueError):
+                explicit_padding = None
+            if (explicit_padding is None or len(explicit_padding) != 2
+                    or any(len(side) != 2 for side in explicit_padding)
                     or min(min(side) for side in explicit_padding) < 0):
                 raise ValueError("explicit_padding must be an int or ((top, bottom), "
-                                 f"(left, right)) of non-negative ints, got {explicit_padding!r}")
-            if self.padding != "valid":
-                raise ValueError(f"explicit_padding needs padding='valid', got {self.padding!r}")
+                                 f"(left, right)) of non-negative ints, got {given!r}")
+            if self.padding != "valid" or self.data_format != "channels_last":
+                raise ValueError("explicit_padding needs padding='valid' and channels_last, got "
+                                 f"{self.padding!r} and {self.data_format!r}")
         self.explicit_padding = explicit_padding
 
     def call(self, inputs, training=None):

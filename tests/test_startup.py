@@ -210,3 +210,28 @@ def test_torchvision_imported_after_our_models_works_and_says_what_it_turned_off
     assert r.stdout.split("\n")[0] == "(1, 10) (1, 10)"
     if importlib.util.find_spec("triton") is not None:
         assert "triton (torch.compile's GPU kernels) is off in this process" in r.stderr
+
+
+def test_os_errors_a_user_can_fix_are_one_line_and_ours_are_not():
+    import errno
+
+    from keras_resnet import _cli
+
+    full = OSError(errno.ENOSPC, "No space left on device", "/data/out/model.onnx")
+    assert _cli.os_error_line(full) == "No space left on device: '/data/out/model.onnx'"
+    assert _cli.os_error_line(OSError(errno.EROFS, "Read-only file system"), "out") == \
+        "Read-only file system: 'out'"
+    assert _cli.os_error_line(OSError(errno.ENAMETOOLONG, "File name too long", "x" * 300))
+    assert _cli.os_error_line(FileNotFoundError("weights file 'w.pth' is gone")) == \
+        "weights file 'w.pth' is gone"
+    assert _cli.os_error_line(OSError(errno.EBADF, "Bad file descriptor")) is None
+    assert _cli.os_error_line(OSError("no errno")) is None
+
+
+def test_after_double_dash_drops_only_the_first():
+    from keras_resnet import _cli
+
+    assert _cli.after_double_dash(["--", "--epochs", "1", "--", "x"]) == [
+        "--epochs", "1", "--", "x"]
+    assert _cli.after_double_dash(["--epochs", "1"]) == ["--epochs", "1"]
+    assert _cli.after_double_dash([]) == []

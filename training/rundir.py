@@ -19,9 +19,6 @@ TEMP_PREFIX = ".tmp-"
 _OURS = re.compile(r"^\.tmp-\d+-.+$|^.+\.tmp-\d+$")  # the second: files of earlier versions
 
 
-# Failures of the machine's folders, not of this program: reported in one line, like bad input.
-
-
 class RunDirError(RuntimeError):
     """The run directory cannot be used as asked; the message names the path and what to do."""
 

@@ -111,3 +111,20 @@ def test_truncated_model_file_is_named(basic_model_file, tmp_path, capsys, cut):
     line = one_line(err)
     assert f"model file {str(model)!r}" in line or f"model {str(model)!r}" in line, line
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(formats="onnx", int8_io="int4"), "Unknown int8 I/O type 'int4'"),
+    (dict(formats="onnx", calibration_images=np.zeros((2, 5, 5, 1))), "calibration images"),
+    (dict(formats="tflite", tflite_variants="int8"), "needs calibration data"),
+    (dict(formats="onnx", opset=12), "opset must be an integer in 13..18"),
+    (dict(formats="saved_model", labels=[0, 1]), "labels were given without images"),
+])
+def test_export_all_refuses_bad_arguments_before_writing(basic_model_file, tmp_path, kwargs,
+                                                         message):
+    import export
+
+    model = export.load_model(basic_model_file)
+    with pytest.raises(export.ExportError, match=message):
+        export.export_all(model, tmp_path / "out", log=lambda msg: None, **kwargs)
+    assert not (tmp_path / "out").exists()

@@ -624,5 +624,8 @@ def test_conv2d_explicit_padding_round_trips_and_rejects_what_it_cannot_do():
     assert "explicit_padding" not in Conv2D(4, 3, padding="same").get_config()
     with pytest.raises(ValueError, match="needs padding='valid'"):
         Conv2D(4, 3, padding="same", explicit_padding=1)
-    with pytest.raises(ValueError, match="non-negative"):
-        Conv2D(4, 3, padding="valid", explicit_padding=((1, -1), (1, 1)))
+    for bad in (((1, -1), (1, 1)), (1, 2), "1"):
+        with pytest.raises(ValueError, match="non-negative"):
+            Conv2D(4, 3, padding="valid", explicit_padding=bad)
+    with pytest.raises(ValueError, match="channels_last"):
+        Conv2D(4, 3, padding="valid", explicit_padding=1, data_format="channels_first")

@@ -47,3 +47,14 @@ def test_files_with_padding_layers_load_and_give_their_logits(arch, tmp_path):
     if arch in OLD_MACS:
         assert (total_macs(model), total_macs(model, on_pixels=True)) == OLD_MACS[arch]
     assert [r.name for r in summarize(fresh)] == [r.name for r in summarize(model)]
+
+
+def test_frozen_file_naming_its_padding_layers_loads_frozen():
+    recorded = np.load(DATA / "resnet18_w2_frozen2_pad_layers_logits.npz")
+    model = keras.models.load_model(DATA / "resnet18_w2_frozen2_pad_layers.keras")
+    np.testing.assert_allclose(np.asarray(model(recorded["x"], training=False)),
+                               recorded["logits"], rtol=1e-5, atol=1e-5)
+    frozen = {layer.name for layer in model._flatten_layers(include_self=False)
+              if not layer.trainable}
+    assert {"stem_conv", "stage1_block1", "stage2_block2_conv2"} <= frozen
+    assert not frozen & {"stage3_block1", "stage4_block2", "predictions"}
