@@ -52,7 +52,7 @@ def image_array(images, shape, what: str) -> np.ndarray:
                           f"takes {expected}")
     if len(arr) == 0:
         raise ExportError(f"{what} holds no images; expected {expected}")
-    arr = arr.astype(np.float32)
+    arr = arr.astype(np.float32, copy=False)  # checked again downstream: no second copy
     if not np.all(np.isfinite(arr)):
         raise ExportError(f"{what} contains NaN or infinite values")
     return arr

@@ -69,14 +69,14 @@ def export_all(
         calibration_images: training images for the full-integer int8 variant.
     """
     shape, classes = input_spec(model), num_classes(model)
+    # Checked even where no artifact uses them: a wrong argument is an error, not ignored.
+    tflite_format.check_io_dtype(int8_io)
+    if calibration_images is not None:
+        calibration_images = image_array(calibration_images, shape, "calibration images")
     options = WriterOptions(opset=opset, int8_io=int8_io,
                             calibration_images=calibration_images,
                             calibration_description=calibration_description)
     plan = _plan(formats, tflite_variants)
-    # Checked even where no artifact uses them: a wrong argument is an error, not ignored.
-    tflite_format.check_io_dtype(int8_io)
-    if calibration_images is not None:
-        image_array(calibration_images, shape, "calibration images")
     for fmt, variant in plan:
         WRITERS[fmt].check(variant, options, shape)
     images, labels, data_description = _verification_data(images, labels, shape,
