@@ -143,8 +143,8 @@ def test_tensorflow_log_lines_are_off_by_default_and_on_with_info(tmp_path):
     assert not any(noise in quiet.stderr for noise in TF_NOISE), quiet.stderr
     shown = run_python(tmp_path, *SUMMARY, env={_cli.ENV_VAR: "info"})
     assert shown.returncode == 0, shown.stderr[-3000:]
-    if not TF_LOG_LINE.search(shown.stderr):
-        pytest.skip("TensorFlow printed no C++ log lines on this machine")
+    # At level 0 TensorFlow's import always logs (oneDNN, CUDA probing) on the CPU builds here.
+    assert TF_LOG_LINE.search(shown.stderr), shown.stderr
     assert "Total params" in shown.stdout
 
 
@@ -203,8 +203,7 @@ print(theirs, tuple(model(np.zeros((1, 32, 32, 3), "float32")).shape))
 
 
 def test_torchvision_imported_after_our_models_works_and_says_what_it_turned_off(tmp_path):
-    if importlib.util.find_spec("torchvision") is None:
-        pytest.skip("torchvision is a test extra (pip install .[test])")
+    # torchvision is a test dependency (requirements-dev.txt): its absence is a failure here.
     r = run_python(tmp_path, "-c", TORCHVISION_AFTER_TENSORFLOW)
     assert r.returncode == 0, r.stderr[-3000:]
     assert r.stdout.split("\n")[0] == "(1, 10) (1, 10)"

@@ -6,20 +6,19 @@ import re
 import subprocess
 import sys
 import zipfile
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from export.cli import main
+from tests import harness
 from tests.conftest import REPO
 
 
 
-def run_cli(capsys, *argv):
-    code = main([str(a) for a in argv])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
+run_cli = partial(harness.run_cli, main)
 
 
 def leftovers(folder):

@@ -1,23 +1,19 @@
 """A user's mistake in an option or a file gets one line naming it and exit status 2, with no
 traceback and nothing written."""
 
+from functools import partial
+
 import numpy as np
 import pytest
 
 from export.cli import build_parser, main
+from tests import harness
 
 
-def run_cli(capsys, *argv):
-    code = main([str(a) for a in argv])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
+run_cli = partial(harness.run_cli, main)
 
 
-def one_line(err):
-    assert "Traceback" not in err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    return lines[0]
+one_line = harness.one_line
 
 
 @pytest.mark.parametrize("flag,value", [

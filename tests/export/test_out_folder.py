@@ -6,19 +6,18 @@ import json
 import os
 import shutil
 import stat
+from functools import partial
 from pathlib import Path
 
 import pytest
 
 from export.cli import main
+from tests import harness
 
 DEAD_PID = 99999999  # above any pid_max: no such process
 
 
-def run_cli(capsys, *argv):
-    code = main([str(a) for a in argv])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
+run_cli = partial(harness.run_cli, main)
 
 
 def snapshot(folder):

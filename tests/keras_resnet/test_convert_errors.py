@@ -7,6 +7,7 @@ import os
 import struct
 import sys
 import zipfile
+from functools import partial
 
 import numpy as np
 import pytest
@@ -14,6 +15,7 @@ import pytest
 from keras_resnet import build_resnet
 from keras_resnet import convert
 from keras_resnet.convert import main, to_torch_state_dict
+from tests import harness
 
 PROG = "python -m keras_resnet.convert"
 SHAPE = (28, 28, 1)
@@ -47,19 +49,13 @@ def save_safetensors(sd, path):
     return path
 
 
-def run_cli(capsys, *argv):
-    code = main([str(a) for a in argv])
-    captured = capsys.readouterr()
-    return code, captured.err
+run_cli = partial(harness.run_cli, main)
 
 
 def assert_one_line_error(err, *needles):
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith(f"{PROG}: error: "), err
-    assert "Traceback" not in err
+    line = harness.one_line(err, f"{PROG}: error: ")
     for needle in needles:
-        assert str(needle) in lines[0], err
+        assert str(needle) in line, err
 
 
 def from_torch_args(src, out):
@@ -77,7 +73,7 @@ def test_integer_tensors_are_refused_and_named(good, dtype, tmp_path, capsys):
         sd[key] = np.clip(np.round(sd[key] * 10), 0, 3).astype(dtype)
     src = save_safetensors(sd, tmp_path / "w.safetensors")
     out = tmp_path / "m.keras"
-    code, err = run_cli(capsys, *from_torch_args(src, out))
+    code, _, err = run_cli(capsys, *from_torch_args(src, out))
     assert code == 2
     assert_one_line_error(err, src, "conv1.weight", "fc.weight", dtype)
     assert sorted(os.listdir(tmp_path)) == ["w.safetensors"]
@@ -88,7 +84,7 @@ def test_non_finite_weights_are_refused_and_named_before_writing(good, tmp_path,
     sd["layer1.0.conv1.weight"][0, 0, 0, 0] = np.nan
     sd["bn1.running_var"][1] = np.inf
     src = save_safetensors(sd, tmp_path / "w.safetensors")
-    code, err = run_cli(capsys, *from_torch_args(src, tmp_path / "m.keras"))
+    code, _, err = run_cli(capsys, *from_torch_args(src, tmp_path / "m.keras"))
     assert code == 2
     assert_one_line_error(err, src, "layer1.0.conv1.weight", "bn1.running_var", "NaN")
     assert "fc.weight" not in err
@@ -100,7 +96,7 @@ def test_non_finite_weights_in_a_keras_model_are_refused_before_writing(tmp_path
     kernel = model.get_layer("predictions").kernel
     kernel.assign(np.full(tuple(kernel.shape), np.nan, "float32"))
     model.save(tmp_path / "m.keras")
-    code, err = run_cli(capsys, "--to-torch", tmp_path / "m.keras", "--out",
+    code, _, err = run_cli(capsys, "--to-torch", tmp_path / "m.keras", "--out",
                         tmp_path / "w.safetensors")
     assert code == 2
     assert_one_line_error(err, tmp_path / "m.keras", "fc.weight")
@@ -136,7 +132,7 @@ LIES = {
 def test_a_lying_safetensors_file_is_one_line(lie, tmp_path, capsys):
     src = tmp_path / "w.safetensors"
     src.write_bytes(LIES[lie])
-    code, err = run_cli(capsys, *from_torch_args(src, tmp_path / "m.keras"))
+    code, _, err = run_cli(capsys, *from_torch_args(src, tmp_path / "m.keras"))
     assert code == 2
     assert_one_line_error(err, src, "safetensors")
     assert sorted(os.listdir(tmp_path)) == ["w.safetensors"]
@@ -147,7 +143,7 @@ def test_a_truncated_pth_is_one_line(good, tmp_path, capsys):
     src = tmp_path / "w.pth"
     torch.save({k: torch.from_numpy(v.copy()) for k, v in good["sd"].items()}, src)
     src.write_bytes(src.read_bytes()[: src.stat().st_size // 2])
-    code, err = run_cli(capsys, *from_torch_args(src, tmp_path / "m.keras"))
+    code, _, err = run_cli(capsys, *from_torch_args(src, tmp_path / "m.keras"))
     assert code == 2
     assert_one_line_error(err, src, "not a readable PyTorch checkpoint")
     assert sorted(os.listdir(tmp_path)) == ["w.pth"]
@@ -170,7 +166,7 @@ KERAS_BREAKS = {
 def test_to_torch_from_a_broken_keras_file_is_one_line(good, kind, tmp_path, capsys):
     src = tmp_path / "m.keras"
     KERAS_BREAKS[kind](src, good["keras"])
-    code, err = run_cli(capsys, "--to-torch", src, "--out", tmp_path / "w.safetensors")
+    code, _, err = run_cli(capsys, "--to-torch", src, "--out", tmp_path / "w.safetensors")
     assert code == 2
     assert_one_line_error(err, src)
     assert "File not found" not in err or kind == "missing"
@@ -179,7 +175,7 @@ def test_to_torch_from_a_broken_keras_file_is_one_line(good, kind, tmp_path, cap
 
 def test_a_missing_output_folder_is_one_line(good, tmp_path, capsys):
     out = tmp_path / "no" / "such" / "m.safetensors"
-    code, err = run_cli(capsys, "--to-torch", good["keras"], "--out", out)
+    code, _, err = run_cli(capsys, "--to-torch", good["keras"], "--out", out)
     assert code == 2
     assert_one_line_error(err, tmp_path / "no" / "such")
 
@@ -204,7 +200,7 @@ def _fail_the_check(monkeypatch):
 def test_a_failed_check_is_exit_1_and_leaves_no_file(good, tmp_path, capsys, monkeypatch):
     src = save_safetensors(good["sd"], tmp_path / "w.safetensors")
     _fail_the_check(monkeypatch)
-    code, err = run_cli(capsys, *from_torch_args(src, tmp_path / "m.keras"))
+    code, _, err = run_cli(capsys, *from_torch_args(src, tmp_path / "m.keras"))
     assert code == 1
     assert_one_line_error(err, tmp_path / "m.keras", "differs")
     assert sorted(os.listdir(tmp_path)) == ["w.safetensors"]
@@ -220,7 +216,7 @@ def test_a_failed_to_torch_check_is_exit_1(good, tmp_path, capsys, monkeypatch):
 
     monkeypatch.setattr(convert.cli, "read_state_dict", altered)
     out = tmp_path / "w.safetensors"
-    code, err = run_cli(capsys, "--to-torch", good["keras"], "--out", out)
+    code, _, err = run_cli(capsys, "--to-torch", good["keras"], "--out", out)
     assert code == 1
     assert_one_line_error(err, out, "fc.bias")
     assert os.listdir(tmp_path) == []

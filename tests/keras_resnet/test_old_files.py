@@ -8,6 +8,7 @@ import pytest
 
 import keras_resnet
 from keras_resnet.summary import summarize, total_macs
+from tests.conftest import logit_tolerance
 
 DATA = Path(__file__).parent / "data"
 # arch -> (file stem, builder arguments)
@@ -29,7 +30,8 @@ def test_files_with_padding_layers_load_and_give_their_logits(arch, tmp_path):
     # A ResNet is rebuilt from its builder arguments: today's layers, the file's weights.
     assert "stem_conv_pad" not in [layer.name for layer in model.layers]
     logits = np.asarray(model(recorded["x"], training=False))
-    np.testing.assert_allclose(logits, recorded["logits"], rtol=1e-5, atol=1e-5)
+    # Recorded on another machine: round-off differs between CPUs, hence the parity bound.
+    assert np.abs(logits - recorded["logits"]).max() <= logit_tolerance(recorded["logits"])
 
     # Saved again by this version and loaded: the same numbers.
     model.save(tmp_path / "again.keras")
@@ -52,8 +54,8 @@ def test_files_with_padding_layers_load_and_give_their_logits(arch, tmp_path):
 def test_frozen_file_naming_its_padding_layers_loads_frozen():
     recorded = np.load(DATA / "resnet18_w2_frozen2_pad_layers_logits.npz")
     model = keras.models.load_model(DATA / "resnet18_w2_frozen2_pad_layers.keras")
-    np.testing.assert_allclose(np.asarray(model(recorded["x"], training=False)),
-                               recorded["logits"], rtol=1e-5, atol=1e-5)
+    logits = np.asarray(model(recorded["x"], training=False))
+    assert np.abs(logits - recorded["logits"]).max() <= logit_tolerance(recorded["logits"])
     frozen = {layer.name for layer in model._flatten_layers(include_self=False)
               if not layer.trainable}
     assert {"stem_conv", "stage1_block1", "stage2_block2_conv2"} <= frozen
