@@ -54,6 +54,7 @@ def run_python(code: str, cwd, timeout=900) -> str:
     return r.stdout
 
 
+@pytest.mark.slow
 def test_model_library_block_builds_compiles_and_trains(tmp_path):
     code = block("python", "from keras_resnet import resnet50, build_resnet") + (
         "\nimport numpy as np\n"
@@ -65,11 +66,13 @@ def test_model_library_block_builds_compiles_and_trains(tmp_path):
     assert "README-OK" in run_python(code, tmp_path)
 
 
+@pytest.mark.slow
 def test_model_that_knows_what_it_is_block(tmp_path):
     out = run_python(block("python", 'model.save("pets.keras")'), tmp_path).splitlines()
     assert out == ["resnet18 ('cat', 'dog', 'owl')", "cifar", "True"], out
 
 
+@pytest.mark.slow
 def test_pipelines_in_your_own_script_block(tmp_path):
     code = shrink(block("python", "from training.datasets import DATASETS, load"),
                   {"width=16": "width=4", "epochs=5": "epochs=1"})
@@ -77,6 +80,7 @@ def test_pipelines_in_your_own_script_block(tmp_path):
     assert "'accuracy':" in out and "'loss':" in out
 
 
+@pytest.mark.slow
 def test_train_evaluate_export_and_run_every_artifact(tmp_path):
     """Training's command, then evaluate, export and the artifact snippet on what they wrote."""
     fit = shrink(block("bash", "--dataset digits --width 16 --epochs 10   # offline"),

@@ -135,6 +135,7 @@ SUMMARY = ("-m", "keras_resnet.summary", "--width", "4", "--input-shape", "32,32
            "--stem", "cifar")
 
 
+@pytest.mark.slow
 def test_tensorflow_log_lines_are_off_by_default_and_on_with_info(tmp_path):
     quiet = run_python(tmp_path, *SUMMARY)
     assert quiet.returncode == 0, quiet.stderr[-3000:]
@@ -202,6 +203,7 @@ print(theirs, tuple(model(np.zeros((1, 32, 32, 3), "float32")).shape))
 """
 
 
+@pytest.mark.slow
 def test_torchvision_imported_after_our_models_works_and_says_what_it_turned_off(tmp_path):
     # torchvision is a test dependency (requirements-dev.txt): its absence is a failure here.
     r = run_python(tmp_path, "-c", TORCHVISION_AFTER_TENSORFLOW)

@@ -7,6 +7,7 @@ import pytest
 from benchmarks.bench import main, run
 
 
+@pytest.mark.slow
 def test_harness_reports_positive_rates_for_both_frameworks():
     has_torch = bool(importlib.util.find_spec("torch") and importlib.util.find_spec("torchvision"))
     cfg = dict(arch="resnet18", input_shape=(32, 32, 3), stem="cifar", num_classes=10, width=64,

@@ -89,6 +89,7 @@ def test_bad_inputs_file(basic_model_file, tmp_path, capsys):
     assert not (tmp_path / "a").exists() and leftovers(tmp_path) == []
 
 
+@pytest.mark.slow
 def test_export_overwrite_and_manifest(basic_model_file, tmp_path, capsys):
     out = tmp_path / "artifacts"
     out.mkdir()
@@ -110,6 +111,7 @@ def test_export_overwrite_and_manifest(basic_model_file, tmp_path, capsys):
     assert leftovers(tmp_path) == []
 
 
+@pytest.mark.slow
 def test_failed_verification_exits_non_zero(basic_model_file, tmp_path, capsys, monkeypatch):
     import export.verification as verification
 
@@ -136,6 +138,7 @@ def test_python_dash_m_entry_point(tmp_path):
     assert "export: error: model file" in proc.stderr and "does not exist" in proc.stderr
 
 
+@pytest.mark.slow
 def test_cli_reads_calibration_and_verification_data_from_the_run_dataset(tmp_path, capsys):
     """config.json beside the model names the data set: the CLI verifies on its test split
     (with accuracy) and calibrates int8 on its train split, with the run's class names."""

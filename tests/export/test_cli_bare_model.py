@@ -3,18 +3,18 @@ folder it creates, and says what it left out."""
 
 import json
 
+import pytest
+
 from export.cli import main
+from tests.harness import run_cli
 
 
 def run(capsys, *argv):
-    try:
-        code = main([str(a) for a in argv])
-    except SystemExit as e:
-        code = e.code
-    out = capsys.readouterr()
-    return code, out.out + out.err
+    code, out, err = run_cli(main, capsys, *argv)
+    return code, out + err
 
 
+@pytest.mark.slow
 def test_no_dataset_leaves_int8_out_with_a_note_and_creates_parents(basic_model_file, tmp_path,
                                                                     capsys):
     out = tmp_path / "artifacts" / "resnet18"  # neither folder exists yet

@@ -1,6 +1,7 @@
 """A model trained under mixed_float16 is rebuilt in float32, weights copied, then exported."""
 
 import numpy as np
+import pytest
 
 import export
 from export.model_io import is_float32
@@ -8,6 +9,7 @@ from export.model_io import is_float32
 from .conftest import NUM_CLASSES, separable_images
 
 
+@pytest.mark.slow
 def test_mixed_precision_model_exports_and_verifies(tmp_path):
     import keras
 

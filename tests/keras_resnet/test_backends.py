@@ -46,6 +46,7 @@ print(json.dumps({"loss": loss, "changed": changed, "trainable": len(before)}))
 
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("kind", sorted(MODELS))
+@pytest.mark.slow
 def test_other_backend_matches_tensorflow_and_round_trips(backend, kind, tmp_path):
     import keras
 

@@ -47,8 +47,26 @@ SHAPE_CASES = [
 ]
 
 
-@pytest.mark.parametrize("arch", ALL_ARCHS)
-@pytest.mark.parametrize("input_shape,stem,side", SHAPE_CASES)
+EVERYDAY_ARCHS = ("resnet18", "resnet34", "resnet50")
+
+
+def deep_ones_slow(archs):
+    """Each arch as a parameter; ResNet-101 and -152 marked slow (the bottleneck blocks of
+    ResNet-50, only more of them: 2-7 s apiece)."""
+    return [a if a in EVERYDAY_ARCHS else pytest.param(a, marks=pytest.mark.slow) for a in archs]
+
+
+# Every stem and size for every arch up to ResNet-50; the deeper two at one size every day and
+# at every size in the slow run.
+SHAPE_ARCH_CASES = [
+    pytest.param(arch, shape, stem, side, id=f"{arch}-{'x'.join(map(str, shape))}-{stem}",
+                 marks=[] if arch in EVERYDAY_ARCHS or (shape, stem) == ((32, 32, 3), "cifar")
+                 else [pytest.mark.slow])
+    for arch in ALL_ARCHS for shape, stem, side in SHAPE_CASES
+]
+
+
+@pytest.mark.parametrize("arch,input_shape,stem,side", SHAPE_ARCH_CASES)
 def test_output_shapes_and_finite(arch, input_shape, stem, side):
     width = 4
     expansion = 4 if ARCHS[arch][0] == "bottleneck" else 1
@@ -65,7 +83,7 @@ def test_output_shapes_and_finite(arch, input_shape, stem, side):
     assert tuple(f.shape) == (2, side, side, width * 8 * expansion)
 
 
-@pytest.mark.parametrize("arch", ALL_ARCHS)
+@pytest.mark.parametrize("arch", deep_ones_slow(ALL_ARCHS))
 def test_every_trainable_variable_gets_a_gradient(arch):
     model = build_resnet(arch, input_shape=(32, 32, 3), num_classes=5, stem="cifar", width=4)
     x = random_images((32, 32, 3), batch=4)
@@ -83,7 +101,7 @@ def test_every_trainable_variable_gets_a_gradient(arch):
     assert all(np.isfinite(np.asarray(g)).all() for g in grads)
 
 
-@pytest.mark.parametrize("arch", ALL_ARCHS)
+@pytest.mark.parametrize("arch", deep_ones_slow(ALL_ARCHS))
 def test_config_round_trip_and_keras_file(arch, tmp_path):
     names = [f"class {i}" for i in range(7)]
     model = build_resnet(arch, input_shape=(32, 32, 3), num_classes=7, stem="cifar", width=4,
@@ -496,6 +514,7 @@ def test_conv2d_formulations_equal_keras_conv2d(size, kernel, stride, padding, p
 
 
 @pytest.mark.parametrize("arch", ["resnet18", "resnet50"])
+@pytest.mark.slow
 def test_xla_compiles_the_fast_paths_and_agrees(arch):
     # The GPU path keeps XLA: the tiny-map products (gather of taps, padding folded in) and the
     # subsampled 1x1 shortcuts must compile under jit_compile=True (odd 7x7 -> 4x4 map included).

@@ -54,6 +54,7 @@ def test_predict_falls_back_to_config_json_for_older_files(files, capsys):
     assert predicted_classes(capsys, files[1], files[2]) == ["a", "b", "c"]
 
 
+@pytest.mark.slow
 def test_the_export_manifest_takes_the_models_class_names(files, tmp_path, capsys):
     from export.cli import main
 

@@ -61,6 +61,7 @@ def test_class_folders_train_and_record_the_split(tmp_path, capsys):
     assert {t["class"] for t in top} == {"bright", "dark"}
 
 
+@pytest.mark.slow
 def test_train_val_test_folders_use_the_val_folder(tmp_path):
     data = make_folder(tmp_path / "pics", layout="split folders")
     run = tmp_path / "run"
@@ -70,8 +71,9 @@ def test_train_val_test_folders_use_the_val_folder(tmp_path):
     assert config["input_shape"] == [32, 32, 1]
 
 
+@pytest.mark.slow
 def test_start_from_torchvision_weights_with_a_new_classifier_and_frozen_stages(tmp_path):
-    torch = pytest.importorskip("torch")  # in requirements-dev.txt; only the test needs it
+    import torch  # requirements-dev.txt: only the tests need it
     import torchvision
 
     import keras_resnet
@@ -96,6 +98,7 @@ def test_start_from_torchvision_weights_with_a_new_classifier_and_frozen_stages(
     np.testing.assert_allclose(mean, [0.485 * 255, 0.456 * 255, 0.406 * 255], rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_start_from_a_keras_model(tmp_path):
     data = make_folder(tmp_path / "pics", n=12)
     first, second = tmp_path / "first", tmp_path / "second"
@@ -144,7 +147,7 @@ def test_image_size_is_refused_for_other_datasets(capsys):
 
 
 def test_broken_start_weights_name_the_file(tmp_path, capsys):
-    torch = pytest.importorskip("torch")
+    import torch
     import torchvision
 
     state = torchvision.models.resnet18(num_classes=2).state_dict()
@@ -164,6 +167,7 @@ def mixed_folder(root, n, bad):
     return make_mixed_folder(root, n=n, bad=bad)
 
 
+@pytest.mark.slow
 def test_mixed_formats_sizes_and_a_corrupt_file_learn_and_predict_as_model_predict(
         tmp_path, capsys):
     # Grey/RGBA PNG, palette GIF, JPEG and BMP of 20-44 px, junk files, one undecodable .jpg;

@@ -98,6 +98,7 @@ def test_bad_paths_are_one_line_and_exit_2(run_and_images, capsys, argv, message
     assert message in err and len(err.strip().splitlines()) == 1, err
 
 
+@pytest.mark.slow
 def test_artifacts_predict_as_the_keras_model(run_and_images, tmp_path, capsys):
     import export
     from export.predict import main as export_main

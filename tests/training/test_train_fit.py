@@ -127,6 +127,7 @@ class _CrashAfterEpoch(keras.callbacks.Callback):
             raise _Crash(f"simulated crash after epoch {epoch + 1}")
 
 
+@pytest.mark.slow
 def test_resume_continues_at_the_right_epoch_with_the_same_state(tmp_path):
     common = dict(TINY, epochs=3, deterministic=True, optimizer="sgd", schedule="cosine",
                   warmup_epochs=1, lr=0.05, nesterov=True)
@@ -177,6 +178,7 @@ def test_nan_loss_stops_cleanly_and_keeps_the_last_good_checkpoint(tmp_path):
     assert not os.path.exists(os.path.join(run_dir, "metrics.json"))
 
 
+@pytest.mark.slow
 def test_mixed_bfloat16_trains_on_cpu(tmp_path):
     run_dir = str(tmp_path / "bf16")
     metrics = run(TrainConfig(run_dir=run_dir, epochs=2, precision="mixed_bfloat16", **TINY))

@@ -93,6 +93,7 @@ def test_a_second_fit_on_a_locked_run_dir_refuses_at_once(tiny_run, tmp_path, ca
         assert cb.read_resume_state(run_dir)["epoch"] == 1
 
 
+@pytest.mark.slow
 def test_a_stale_lock_of_a_dead_process_is_taken_over(tiny_run, tmp_path):
     run_dir = copy_run(tiny_run, tmp_path)
     holder = _hold_lock(run_dir)
@@ -104,6 +105,7 @@ def test_a_stale_lock_of_a_dead_process_is_taken_over(tiny_run, tmp_path):
     assert not os.path.exists(os.path.join(run_dir, "fit.lock"))
 
 
+@pytest.mark.slow
 def test_two_processes_on_one_run_dir_one_refuses(tmp_path):
     run_dir = str(tmp_path / "both")
     cmd = [sys.executable, "-m", "training.fit", *argv(TINY, run_dir=run_dir)]
@@ -197,6 +199,7 @@ def test_three_of_four_idx_files_name_the_missing_one(tmp_path):
 # Divergence with a finite loss
 
 
+@pytest.mark.slow
 def test_a_finite_but_exploding_loss_stops_with_exit_3(tmp_path, capsys):
     run_dir = str(tmp_path / "lr1e6")
     assert exit_code(fit.main, argv(DIGITS, lr=1e6, run_dir=run_dir, epochs=2)) == 3
@@ -205,6 +208,7 @@ def test_a_finite_but_exploding_loss_stops_with_exit_3(tmp_path, capsys):
     assert not os.path.exists(os.path.join(run_dir, "metrics.json"))
 
 
+@pytest.mark.slow
 def test_divergence_in_a_later_epoch_names_the_last_good_checkpoint(tmp_path, capsys):
     run_dir = str(tmp_path / "late")
     # A step schedule that multiplies the learning rate by 1e9 after epoch 1.
@@ -428,6 +432,7 @@ class _Crash(Exception):
     pass
 
 
+@pytest.mark.slow
 def test_log_csv_row_is_written_with_the_checkpoint(tmp_path, monkeypatch):
     run_dir = str(tmp_path / "log")
     original = cb.RunCheckpoint.on_epoch_end
@@ -446,6 +451,7 @@ def test_log_csv_row_is_written_with_the_checkpoint(tmp_path, monkeypatch):
     assert [int(r["epoch"]) for r in rows] == [1, 2]
 
 
+@pytest.mark.slow
 def test_log_csv_has_no_duplicate_row_when_killed_before_the_state(tmp_path, monkeypatch):
     run_dir = str(tmp_path / "log2")
     real = cb.atomic_write_json
