@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from keras_resnet.archs import ARCHS
+from tests.exports import basic_model_file, exported  # noqa: F401  (session fixtures)
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 WORKER = os.environ.get("PYTEST_XDIST_WORKER")
@@ -35,9 +36,13 @@ def pytest_configure(config):
             torch.set_num_threads(1)
     import keras  # noqa: F401
 
-    # TensorFlow, torch and Keras leave a few million objects that live as long as the
-    # process; frozen, every garbage collection skips them, and the gc.collect() in the
-    # per-test clear_session below takes milliseconds instead of a third of a second.
+    _freeze_what_lives()
+
+
+def _freeze_what_lives():
+    """TensorFlow, torch and Keras leave a few million objects that live as long as the
+    process; frozen, every garbage collection skips them, and the gc.collect() in the per-test
+    clear_session below takes milliseconds instead of a third of a second."""
     gc.collect()
     gc.freeze()
 
@@ -63,6 +68,8 @@ def _float32_policy_and_fresh_names():
     import keras
 
     keras.config.set_dtype_policy("float32")
+    if not gc.get_freeze_count():  # an ONNX export unfreezes (export/onnx_format.py)
+        _freeze_what_lives()
     keras.backend.clear_session()
     yield
     keras.config.set_dtype_policy("float32")
@@ -70,9 +77,13 @@ def _float32_policy_and_fresh_names():
 
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
 def pytest_collection_modifyitems(config, items):
-    """Under ``pytest -n N --dist loadgroup`` (scripts/test.sh) a worker takes a whole test file,
-    so that module-scoped fixtures (a training run, a model file) are made once; the tests that
-    share the session's export of every format go to one worker, which makes it once."""
+    """Under ``pytest -n N --dist loadgroup`` (scripts/test.sh) the tests that share the
+    session's export of every format go to one worker, and so do the tests of a file that
+    share a module-scoped fixture (a training run, a model file): each is made once. Every
+    other test goes to whichever worker is free."""
     for item in items:
-        group = "exported" if "exported" in item.fixturenames else item.nodeid.split("::")[0]
-        item.add_marker(pytest.mark.xdist_group(group))
+        defs = [d for ds in item._fixtureinfo.name2fixturedefs.values() for d in ds]
+        if "exported" in item.fixturenames:
+            item.add_marker(pytest.mark.xdist_group("exported"))
+        elif any(d.scope == "module" for d in defs):
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))

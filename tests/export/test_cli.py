@@ -111,7 +111,6 @@ def test_export_overwrite_and_manifest(basic_model_file, tmp_path, capsys):
     assert leftovers(tmp_path) == []
 
 
-@pytest.mark.slow
 def test_failed_verification_exits_non_zero(basic_model_file, tmp_path, capsys, monkeypatch):
     import export.verification as verification
 

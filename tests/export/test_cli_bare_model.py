@@ -14,7 +14,6 @@ def run(capsys, *argv):
     return code, out + err
 
 
-@pytest.mark.slow
 def test_no_dataset_leaves_int8_out_with_a_note_and_creates_parents(basic_model_file, tmp_path,
                                                                     capsys):
     out = tmp_path / "artifacts" / "resnet18"  # neither folder exists yet

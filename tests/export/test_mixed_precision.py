@@ -6,7 +6,7 @@ import pytest
 import export
 from export.model_io import is_float32
 
-from .conftest import NUM_CLASSES, separable_images
+from tests.exports import NUM_CLASSES, separable_images
 
 
 @pytest.mark.slow

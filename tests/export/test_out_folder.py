@@ -159,7 +159,6 @@ def mount_point(tmp_path, monkeypatch):
     return out
 
 
-@pytest.mark.slow
 def test_export_into_an_empty_mount_point_writes_in_place(basic_model_file, mount_point,
                                                           capsys):
     inode = mount_point.stat().st_ino
@@ -187,7 +186,6 @@ def test_leftovers_in_a_mount_point_are_finished_or_removed(mount_point, corrupt
     assert sorted(p.name for p in mount_point.iterdir()) == ["manifest.json", "model.onnx"]
 
 
-@pytest.mark.slow
 def test_an_export_killed_between_its_renames_is_restored(basic_model_file, tmp_path,
                                                           capsys):
     out = tmp_path / "artifacts"

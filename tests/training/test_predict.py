@@ -98,20 +98,19 @@ def test_bad_paths_are_one_line_and_exit_2(run_and_images, capsys, argv, message
     assert message in err and len(err.strip().splitlines()) == 1, err
 
 
-@pytest.mark.slow
-def test_artifacts_predict_as_the_keras_model(run_and_images, tmp_path, capsys):
-    import export
+def test_artifacts_predict_as_the_keras_model(exported, run_and_images, tmp_path, capsys):
+    """The session's export (every format, tests/export/conftest.py) against its own model."""
     from export.predict import main as export_main
     from training.predict import main
 
-    model, run, images = run_and_images
+    _, _, images = run_and_images
+    run = tmp_path / "run"
+    run.mkdir()
+    exported.model.save(run / "best.keras")
+    (run / "config.json").write_text(json.dumps({"class_names": exported.manifest["class_names"]}))
     assert main(["--model", str(run / "best.keras"), str(images), "--json"]) == 0
     keras_rows = json.loads(capsys.readouterr().out)
-    out = tmp_path / "artifacts"
-    x = np.random.default_rng(1).uniform(0, 255, (8, 28, 28, 1)).astype(np.float32)
-    export.export_all(model, out, images=x, formats=("saved_model", "onnx", "tflite"),
-                      tflite_variants=("float32",), class_names=CLASSES, latency_runs=0,
-                      log=lambda msg: None)
+    out = exported.out
     for artifact in (out / "saved_model" / "1", out / "model.onnx",
                      out / "tflite" / "model_float32.tflite"):
         assert export_main(["--artifact", str(artifact), str(images), "--json"]) == 0

@@ -1,5 +1,6 @@
-"""Small trained models and their exports, shared by the export tests (session-scoped: every
-conversion runs once)."""
+"""Small trained models and their exports, shared by the export, training and predict tests
+(session-scoped fixtures, made available everywhere by tests/conftest.py: every conversion runs
+once)."""
 
 import numpy as np
 import pytest
