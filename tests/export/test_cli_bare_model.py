@@ -3,7 +3,6 @@ folder it creates, and says what it left out."""
 
 import json
 
-
 from export.cli import main
 from tests.harness import run_cli
 
