@@ -1,8 +1,6 @@
 """The end-to-end benchmark runs training.fit as users do and reports it beside its model and
-torchvision (figures only: nothing asserts a speed)."""
-
-import importlib.util
-import json
+torchvision (figures only: nothing asserts a speed). A whole run of it is README's block
+(tests/test_readme.py::test_e2e_benchmark_block)."""
 
 import numpy as np
 import pytest
@@ -29,21 +27,3 @@ def test_options_the_benchmark_owns_are_refused(capsys):
         e2e.main(["--dataset", "imagenet"])
     with pytest.raises(SystemExit):
         e2e.main(["--epochs", "1"])
-
-
-@pytest.mark.slow
-def test_reports_fit_beside_train_on_batch_and_torch(tmp_path, capsys):
-    has_torch = bool(importlib.util.find_spec("torch") and importlib.util.find_spec("torchvision"))
-    out = tmp_path / "e2e.json"
-    argv = ["--dataset", "mnist", "--steps", "2", "--repeats", "1", "--json", str(out),
-            *([] if has_torch else ["--no-torch"]), "--", "--batch-size", "8"]
-    assert e2e.main(argv) == 0
-    res = json.loads(out.read_text())
-    assert res["batch_size"] == 8 and res["steps_per_epoch"] == 2
-    assert all(v > 0 for v in res["median_img_s"].values())
-    assert set(res["runs"]) == ({"fit", "train_on_batch", "torch"} if has_torch
-                                else {"fit", "train_on_batch"})
-    assert res["fit_over_train_on_batch"] > 0
-    text = capsys.readouterr().out
-    assert "python -m training.fit --dataset mnist --subset 16 --epochs 2" in text
-    assert "fit / train_on_batch" in text and "AVX" in res["machine"]

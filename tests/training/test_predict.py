@@ -98,8 +98,10 @@ def test_bad_paths_are_one_line_and_exit_2(run_and_images, capsys, argv, message
     assert message in err and len(err.strip().splitlines()) == 1, err
 
 
+@pytest.mark.parametrize("exported", ["basic"], indirect=True)
 def test_artifacts_predict_as_the_keras_model(exported, run_and_images, tmp_path, capsys):
-    """The session's export (every format, tests/export/conftest.py) against its own model."""
+    """The session's export of the basic-block model (every format, tests/exports.py) against
+    its own model."""
     from export.predict import main as export_main
     from training.predict import main
 

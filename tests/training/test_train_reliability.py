@@ -50,9 +50,13 @@ def error_line(capsys) -> str:
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
-    run_dir = str(tmp_path_factory.mktemp("tiny") / "run")
-    assert fit.main(argv(TINY, run_dir=run_dir)) == 0
-    return run_dir
+    """One finished run, shared read-only (tests copy it), started in a folder that already
+    held a file of the user's whose name looks like one of our temporaries."""
+    run_dir = tmp_path_factory.mktemp("tiny") / "run"
+    run_dir.mkdir()
+    (run_dir / "data.tmp-backup").write_text("precious")
+    assert fit.main(argv(TINY, run_dir=str(run_dir))) == 0
+    return str(run_dir)
 
 
 def copy_run(tiny_run, tmp_path) -> str:
@@ -416,12 +420,8 @@ def test_clean_temporaries_deletes_only_our_own(tmp_path):
     assert sorted(os.listdir(tmp_path)) == sorted(theirs)
 
 
-def test_a_run_keeps_a_users_file_in_its_run_dir(tmp_path):
-    run_dir = tmp_path / "kept"
-    run_dir.mkdir()
-    (run_dir / "data.tmp-backup").write_text("precious")
-    assert fit.main(argv(TINY, run_dir=str(run_dir))) == 0
-    assert (run_dir / "data.tmp-backup").read_text() == "precious"
+def test_a_run_keeps_a_users_file_in_its_run_dir(tiny_run):
+    assert open(os.path.join(tiny_run, "data.tmp-backup")).read() == "precious"
 
 
 # --------------------------------------------------------------------------------------------
