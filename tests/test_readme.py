@@ -162,8 +162,9 @@ def test_pytorch_interop_blocks(tmp_path):
 @pytest.mark.slow  # three short trainings, each beside train_on_batch (the first beside torch)
 def test_e2e_benchmark_block(tmp_path):
     e2e = shrink(block("bash", "python -m benchmarks.e2e --dataset mnist --repeats 3"), {
+        # Full width (torchvision has no other), a batch of 8: the one run beside torch.
         "--dataset mnist --repeats 3\n":
-            "--dataset mnist --repeats 1 --steps 2 --json e2e.json -- --width 4\n",
+            "--dataset mnist --repeats 1 --steps 2 --json e2e.json -- --batch-size 8\n",
         "--steps 15 --repeats 3 -- --stem cifar":
             "--steps 2 --repeats 1 --no-torch -- --width 4 --stem cifar",
         "--dataset mnist --repeats 3   #":
@@ -172,12 +173,11 @@ def test_e2e_benchmark_block(tmp_path):
     text = run_bash(e2e, tmp_path)
     assert text.count("fit / train_on_batch") == 3
     res = json.loads((tmp_path / "e2e.json").read_text())  # the first command's figures
-    assert res["steps_per_epoch"] == 2
+    assert res["batch_size"] == 8 and res["steps_per_epoch"] == 2
     assert all(v > 0 for v in res["median_img_s"].values())
     assert set(res["runs"]) == {"fit", "train_on_batch", "torch"}
     assert res["fit_over_train_on_batch"] > 0 and "AVX" in res["machine"]
-    assert (f"python -m training.fit --dataset mnist --subset {2 * res['batch_size']} "
-            "--epochs 2") in text
+    assert "python -m training.fit --dataset mnist --subset 16 --epochs 2" in text
 
 
 @pytest.mark.slow  # four model benchmarks, ours and torch's, a step each
