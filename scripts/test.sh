@@ -3,7 +3,7 @@
 # Without a -m option it runs every test not marked slow (the everyday suite); extra arguments
 # go to pytest, e.g. scripts/test.sh -m slow (the rest; CI runs both), scripts/test.sh -m "",
 # scripts/test.sh -n 0 (one process, no xdist workers).
-# One pytest-xdist worker per core (at most 4), each computing on one thread (tests/conftest.py);
+# One pytest-xdist worker per core (at most 4), torch on one thread in each (tests/conftest.py);
 # --dist loadgroup keeps a test file, and the tests sharing the export fixture, on one worker.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -10,12 +10,11 @@ from tests.exports import basic_model_file, exported  # noqa: F401  (session fix
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 WORKER = os.environ.get("PYTEST_XDIST_WORKER")
-# Under pytest-xdist (scripts/test.sh runs one worker per core) each worker computes on one
-# thread: two workers each starting a thread per core would fight over the cores. Set before
-# TensorFlow and torch load; the processes tests start inherit it.
+# Under pytest-xdist (scripts/test.sh runs one worker per core) torch and OpenMP compute on
+# one thread per worker. TensorFlow keeps its own pool: with TF_NUM_INTRAOP_THREADS=1 and
+# ONEDNN_MAX_CPU_ISA=AVX2, TF 2.21's Conv2DBackpropFilter segfaults on an AVX-512 CPU.
 if WORKER:
-    for _var in ("TF_NUM_INTRAOP_THREADS", "OMP_NUM_THREADS"):
-        os.environ.setdefault(_var, "1")
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 def pytest_configure(config):
