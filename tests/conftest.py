@@ -18,12 +18,14 @@ if WORKER:
 
 
 def pytest_configure(config):
-    """Loads the frameworks where tests run (not in xdist's controller, which only hands out
-    tests: it would spend seconds importing them before starting the workers)."""
+    """torchvision first, where tests run (not in xdist's controller, which only hands out
+    tests: it would spend seconds importing it before starting the workers)."""
     if config.getoption("numprocesses", None) and not WORKER:
         return
     # torchvision 0.29.1 segfaults when it is imported *after* TensorFlow 2.21 (the reverse
     # order works); the parity tests import it, so load it first when it is installed.
+    # Keras is left to the test modules: importing it imports our layers (they register with
+    # it), which coverage, started later in an xdist worker, would not see.
     try:
         import torchvision  # noqa: F401
     except ImportError:
@@ -33,8 +35,10 @@ def pytest_configure(config):
             import torch
 
             torch.set_num_threads(1)
-    import keras  # noqa: F401
 
+
+def pytest_collection_finish(session):
+    """Every test module, and with them TensorFlow and Keras, is imported by now."""
     _freeze_what_lives()
 
 
