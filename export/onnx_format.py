@@ -113,14 +113,16 @@ def _collect_between_optimizers():
     Everything alive before the conversion (TensorFlow, the model, the caller's objects) is
     frozen meanwhile (``gc.freeze``): each collection then walks only what tf2onnx made instead
     of every object of a process that has TensorFlow loaded, which made the collections most
-    of an ONNX export's time. ``gc.unfreeze`` afterwards returns them to the collector, a
-    caller's own frozen objects included.
+    of an ONNX export's time. ``gc.unfreeze`` afterwards returns them to the collector. A caller
+    that froze objects itself keeps its freeze: then nothing is frozen or unfrozen here.
     """
     from tf2onnx import optimizer
 
     original = optimizer._optimizers
-    gc.collect()
-    gc.freeze()
+    ours = not gc.get_freeze_count()
+    if ours:
+        gc.collect()
+        gc.freeze()
 
     def collecting(factory):
         def make():
@@ -136,7 +138,8 @@ def _collect_between_optimizers():
         yield
     finally:
         optimizer._optimizers = original
-        gc.unfreeze()
+        if ours:
+            gc.unfreeze()
 
 
 @contextlib.contextmanager

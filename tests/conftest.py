@@ -38,14 +38,9 @@ def pytest_configure(config):
 
 
 def pytest_collection_finish(session):
-    """Every test module, and with them TensorFlow and Keras, is imported by now."""
-    _freeze_what_lives()
-
-
-def _freeze_what_lives():
-    """TensorFlow, torch and Keras leave a few million objects that live as long as the
-    process; frozen, every garbage collection skips them, and the gc.collect() in the per-test
-    clear_session below takes milliseconds instead of a third of a second."""
+    """Every test module, and with them TensorFlow, torch and Keras, is imported by now: their
+    objects live as long as the process. Frozen, every garbage collection skips them, so the
+    gc.collect() in the per-test clear_session below walks only what tests made."""
     gc.collect()
     gc.freeze()
 
@@ -71,8 +66,6 @@ def _float32_policy_and_fresh_names():
     import keras
 
     keras.config.set_dtype_policy("float32")
-    if not gc.get_freeze_count():  # an ONNX export unfreezes (export/onnx_format.py)
-        _freeze_what_lives()
     keras.backend.clear_session()
     yield
     keras.config.set_dtype_policy("float32")
