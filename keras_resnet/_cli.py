@@ -1,4 +1,9 @@
-"""What every CLI of this repository shares about TensorFlow's own log output.
+"""What every CLI of this repository shares: its exit statuses and TensorFlow's own log output.
+
+Exit statuses (run/exit_status): 0 done; 2 the user's to fix (a UsageError, or an OSError
+such as a missing path or a full disk), said in one line; 3 training diverged (DivergedError);
+1 a check that failed (FailedError, one line) or a bug: any other exception, with its
+traceback, so that a stray ValueError of ours never reads as the user's mistake.
 
 Standard library only: the CLIs import this before parsing their arguments, and TensorFlow
 must not be loaded before the settings below are made (its C++ logging reads them at load time).
@@ -33,6 +38,7 @@ import os
 import re
 import sys
 import tempfile
+import traceback
 import warnings
 
 from keras_resnet import _imports
@@ -62,6 +68,59 @@ STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCE
 USER_ERRNOS = STORAGE_ERRNOS | {errno.ENOENT, errno.ENOTDIR, errno.EISDIR, errno.ENAMETOOLONG,
                                 errno.ELOOP}
 _USER_OS_ERRORS = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
+
+
+def run(parser: argparse.ArgumentParser, action, argv=None, **how) -> int:
+    """A CLI's main: parses ``argv``, applies ``--log-level``, then ``exit_status(action(args))``
+    (``how``: its keyword arguments)."""
+    args = parser.parse_args(argv)
+    configure(args)
+    return exit_status(lambda: action(args), **how)
+
+
+def exit_status(action, *, prefix: str = "error", path=None, storage_hint: str = "",
+                one_line: bool = False) -> int:
+    """Runs ``action()`` for a CLI and returns its exit status.
+
+    ``action``'s own status (None: 0); 2 for a UsageError or an OSError the user can fix (see
+    os_error_line; ``path`` when the error names none, ``storage_hint`` appended for a full or
+    unwritable disk); 3 for DivergedError; 1 for FailedError. Each of those is one line on
+    stderr, ``"<prefix>: <message>"`` (``one_line``: a message of several lines joined with
+    "; "). Anything else is a bug: 1 with its traceback. KeyboardInterrupt passes through.
+    """
+    try:
+        status = action()
+    except UsageError as err:
+        return _say(prefix, err, one_line, 2)
+    except DivergedError as err:
+        return _say(prefix, err, one_line, 3)
+    except FailedError as err:
+        return _say(prefix, err, one_line, 1)
+    except OSError as err:
+        line = os_error_line(err, path)
+        if line is None:
+            return _bug()
+        hint = storage_hint if err.errno in STORAGE_ERRNOS else ""
+        return _say(prefix, f"{line}{hint}", one_line, 2)
+    except Exception:
+        return _bug()
+    return 0 if status is None else status
+
+
+def _say(prefix: str, message, one_line: bool, status: int) -> int:
+    text = str(message)
+    if one_line:
+        text = "; ".join(line.strip() for line in text.splitlines() if line.strip())
+    print(f"{prefix}: {text}", file=sys.stderr)
+    return status
+
+
+def _bug() -> int:
+    # Printed here rather than left to the interpreter so that main() called in-process
+    # (tests, scripts) returns the same status the command gives.
+    traceback.print_exc()
+    sys.stderr.flush()
+    return 1
 
 
 def os_error_line(err: OSError, path=None) -> str | None:
@@ -136,6 +195,22 @@ def parse_shape(text: str) -> tuple[int, int, int]:
         raise argparse.ArgumentTypeError(
             f"height, width and channels must be positive; got {text!r}")
     return shape
+
+
+class UsageError(Exception):
+    """What the user can fix (an option, a file, a folder): exit 2 with the message as one line.
+
+    Every user-facing error class derives from it, so that anything else reaching a CLI's main
+    is ours and shows its traceback."""
+
+
+class DivergedError(Exception):
+    """Training diverged (NaN/inf or exploding loss): exit 3 with one line naming what to do."""
+
+
+class FailedError(Exception):
+    """Something ran but did not finish as asked, and not through a bug (a check of a written
+    file that failed, a lost worker): exit 1 with one line."""
 
 
 EXIT_CODES = """exit status:
