@@ -18,6 +18,7 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "ARCHS": "keras_resnet.archs",
     "STEMS": "keras_resnet.archs",
+    "stem_for_kernel": "keras_resnet.archs",
     "BN_EPSILON": "keras_resnet.layers",
     "BN_MOMENTUM": "keras_resnet.layers",
     "BasicBlock": "keras_resnet.blocks",
@@ -34,6 +35,7 @@ _EXPORTS = {
     "resnet152": "keras_resnet.builder",
     "feature_extractor": "keras_resnet.features",
     "freeze": "keras_resnet.features",
+    "model_from_keras_weights": "keras_resnet.transfer",
 }
 # Submodules that `import keras_resnet` used to load eagerly: still reachable as attributes.
 _SUBMODULES = ("archs", "blocks", "builder", "features")
@@ -41,7 +43,7 @@ _SUBMODULES = ("archs", "blocks", "builder", "features")
 __all__ = [
     "ARCHS", "STEMS", "BN_EPSILON", "BN_MOMENTUM", "BasicBlock", "Bottleneck", "ResNet",
     "build_resnet", "feature_extractor", "freeze", "min_input_size", "model_config",
-    "output_stride", "resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
+    "model_from_keras_weights", "output_stride", "stem_for_kernel", "resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
 ]
 
 

@@ -6,11 +6,8 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
-from keras_resnet.archs import ARCHS
+from keras_resnet.archs import ARCHS, STEM_BY_KERNEL, stem_for_kernel  # noqa: F401
 
-
-# conv1 kernel size -> our stem (torchvision: 7x7/2 + max-pool; CIFAR variant: 3x3/1, no pool).
-STEM_BY_KERNEL = {7: "imagenet", 3: "cifar"}
 _TORCH_BLOCK_KEY = re.compile(r"^layer(\d+)\.(\d+)\.")
 
 
@@ -37,12 +34,7 @@ def infer_config(state_dict: Mapping) -> dict:
         )
     if w.ndim != 4 or w.shape[2] != w.shape[3]:
         raise ValueError(f"'conv1.weight' must be (out, in, k, k), got shape {tuple(w.shape)}")
-    kernel = int(w.shape[2])
-    if kernel not in STEM_BY_KERNEL:
-        raise ValueError(
-            f"'conv1.weight' is a {kernel}x{kernel} kernel; supported stems: "
-            + ", ".join(f"{k}x{k} -> {s!r}" for k, s in STEM_BY_KERNEL.items())
-        )
+    stem = stem_for_kernel(w.shape[2], what="'conv1.weight'")
     blocks: dict[int, set[int]] = {}
     for key in state_dict:
         m = _TORCH_BLOCK_KEY.match(key)
@@ -56,7 +48,7 @@ def infer_config(state_dict: Mapping) -> dict:
         "arch": arch,
         "block": block,
         "depths": depths,
-        "stem": STEM_BY_KERNEL[kernel],
+        "stem": stem,
         "width": int(w.shape[0]),
         "in_channels": int(w.shape[1]),
         "num_classes": int(fc.shape[0]) if fc is not None and fc.ndim == 2 else None,
