@@ -9,10 +9,12 @@ import gc
 
 import numpy as np
 
+from keras_resnet._cli import UsageError
+
 FLOAT32 = "float32"
 
 
-class ExportError(Exception):
+class ExportError(UsageError):
     """A user-facing problem (bad model file, bad options, missing data): printed, exit 2."""
 
 

@@ -10,11 +10,13 @@ from __future__ import annotations
 import os
 import zipfile
 
+from keras_resnet._cli import UsageError
+
 # What Keras 3 writes into every .keras archive.
 KERAS_MEMBERS = ("config.json", "model.weights.h5")
 
 
-class ModelFileError(ValueError):
+class ModelFileError(UsageError, ValueError):
     """A model file that is missing or cannot be loaded; the message names it and the fault."""
 
 

@@ -15,8 +15,10 @@ import os
 import shutil
 import tempfile
 
+from keras_resnet._cli import UsageError
 
-class DistributeError(ValueError):
+
+class DistributeError(UsageError, ValueError):
     """A strategy that cannot run here; the message says what was found and what to change."""
 
 

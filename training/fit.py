@@ -26,11 +26,11 @@ from training.rundir import RunDirError, RunLock, exit_code
 RESUMABLE_CHANGES = ("epochs", "resume", "run_dir", "verbose", "strategy", "cpu_replicas")
 
 
-class WorkerLost(RuntimeError):
+class WorkerLost(_cli.FailedError, RuntimeError):
     """Another worker of a multi-worker run stopped; the run can resume from its last epoch."""
 
 
-class TrainingDiverged(RuntimeError):
+class TrainingDiverged(_cli.DivergedError, RuntimeError):
     """The loss became NaN/inf or exploded; the message names the last good checkpoint."""
 
 

@@ -25,7 +25,7 @@ EXIT_CODES = """exit status: 0 predictions printed; 2 bad input or usage (a path
 image or holds none, an unreadable model: the one-line message names it); 1 an internal error."""
 
 
-class PredictError(ValueError):
+class PredictError(_cli.UsageError, ValueError):
     """A user's input that cannot be predicted on; the message names it."""
 
 

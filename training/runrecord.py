@@ -9,6 +9,8 @@ import dataclasses
 import json
 import os
 
+from keras_resnet._cli import UsageError
+
 CONFIG = "config.json"
 # What training.fit always writes (write_record checks it); fit writes more (versions,
 # strategy, sizes, ...), kept in `raw`. Readers take records with less (older runs, a
@@ -17,7 +19,7 @@ REQUIRED = ("arch", "dataset", "input_shape", "num_classes", "options")
 SUMMARY = ("arch", "dataset", "input_shape", "precision", "preprocessing")
 
 
-class RunRecordError(ValueError):
+class RunRecordError(UsageError, ValueError):
     """A config.json that cannot be read as a run record; the message names the file."""
 
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 
 import numpy as np
 
+from keras_resnet import _cli
 from keras_resnet.convert.formats import (
     SAFETENSORS_SUFFIX,
     TORCH_SUFFIXES,
@@ -51,12 +51,15 @@ EXIT_CODES = """exit status:
      a file that was at --out before is only ever replaced by a checked one."""
 
 
-class CheckFailed(Exception):
+class CheckFailed(_cli.FailedError):
     """A file was written, but reading it back did not give what was written."""
 
 
+class ConvertError(_cli.UsageError, ValueError):
+    """A checkpoint, model or --out that cannot be converted as asked; the message names it."""
+
+
 def main(argv=None) -> int:
-    from keras_resnet import _cli
     from keras_resnet.archs import ARCHS
 
     parser = argparse.ArgumentParser(
@@ -91,20 +94,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     _check_usage(parser, args)
     _cli.configure(args)
-    try:
-        return _run(args)
-    except CheckFailed as err:
-        print(f"{parser.prog}: error: {err}", file=sys.stderr)
-        return 1
-    except OSError as err:
-        line = _cli.os_error_line(err)
-        if line is None:
-            raise
-        print(f"{parser.prog}: error: {line}", file=sys.stderr)
-        return 2
-    except (ValueError, ImportError) as err:
-        print(f"{parser.prog}: error: {err}", file=sys.stderr)
-        return 2
+    return _cli.exit_status(lambda: _run(args), prefix=f"{parser.prog}: error")
 
 
 def _check_usage(parser, args) -> None:
@@ -130,17 +120,17 @@ def _check_paths(source: str, outs) -> None:
     """The input exists and every --out can be created, before anything is converted."""
     if not os.path.isfile(source):
         what = "is a folder, not a file" if os.path.isdir(source) else "does not exist"
-        raise ValueError(f"{source}: {what}")
+        raise ConvertError(f"{source}: {what}")
     for out in outs:
         folder = os.path.dirname(os.path.abspath(out))
         if os.path.isdir(out):
-            raise ValueError(f"--out {out} is a folder; give a file name")
+            raise ConvertError(f"--out {out} is a folder; give a file name")
         if not os.path.isdir(folder):
-            raise ValueError(f"--out {out}: the folder {folder} does not exist")
+            raise ConvertError(f"--out {out}: the folder {folder} does not exist")
         if not os.access(folder, os.W_OK | os.X_OK):
-            raise ValueError(f"--out {out}: the folder {folder} is not writable")
+            raise ConvertError(f"--out {out}: the folder {folder} is not writable")
         if os.path.abspath(out) == os.path.abspath(source):
-            raise ValueError(f"--out {out} is the input file")
+            raise ConvertError(f"--out {out} is the input file")
 
 
 def _temp_path(path: str) -> str:
@@ -160,10 +150,11 @@ def _remove(path: str) -> None:
         pass
 
 
-def _named(path: str, err: Exception) -> ValueError:
-    """``err`` as a ValueError that names ``path`` (library errors often do not)."""
+def _named(path: str, err: Exception) -> ConvertError:
+    """A library's ValueError about the user's file, as a ConvertError that names ``path``
+    (library errors often do not)."""
     text = str(err)
-    return ValueError(text if path in text else f"{path}: {text}")
+    return ConvertError(text if path in text else f"{path}: {text}")
 
 
 def _run(args) -> int:
@@ -186,6 +177,8 @@ def _run_from_torch(args) -> int:
         )
     except ValueError as err:
         raise _named(src, err) from err
+    except ImportError as err:  # a module the checkpoint's format needs is not installed
+        raise ConvertError(str(err)) from err
     tmp = _temp_path(out)
     try:
         model.save(tmp)
@@ -209,14 +202,13 @@ def _run_to_torch(args) -> int:
         raise _named(args.to_torch, err) from err
     unusable = unusable_values(sd, [k for k in sd if not k.endswith(".num_batches_tracked")])
     if unusable:
-        raise ValueError(f"{args.to_torch}: {unusable}; nothing was written")
+        raise ConvertError(f"{args.to_torch}: {unusable}; nothing was written")
     for note in torch_compat_notes(model):
         print(f"  note: {note}")
     temps = {path: _temp_path(path) for path in args.out}
     try:
         for path, tmp in temps.items():
-            write_state_dict(sd, tmp, model.name)
-            back, _ = read_state_dict(tmp)
+            back = _written_back(sd, path, tmp, model.name)
             diff = [k for k in sd if not np.array_equal(sd[k], back.get(k))]
             diff += sorted(set(back) - set(sd))
             if diff:
@@ -233,13 +225,23 @@ def _run_to_torch(args) -> int:
     return 0
 
 
+def _written_back(sd, path: str, tmp: str, model_name: str) -> dict:
+    """Writes ``sd`` to ``tmp`` in ``path``'s format and reads it back."""
+    try:
+        write_state_dict(sd, tmp, model_name)
+        back, _ = read_state_dict(tmp)
+    except ImportError as err:  # e.g. safetensors, needed for .safetensors only
+        raise ConvertError(str(err)) from err
+    return back
+
+
 def _import_torch_first(path: str) -> None:
     # Before TensorFlow loads, so that a missing torch is said before any work is done. torch
     # itself imports fine after TensorFlow; torchvision does not (keras_resnet._imports).
     try:
         import torch  # noqa: F401
     except ImportError as err:
-        raise ImportError(
+        raise ConvertError(
             f"{path}: .pth/.pt files need PyTorch (pip install torch); .safetensors needs none"
         ) from err
 
