@@ -52,6 +52,10 @@ class ImageError(ValueError):
         self.reason = reason or message
 
 
+def is_image_name(name: str) -> bool:
+    return name.lower().endswith(IMAGE_SUFFIXES) and not name.startswith(".")
+
+
 def resolve_resize(mode: str, height: int | None, width: int | None) -> str:
     """"crop" or "stretch" for `mode` ("auto" decides by the model's input size)."""
     if mode not in RESIZE_MODES:
