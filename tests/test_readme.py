@@ -323,3 +323,12 @@ def test_decode_benchmark_block(tmp_path):
     assert "`--images 2000 --size 32`" in prose
     assert "decode check" in run_bash("python -m benchmarks.decode --images 20 --size 32",
                                       tmp_path)
+
+
+def test_readme_links_every_results_file_and_each_keeps_its_command():
+    """Measured figures live in benchmarks/results/*.md, each linked from README with its command."""
+    results = sorted((REPO / "benchmarks" / "results").glob("*.md"))
+    linked = set(re.findall(r"\]\((benchmarks/results/[\w.-]+\.md)\)", README))
+    assert linked == {f"benchmarks/results/{p.name}" for p in results}, linked
+    for p in results:
+        assert "python -m " in p.read_text(), p.name
