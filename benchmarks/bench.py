@@ -50,9 +50,9 @@ class KerasRunner:
         if cfg["precision"] != "float32":
             keras.config.set_dtype_policy(cfg["precision"])
         if cfg.get("input_gradient", "forward") == "tensorflow":
-            from keras_resnet import layers
+            from keras_resnet import kernels
 
-            layers.FLIPPED_INPUT_GRADIENT = False
+            kernels.use(kernels.active() - {"flipped_input_gradient"})
         keras.utils.set_random_seed(0)
         h, w, c = cfg["input_shape"]
         self.batch = cfg["batch"]
@@ -88,9 +88,10 @@ class KerasRunner:
         import keras
         import tensorflow as tf
 
-        from keras_resnet import layers
+        from keras_resnet import kernels
 
-        grad = "forward conv" if layers.FLIPPED_INPUT_GRADIENT else "Conv2DBackpropInput"
+        grad = ("forward conv" if "flipped_input_gradient" in kernels.active()
+                else "Conv2DBackpropInput")
         return (f"tensorflow {tf.__version__}, keras {keras.__version__}, jit_compile={self.jit}, "
                 f"stride-1 3x3 input gradient: {grad}")
 
@@ -213,13 +214,13 @@ def run(cfg: dict) -> dict:
 def pipeline_throughput(dataset: str, batch: int, batches: int = 100) -> float:
     """Images/s that training's tf.data pipeline delivers for `dataset`, model excluded.
 
-    Runs training.datasets.make_pipeline (gather, uint8 -> float32, the dataset's augmentation,
+    Runs training.data.make_pipeline (gather, uint8 -> float32, the dataset's augmentation,
     shuffle, prefetch) over uint8 arrays of the dataset's real train-split size and image shape,
     so it needs no download; the pixel values do not change the work done.
     """
     import numpy as np
 
-    from training.datasets import DATASETS, make_pipeline
+    from training.data import DATASETS, make_pipeline
 
     info = DATASETS[dataset]
     n = info.splits["train"]

@@ -41,7 +41,8 @@ def onnx(model, path, opset: int = DEFAULT_OPSET) -> Path:
     ``probabilities``; the batch dimension is dynamic. ``onnx.checker`` must pass.
     """
     import onnx as onnx_lib
-    from keras.src.export.tf2onnx_lib import patch_tf2onnx
+
+    from keras_resnet._keras_compat import patch_tf2onnx
 
     check_opset(opset)
     path = Path(path)
@@ -49,7 +50,7 @@ def onnx(model, path, opset: int = DEFAULT_OPSET) -> Path:
         raise ExportError(f"ONNX path must end with '.onnx', got {str(path)!r}")
     model = float32_model(model)
     graph_def, input_name, outputs = frozen_graph_def(model)
-    patch_tf2onnx()  # tf2onnx 1.17 uses np.object etc., gone in numpy 2 (Keras ships the patch)
+    patch_tf2onnx()  # tf2onnx 1.17 uses np.object etc., gone in numpy 2
     proto = _convert(graph_def, input_name, outputs, opset)
     del graph_def
     release_memory()  # tf2onnx's TF graphs and its own graph copies, before the checker runs
@@ -76,7 +77,11 @@ def _convert(graph_def, input_name, outputs, opset):
     """
     import tf2onnx
 
-    with _collect_between_optimizers(), _quiet_tf_deprecations():
+    from keras_resnet._keras_compat import quiet_tf_deprecations
+
+    # from_graph_def calls TF1 graph utilities (convert_variables_to_constants,
+    # extract_sub_graph) whose deprecation warnings say nothing to our users.
+    with _collect_between_optimizers(), quiet_tf_deprecations():
         proto, _ = tf2onnx.convert.from_graph_def(
             graph_def,
             name="serve",
@@ -140,17 +145,3 @@ def _collect_between_optimizers():
         optimizer._optimizers = original
         if ours:
             gc.unfreeze()
-
-
-@contextlib.contextmanager
-def _quiet_tf_deprecations():
-    """``from_graph_def`` calls TF1 graph utilities (convert_variables_to_constants,
-    extract_sub_graph) whose deprecation warnings say nothing to our users."""
-    from tensorflow.python.util import deprecation
-
-    previous = deprecation._PRINT_DEPRECATION_WARNINGS
-    deprecation._PRINT_DEPRECATION_WARNINGS = False
-    try:
-        yield
-    finally:
-        deprecation._PRINT_DEPRECATION_WARNINGS = previous

@@ -37,29 +37,25 @@ _EXPORTS = {
     "freeze": "keras_resnet.features",
     "model_from_keras_weights": "keras_resnet.transfer",
 }
-# Submodules that `import keras_resnet` used to load eagerly: still reachable as attributes.
-_SUBMODULES = ("archs", "blocks", "builder", "features")
 
 __all__ = [
     "ARCHS", "STEMS", "BN_EPSILON", "BN_MOMENTUM", "BasicBlock", "Bottleneck", "ResNet",
     "build_resnet", "feature_extractor", "freeze", "min_input_size", "model_config",
-    "model_from_keras_weights", "output_stride", "stem_for_kernel", "resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
+    "model_from_keras_weights", "output_stride", "stem_for_kernel", "resnet18", "resnet34",
+    "resnet50", "resnet101", "resnet152",
 ]
 
 
 def __getattr__(name: str):
-    if name in _EXPORTS:
-        value = getattr(importlib.import_module(_EXPORTS[name]), name)
-    elif name in _SUBMODULES:
-        value = importlib.import_module(f"{__name__}.{name}")
-    else:
+    if name not in _EXPORTS:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
     globals()[name] = value  # later lookups skip __getattr__
     return value
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__) | set(_SUBMODULES))
+    return sorted(set(globals()) | set(__all__))
 
 
 def _register_layers() -> None:

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from typing import Sequence
 
 import keras
 
+from keras_resnet import _keras_compat
 from keras_resnet.archs import ARCHS, NUM_STAGES, STEMS
 from keras_resnet.blocks import BasicBlock, Bottleneck, make_bn, make_conv
 
 BLOCKS = {"basic": BasicBlock, "bottleneck": Bottleneck}
+# What a ResNet's config (the model part of its .keras file) holds; a change to its keys or
+# their meaning is a new version.
+FORMAT_VERSION = 1
 POOLINGS = ("avg", "max", None)
 
 
@@ -163,9 +166,6 @@ def build_resnet(
     )
 
 
-_OLD_PAD_LAYER = re.compile(r"(^stem_conv|_conv\d+)_pad$")
-
-
 def _check_class_names(class_names, num_classes: int, include_top: bool):
     if class_names is None:
         return None
@@ -254,6 +254,57 @@ def _resnet_graph(arch, shape, num_classes, include_top, pooling, classifier_act
     return inputs, x
 
 
+def _checked_builder_config(arch, input_shape, num_classes, include_top, pooling,
+                            classifier_activation, stem, width, zero_init_residual,
+                            normalization, class_names) -> dict:
+    """The ``build_resnet`` arguments, checked and in the form the model's config keeps."""
+    _check_arch(arch)
+    _check_stem(stem)
+    if pooling not in POOLINGS:
+        raise ValueError(f"Unknown pooling {pooling!r}; expected one of {list(POOLINGS)}")
+    if include_top and (
+        isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1
+    ):
+        raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
+    if include_top and pooling is None:
+        raise ValueError("include_top=True needs pooling 'avg' or 'max', got None")
+    if isinstance(width, bool) or not isinstance(width, int) or width < 1:
+        raise ValueError(f"width must be a positive integer, got {width!r}")
+    shape = _check_input_shape(input_shape, stem)
+    names = _check_class_names(class_names, num_classes, include_top)
+    classifier_activation = _activation_name(classifier_activation)
+    if normalization is not None:
+        normalization = _normalization_values(*normalization, channels=shape[-1])
+    return {
+        "arch": arch,
+        "input_shape": list(shape),
+        "num_classes": num_classes,
+        "include_top": bool(include_top),
+        "pooling": pooling,
+        "classifier_activation": classifier_activation,
+        "stem": stem,
+        "width": width,
+        "zero_init_residual": bool(zero_init_residual),
+        "normalization": None if normalization is None else [list(v) for v in normalization],
+        "class_names": names,
+    }
+
+
+def _graph_under_policy(policy, config: dict):
+    """(inputs, outputs) of the graph for a checked builder config, built under ``policy``."""
+    previous = keras.config.dtype_policy()
+    # The blocks create their sublayers under the global policy.
+    keras.config.set_dtype_policy(policy)
+    try:
+        return _resnet_graph(
+            config["arch"], tuple(config["input_shape"]), config["num_classes"],
+            config["include_top"], config["pooling"], config["classifier_activation"],
+            config["stem"], config["width"], config["zero_init_residual"],
+            config["normalization"])
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
 @keras.saving.register_keras_serializable(package="keras_resnet")
 class ResNet(keras.Model):
     """A functional ResNet that knows its builder arguments (keras-hub's Backbone pattern).
@@ -287,58 +338,27 @@ class ResNet(keras.Model):
         dtype=None,
         frozen_layers: Sequence[str] = (),
     ):
-        _check_arch(arch)
-        _check_stem(stem)
-        if pooling not in POOLINGS:
-            raise ValueError(f"Unknown pooling {pooling!r}; expected one of {list(POOLINGS)}")
-        if include_top and (
-            isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1
-        ):
-            raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
-        if include_top and pooling is None:
-            raise ValueError("include_top=True needs pooling 'avg' or 'max', got None")
-        if isinstance(width, bool) or not isinstance(width, int) or width < 1:
-            raise ValueError(f"width must be a positive integer, got {width!r}")
-        shape = _check_input_shape(input_shape, stem)
-        names = _check_class_names(class_names, num_classes, include_top)
-        classifier_activation = _activation_name(classifier_activation)
-        if normalization is not None:
-            normalization = _normalization_values(*normalization, channels=shape[-1])
-
+        config = _checked_builder_config(
+            arch, input_shape, num_classes, include_top, pooling, classifier_activation, stem,
+            width, zero_init_residual, normalization, class_names)
         policy = keras.config.dtype_policy() if dtype is None else keras.dtype_policies.get(dtype)
-        previous = keras.config.dtype_policy()
-        # The blocks create their sublayers under the global policy.
-        keras.config.set_dtype_policy(policy)
-        try:
-            inputs, outputs = _resnet_graph(
-                arch, shape, num_classes, include_top, pooling, classifier_activation, stem,
-                width, zero_init_residual, normalization)
-        finally:
-            keras.config.set_dtype_policy(previous)
+        inputs, outputs = _graph_under_policy(policy, config)
         super().__init__(inputs, outputs, name=name or arch, trainable=trainable)
         # Kept as JSON text: Keras would track a dict (and deep copies of it would copy the
         # model), and the config must stay what a .keras file can hold.
-        self._resnet_config = json.dumps({
-            "arch": arch,
-            "input_shape": list(shape),
-            "num_classes": num_classes,
-            "include_top": bool(include_top),
-            "pooling": pooling,
-            "classifier_activation": classifier_activation,
-            "stem": stem,
-            "width": width,
-            "zero_init_residual": bool(zero_init_residual),
-            "normalization": None if normalization is None else [list(v) for v in normalization],
-            "class_names": names,
-        })
+        self._resnet_config = json.dumps(config)
         self._resnet_dtype = policy.name
-        # Files saved before convolutions padded themselves name their padding layers here.
-        frozen = {n for n in frozen_layers if not _OLD_PAD_LAYER.search(n)}
-        unknown = sorted(frozen - {layer.name for layer in self._flatten_layers()})
+        self._freeze_layers(frozen_layers)
+
+    def _freeze_layers(self, frozen_layers: Sequence[str]) -> None:
+        """Makes exactly the layers named in ``frozen_layers`` non-trainable."""
+        frozen = set(frozen_layers)
+        layers = _keras_compat.flatten_layers(self, include_self=False)
+        unknown = sorted(frozen - {self.name} - {layer.name for layer in layers})
         if unknown:
-            raise ValueError(f"frozen_layers {unknown} are not layers of this {arch}")
+            raise ValueError(f"frozen_layers {unknown} are not layers of this {self.arch}")
         # Parents come before their sublayers, so a sublayer's own flag wins.
-        for layer in self._flatten_layers(include_self=False):
+        for layer in layers:
             if layer.name in frozen:
                 layer.trainable = False
             elif not layer.trainable:
@@ -361,64 +381,34 @@ class ResNet(keras.Model):
 
     def get_config(self) -> dict:
         # Not chained to the functional config: a layer graph cannot be passed to __init__.
-        frozen = [layer.name for layer in self._flatten_layers(include_self=False)
+        frozen = [layer.name for layer in _keras_compat.flatten_layers(self, include_self=False)
                   if not layer.trainable]
         return {**self.builder_config, "name": self.name, "trainable": self.trainable,
-                "dtype": self._resnet_dtype, "frozen_layers": frozen}
+                "dtype": self._resnet_dtype, "frozen_layers": frozen,
+                "format_version": FORMAT_VERSION}
 
     @classmethod
     def from_config(cls, config, custom_objects=None):
         # The default for a functional model would return a plain Functional.
+        config = dict(config)
+        # Files saved before the format had a number are version 1.
+        version = config.pop("format_version", FORMAT_VERSION)
+        if version != FORMAT_VERSION:
+            raise ValueError(f"this model was saved in keras_resnet format version {version!r}; "
+                             f"this keras_resnet reads version {FORMAT_VERSION} (a newer "
+                             "keras_resnet wrote it?)")
         return cls(**config)
 
 
 def model_config(model: keras.Model) -> dict:
-    """The ``build_resnet`` arguments of a keras_resnet model.
+    """The ``build_resnet`` arguments of a keras_resnet model (its ``builder_config``).
 
-    A ``ResNet`` gives its own ``builder_config``. A plain functional model (a .keras file
-    saved before models carried their config) has them read off its layers, which cannot tell
-    ``zero_init_residual`` (an initialization, reported False) nor class names (None).
     Raises ValueError for a model that keras_resnet did not build.
     """
-    if isinstance(model, ResNet):
-        return model.builder_config
-    layers = {layer.name: layer for layer in model.layers}
-    stem_conv = layers.get("stem_conv")
-    if stem_conv is None or not hasattr(stem_conv, "kernel"):
-        raise ValueError(f"{model.name!r} is not a keras_resnet model (no 'stem_conv' layer); "
+    if not isinstance(model, ResNet):
+        raise ValueError(f"{model.name!r} is not a keras_resnet model (not a ResNet); "
                          "build it with keras_resnet.build_resnet")
-    kernel, _, _, width = (int(d) for d in stem_conv.kernel.shape)
-    depths = [sum(1 for name in layers if name.startswith(f"stage{s}_block"))
-              for s in range(1, NUM_STAGES + 1)]
-    first = layers.get("stage1_block1")
-    block_type = "bottleneck" if isinstance(first, Bottleneck) else "basic"
-    arch = next((a for a, spec in ARCHS.items() if spec == (block_type, tuple(depths))), None)
-    if arch is None:
-        raise ValueError(f"{model.name!r} has {block_type} blocks {depths} per stage, which "
-                         f"match no arch of {sorted(ARCHS)}")
-    dense = layers.get("predictions")
-    activation = getattr(getattr(dense, "activation", None), "__name__", "linear")
-    norm = layers.get("normalization")
-    normalization = None
-    if norm is not None:
-        import numpy as np
-
-        normalization = [np.ravel(np.asarray(norm.mean, dtype=np.float64)).tolist(),
-                         np.sqrt(np.ravel(np.asarray(norm.variance, dtype=np.float64))).tolist()]
-    pooling = "avg" if "avg_pool" in layers else "max" if "max_pool" in layers else None
-    return {
-        "arch": arch,
-        "input_shape": list(model.input_shape[1:]),
-        "num_classes": int(dense.units) if dense is not None else 1000,
-        "include_top": dense is not None,
-        "pooling": pooling,
-        "classifier_activation": None if activation == "linear" else activation,
-        "stem": {7: "imagenet", 3: "cifar"}.get(kernel, f"{kernel}x{kernel}"),
-        "width": width,
-        "zero_init_residual": False,
-        "normalization": normalization,
-        "class_names": None,
-    }
+    return model.builder_config
 
 
 def _global_pool(pooling: str):

@@ -77,7 +77,7 @@ def _taps_on_pixels(size: int, kernel: int, stride: int, out: int, before: int) 
 
 def _pixel_macs(layer, in_shape, pad=((0, 0), (0, 0))) -> int:
     """MACs of a Conv2D counting only taps on real pixels; in_shape is before `pad`."""
-    from keras_resnet.layers import conv_geometry
+    from keras_resnet.geometry import conv_geometry
 
     (kh, kw), (sh, sw) = layer.kernel_size, layer.strides
     h, w, cin = int(in_shape[1]), int(in_shape[2]), int(in_shape[3])
@@ -208,19 +208,20 @@ def main(argv=None) -> int:
     parser.add_argument("--no-top", action="store_true",
                         help="without the pooling + classifier head")
     _cli.add_log_level_argument(parser)
-    args = parser.parse_args(argv)
-    _cli.configure(args)
+    return _cli.run(parser, lambda args: _summarize(parser, args), argv)
+
+
+def _summarize(parser, args) -> None:
     from keras_resnet.builder import build_resnet
 
     try:
         model = build_resnet(args.arch, input_shape=args.input_shape,
                              num_classes=args.num_classes, stem=args.stem, width=args.width,
                              include_top=not args.no_top)
-    except ValueError as e:
+    except ValueError as e:  # the options together (e.g. a size too small for the arch)
         parser.error(str(e))
     print(f"{model.name}: input {args.input_shape}, stem {args.stem!r}, width {args.width}")
     print(format_table(model))
-    return 0
 
 
 if __name__ == "__main__":

@@ -140,7 +140,7 @@ def check_batch(batch_size: int, placement: Placement) -> None:
 
 def distribute_train(placement: Placement, make_shard):
     """The training dataset for `model.fit`: `make_shard(replicas)` returns a pipeline given
-    replicas=(R, first, count) (see datasets.make_pipeline); with one replica, the plain one."""
+    replicas=(R, first, count) (see training.data.pipeline.pipeline); with one replica, the plain one."""
     import tensorflow as tf
 
     strategy = placement.strategy
@@ -160,9 +160,9 @@ def set_batchnorm_sync(model, sync: bool) -> None:
     """Marks every BatchNorm of the model (blocks included) synchronised or not."""
     import keras
 
-    # Keras 3 has no public walk into the sublayers of custom layers (our blocks); this is the
-    # one its own tracking and saving use.
-    for layer in model._flatten_layers(include_self=False, recursive=True):
+    from keras_resnet._keras_compat import flatten_layers
+
+    for layer in flatten_layers(model, include_self=False, recursive=True):
         if isinstance(layer, keras.layers.BatchNormalization):
             layer.synchronized = sync
 
@@ -195,15 +195,17 @@ def build_for_fit(model, placement: Placement, image_shape) -> None:
     """
     import numpy as np
 
+    from keras_resnet import _keras_compat
+
     if placement.num_replicas == 1:
         return
     per_replica = 1
     batch = (np.zeros((per_replica, *image_shape), np.float32), np.zeros((per_replica,), np.int32))
     with placement.strategy.scope():
-        model._symbolic_build(data_batch=batch)
+        _keras_compat.symbolic_build(model, batch)
         if not model.optimizer.built:
             model.optimizer.build(model.trainable_variables)
-    model._distribute_strategy = None
+    _keras_compat.forget_distribute_strategy(model)
     if placement.num_workers > 1:
         _fix_multi_worker_log_reduction()
 
@@ -214,9 +216,10 @@ def _fix_multi_worker_log_reduction() -> None:
     0 for input with 0 dimensions", tensorflow/tensorflow#72388). The same mean over replicas,
     without the axis, is what was meant; everything else goes through Keras's own function."""
     import tensorflow as tf
-    from keras.src.backend.tensorflow import trainer
 
-    original = trainer.reduce_per_replica
+    from keras_resnet import _keras_compat
+
+    original = _keras_compat.reduce_per_replica()
     if getattr(original, "_keras_resnet_fixed", False):
         return
 
@@ -232,4 +235,4 @@ def _fix_multi_worker_log_reduction() -> None:
         return original(values, strategy, reduction)
 
     reduce_per_replica._keras_resnet_fixed = True
-    trainer.reduce_per_replica = reduce_per_replica
+    _keras_compat.replace_reduce_per_replica(reduce_per_replica)

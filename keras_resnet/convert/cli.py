@@ -198,12 +198,13 @@ def _run_to_torch(args) -> int:
     model = load_model(args.to_torch)
     try:
         sd = to_torch_state_dict(model)
+        notes = torch_compat_notes(model)
     except ValueError as err:
         raise _named(args.to_torch, err) from err
     unusable = unusable_values(sd, [k for k in sd if not k.endswith(".num_batches_tracked")])
     if unusable:
         raise ConvertError(f"{args.to_torch}: {unusable}; nothing was written")
-    for note in torch_compat_notes(model):
+    for note in notes:
         print(f"  note: {note}")
     temps = {path: _temp_path(path) for path in args.out}
     try:

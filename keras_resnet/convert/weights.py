@@ -173,62 +173,80 @@ def from_torch(
     The stem is read from ``conv1``: 7x7 -> ``"imagenet"`` (7x7/2 conv + 3x3/2 max-pool),
     3x3 -> ``"cifar"`` (assumed stride 1, padding 1 and no max-pool, the usual CIFAR variant).
     """
-    from keras_resnet.archs import ARCHS
     from keras_resnet.builder import build_resnet
 
     sd, notes = read_state_dict(source)
     found = infer_config(sd)
-    if arch is None:
-        if found["arch"] is None:
-            raise ValueError(
-                f"the state_dict's {found['block']} blocks per stage {list(found['depths'])} "
-                f"match no known arch ({ {a: list(d) for a, (_, d) in ARCHS.items()} }); "
-                "pass arch= to see which tensors differ"
-            )
-        arch = found["arch"]
-        notes.append(f"inferred arch {arch!r} from the block counts {list(found['depths'])}")
-    if include_top is None:
-        include_top = found["include_top"]
-    elif not include_top:
-        dropped = [k for k in sd if k.startswith("fc.")]
-        if dropped:
-            warnings.warn(f"include_top=False: not loading {dropped}", stacklevel=2)
-            sd = {k: v for k, v in sd.items() if not k.startswith("fc.")}
+    arch = _arch_of(found, arch, notes)
+    include_top, sd = _top_of(found, include_top, sd)
     if num_classes is None:
         num_classes = found["num_classes"] or 1000
-    channels = found["in_channels"]
+    model = build_resnet(
+        arch, input_shape=_full_input_shape(input_shape, found["in_channels"]),
+        num_classes=num_classes, include_top=include_top, stem=found["stem"],
+        width=found["width"], normalization=normalization, class_names=class_names, name=name,
+    )
+    report = load_torch_state_dict(model, sd, strict=strict)
+    if verbose:
+        _print_what_was_built(model, found, notes, report)
+    return model
+
+
+def _print_what_was_built(model, found: dict, notes: list, report: dict) -> None:
+    config = model.builder_config
+    for note in notes:
+        print(f"  {note}")
+    print(
+        f"  {config['arch']}, stem {found['stem']!r}, width {found['width']}, input "
+        f"{model.input_shape[1:]}, "
+        + (f"{config['num_classes']} classes" if config["include_top"] else "no classifier")
+        + f"; loaded {len(report['loaded'])} tensors"
+        + ("" if config["normalization"] else
+           "; expects torch-normalized input (no normalization layer)")
+    )
+
+
+def _arch_of(found: dict, arch, notes: list) -> str:
+    """The given arch, or the one the block counts name (noted in ``notes``)."""
+    from keras_resnet.archs import ARCHS
+
+    if arch is not None:
+        return arch
+    if found["arch"] is None:
+        raise ValueError(
+            f"the state_dict's {found['block']} blocks per stage {list(found['depths'])} "
+            f"match no known arch ({ {a: list(d) for a, (_, d) in ARCHS.items()} }); "
+            "pass arch= to see which tensors differ"
+        )
+    notes.append(f"inferred arch {found['arch']!r} from the block counts {list(found['depths'])}")
+    return found["arch"]
+
+
+def _top_of(found: dict, include_top, sd):
+    """(include_top, state_dict): the state_dict's own choice by default; without the top,
+    its ``fc.*`` tensors are dropped with a warning."""
+    if include_top is None:
+        return found["include_top"], sd
+    if not include_top:
+        dropped = [k for k in sd if k.startswith("fc.")]
+        if dropped:
+            warnings.warn(f"include_top=False: not loading {dropped}", stacklevel=3)
+            sd = {k: v for k, v in sd.items() if not k.startswith("fc.")}
+    return include_top, sd
+
+
+def _full_input_shape(input_shape, channels: int) -> tuple:
+    """(height, width, channels) from what the caller gave and the channels conv1 takes."""
     if input_shape is None:
-        input_shape = (None, None, channels)
-    elif len(input_shape) == 2:
-        input_shape = (*input_shape, channels)
-    elif len(input_shape) != 3 or input_shape[-1] != channels:
+        return (None, None, channels)
+    if len(input_shape) == 2:
+        return (*input_shape, channels)
+    if len(input_shape) != 3 or input_shape[-1] != channels:
         raise ValueError(
             f"input_shape {tuple(input_shape)} must be (height, width) or (height, width, "
             f"{channels}): conv1 takes {channels} channel(s)"
         )
-    model = build_resnet(
-        arch,
-        input_shape=tuple(input_shape),
-        num_classes=num_classes,
-        include_top=include_top,
-        stem=found["stem"],
-        width=found["width"],
-        normalization=normalization,
-        class_names=class_names,
-        name=name,
-    )
-    report = load_torch_state_dict(model, sd, strict=strict)
-    if verbose:
-        for note in notes:
-            print(f"  {note}")
-        print(
-            f"  {arch}, stem {found['stem']!r}, width {found['width']}, input "
-            f"{model.input_shape[1:]}, "
-            + (f"{num_classes} classes" if include_top else "no classifier")
-            + f"; loaded {len(report['loaded'])} tensors"
-            + ("" if normalization else "; expects torch-normalized input (no normalization layer)")
-        )
-    return model
+    return tuple(input_shape)
 
 
 def to_torch_state_dict(model) -> dict[str, np.ndarray]:
@@ -253,7 +271,6 @@ def torch_compat_notes(model) -> list[str]:
     """What a torch user must do or know to reproduce this model's outputs from its state_dict."""
     from keras_resnet.builder import model_config
 
-    # A ResNet says what it is; older plain functional files are read off their layers.
     config = model_config(model)
     in_ch, width, stem = config["input_shape"][-1], config["width"], config["stem"]
     notes = []

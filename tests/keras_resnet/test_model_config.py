@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from keras_resnet import build_resnet
+from keras_resnet._keras_compat import flatten_layers
 from keras_resnet.modelfile import ModelFileError, load_model
 
 REPO = Path(__file__).resolve().parents[2]
@@ -55,6 +56,51 @@ def test_a_file_naming_a_class_we_lack_says_what_to_import(tmp_path):
         load_model(bad)
 
 
+def _rewrite_config(src_path, dst_path, change) -> None:
+    with zipfile.ZipFile(src_path) as src, zipfile.ZipFile(dst_path, "w") as dst:
+        for item in src.infolist():
+            data = src.read(item.filename)
+            if item.filename == "config.json":
+                config = json.loads(data)
+                change(config["config"])
+                data = json.dumps(config).encode()
+            dst.writestr(item, data)
+
+
+def test_a_saved_file_carries_format_version_1_and_round_trips_bit_identically(tmp_path):
+    import keras
+    import numpy as np
+
+    path = tmp_path / "m.keras"
+    model = build_resnet("resnet18", input_shape=(16, 16, 1), num_classes=2, width=2,
+                         stem="cifar", normalization=(3.0, 2.0), class_names=["no", "yes"])
+    x = np.random.default_rng(0).uniform(0, 255, (2, 16, 16, 1)).astype("float32")
+    model.save(path)
+    with zipfile.ZipFile(path) as z:
+        assert json.loads(z.read("config.json"))["config"]["format_version"] == 1
+    loaded = load_model(path)
+    assert loaded.get_config() == model.get_config()
+    for a, b in zip(loaded.get_weights(), model.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(np.asarray(loaded(x, training=False)),
+                                  np.asarray(model(x, training=False)))
+    # Files saved before the format had a number are version 1.
+    unnumbered = tmp_path / "unnumbered.keras"
+    _rewrite_config(path, unnumbered, lambda c: c.pop("format_version"))
+    np.testing.assert_array_equal(np.asarray(keras.models.load_model(unnumbered)(x)),
+                                  np.asarray(model(x)))
+
+
+def test_a_file_of_a_newer_format_says_so_in_one_line(tmp_path):
+    good, newer = tmp_path / "good.keras", tmp_path / "newer.keras"
+    small(good)
+    _rewrite_config(good, newer, lambda c: c.update(format_version=2))
+    with pytest.raises(ModelFileError, match="saved in keras_resnet format version 2; this "
+                       "keras_resnet reads version 1") as err:
+        load_model(newer)
+    assert "\n" not in str(err.value)
+
+
 def test_a_frozen_model_loads_frozen_with_its_optimizer_state(tmp_path):
     import warnings
 
@@ -72,9 +118,9 @@ def test_a_frozen_model_loads_frozen_with_its_optimizer_state(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)  # Keras warns when it drops optimizer variables
         loaded = keras.models.load_model(tmp_path / "frozen.keras")
-    frozen = [layer.name for layer in model._flatten_layers() if not layer.trainable]
+    frozen = [layer.name for layer in flatten_layers(model) if not layer.trainable]
     assert "stage1_block2_conv1" in frozen and "stage2_block1" not in frozen
-    assert [layer.name for layer in loaded._flatten_layers() if not layer.trainable] == frozen
+    assert [layer.name for layer in flatten_layers(loaded) if not layer.trainable] == frozen
     assert len(loaded.optimizer.variables) == len(model.optimizer.variables)
     with pytest.raises(ValueError, match=r"frozen_layers \['nope'\] are not layers"):
         type(model).from_config({**model.get_config(), "frozen_layers": ["nope"]})

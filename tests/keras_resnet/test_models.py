@@ -9,6 +9,7 @@ import tensorflow as tf
 
 import keras_resnet
 from keras_resnet import ARCHS, BasicBlock, Bottleneck, build_resnet, feature_extractor, freeze
+from keras_resnet._keras_compat import flatten_layers
 from keras_resnet.builder import ResNet, min_input_size, model_config, output_stride
 from tests.conftest import ALL_ARCHS, random_images
 
@@ -118,7 +119,8 @@ def test_config_round_trip_and_keras_file(arch, tmp_path):
     assert isinstance(model, ResNet)
     assert model.builder_config == builder_args
     assert model.get_config() == {**builder_args, "name": arch, "trainable": True,
-                                  "dtype": "float32", "frozen_layers": []}
+                                  "dtype": "float32", "frozen_layers": [],
+                                  "format_version": 1}
     assert (model.arch, model.class_names) == (arch, tuple(names))
 
     clone = ResNet.from_config(model.get_config())
@@ -144,17 +146,15 @@ def test_builder_config_builds_the_same_architecture():
     assert (model.name, again.name, model.class_names) == ("trunk", "resnet50", None)
 
 
-def test_model_config_reads_plain_functional_models_off_their_layers():
-    """Models saved before build_resnet returned a ResNet are plain functional models."""
+def test_model_config_is_the_builder_config_of_a_resnet_only():
     model = build_resnet("resnet34", input_shape=(32, 32, 3), num_classes=5, stem="cifar",
                          width=2, normalization=(127.5, 64.0), classifier_activation="softmax",
                          class_names=list("abcde"))
-    plain = keras.Model(model.input, model.output, name="old")
-    assert not isinstance(plain, ResNet)
-    assert model_config(plain) == {**model.builder_config, "class_names": None}
     assert model_config(model) == model.builder_config
-    with pytest.raises(ValueError, match="not a keras_resnet model"):
-        model_config(keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)]))
+    for other in (keras.Model(model.input, model.output, name="graph"),
+                  keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])):
+        with pytest.raises(ValueError, match="not a keras_resnet model"):
+            model_config(other)
 
 
 @pytest.mark.parametrize("cls,kwargs", [
@@ -211,7 +211,7 @@ def test_v1_5_stride_on_the_3x3_conv_and_layer_names():
 def test_batch_norm_and_conv_settings_match_torch():
     model = build_resnet("resnet18", input_shape=(32, 32, 3), width=4, stem="cifar")
     bns, convs = [], []
-    for layer in model._flatten_layers():
+    for layer in flatten_layers(model):
         if isinstance(layer, keras.layers.BatchNormalization):
             bns.append(layer)
         if isinstance(layer, keras.layers.Conv2D):
@@ -489,6 +489,7 @@ def test_mixed_precision_keras_file_loads_under_the_float32_policy(tmp_path):
     (7, 1, 2, "valid", None, "conv"), (4, 1, 2, "same", None, "conv"),
 ])
 def test_conv2d_formulations_equal_keras_conv2d(size, kernel, stride, padding, pad, path):
+    from keras_resnet.kernels import conv as conv_kernels
     from keras_resnet.layers import Conv2D
 
     x = tf.constant(np.random.default_rng(0).normal(size=(5, size, size, 8)).astype("float32"))
@@ -499,7 +500,7 @@ def test_conv2d_formulations_equal_keras_conv2d(size, kernel, stride, padding, p
     ours.build(padded)
     ref.build(padded)
     ref.kernel.assign(ours.kernel)
-    plan = ours._tap_plan(size, size, pad, (stride, stride))
+    plan = conv_kernels.tap_plan(ours, size, size, pad, (stride, stride))
     assert (plan is None) == (path == "conv")
     with tf.GradientTape(persistent=True) as tape:
         tape.watch(x)
@@ -578,7 +579,7 @@ def test_training_input_gradient_is_a_forward_convolution_and_equals_tensorflows
 
 
 def test_training_step_uses_the_forward_convolution_for_stride_1_input_gradients():
-    from keras_resnet import layers
+    from keras_resnet import kernels
 
     model = build_resnet("resnet18", input_shape=(32, 32, 3), num_classes=4, stem="cifar",
                          width=4)
@@ -596,40 +597,10 @@ def test_training_step_uses_the_forward_convolution_for_stride_1_input_gradients
     # ResNet-18, CIFAR stem: 14 stride-1 3x3 convolutions (stem and 13 in blocks) switch to
     # the forward convolution; the 3 strided 3x3 and 3 strided 1x1 shortcuts keep TensorFlow's.
     with_flip = count_backprop_input()
-    layers.FLIPPED_INPUT_GRADIENT = False
-    try:
+    with kernels.use(kernels.active() - {"flipped_input_gradient"}):
         without = count_backprop_input()
-    finally:
-        layers.FLIPPED_INPUT_GRADIENT = True
+    assert "flipped_input_gradient" in kernels.active()
     assert (with_flip, without) == (6, 20)
-
-
-def test_keras_files_that_name_the_layers_old_module_still_load(tmp_path):
-    """Files saved before Conv2D/BatchNorm moved from keras_resnet.blocks to keras_resnet.layers
-    name the old module; Keras finds the classes by their registered names."""
-    import json
-    import zipfile
-
-    built = build_resnet("resnet18", input_shape=(16, 16, 1), num_classes=3, width=4,
-                         stem="cifar")
-    # The format of that time: build_resnet returned a plain functional model.
-    model = keras.Model(built.input, built.output, name="resnet18")
-    new, old = tmp_path / "new.keras", tmp_path / "old.keras"
-    model.save(new)
-    with zipfile.ZipFile(new) as src, zipfile.ZipFile(old, "w") as dst:
-        for item in src.infolist():
-            data = src.read(item.filename)
-            if item.filename == "config.json":
-                text = data.decode()
-                assert '"module": "keras_resnet.layers"' in text
-                data = text.replace('"module": "keras_resnet.layers"',
-                                    '"module": "keras_resnet.blocks"').encode()
-                json.loads(data)
-            dst.writestr(item, data)
-    x = random_images((16, 16, 1), batch=2)
-    loaded = keras.models.load_model(old)
-    np.testing.assert_array_equal(loaded(x), model(x))
-    assert model_config(loaded) == {**built.builder_config, "class_names": None}
 
 
 def test_conv2d_explicit_padding_round_trips_and_rejects_what_it_cannot_do():

@@ -1,0 +1,119 @@
+"""Every use of a Keras or TensorFlow name that is not public API, in one place.
+
+Written against Keras 3.15.1 and TensorFlow 2.21.0. Importing this module compares the installed
+versions with those and warns once (it does not fail) when they differ. On a version change,
+re-check each function below against the new release:
+
+- ``flatten_layers``: ``Layer._flatten_layers(include_self, recursive)`` still exists and still
+  walks into the sublayers of custom layers (our residual blocks).
+- ``symbolic_build`` / ``forget_distribute_strategy``: ``Trainer._symbolic_build(data_batch=)``
+  and the ``Model._distribute_strategy`` attribute, and whether Keras's TensorFlow trainer
+  still reduces the first distributed batch (keras-team/keras#20585); if not, both can go.
+- ``reduce_per_replica`` / ``replace_reduce_per_replica``: the module
+  ``keras.src.backend.tensorflow.trainer`` still looks up ``reduce_per_replica`` by its global
+  name at call time, and whether tensorflow/tensorflow#72388 is fixed (then drop the patch).
+- ``patch_tf2onnx``: ``keras.src.export.tf2onnx_lib.patch_tf2onnx``, or whether tf2onnx now
+  runs on numpy 2 by itself.
+- ``quiet_tf_deprecations``: ``tensorflow.python.util.deprecation._PRINT_DEPRECATION_WARNINGS``.
+- ``fused_batch_norm``: ``tf.compat.v1.nn.fused_batch_norm`` (TF2 has no public fused batch
+  norm; Keras 3 no longer uses it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.metadata
+import sys
+import warnings
+
+TESTED = {"keras": "3.15.1", "tensorflow": "2.21.0"}
+
+
+def _installed(package: str) -> str | None:
+    module = sys.modules.get(package)
+    version = getattr(module, "__version__", None)
+    if version:
+        return version
+    for dist in (package, f"{package}-cpu"):
+        try:
+            return importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return None
+
+
+def _check_versions() -> None:
+    for package, tested in TESTED.items():
+        found = _installed(package)
+        if found is not None and found != tested:
+            warnings.warn(
+                f"keras_resnet was tested with {package} {tested}, this is {found}: it uses a few "
+                f"of {package}'s private names (keras_resnet/_keras_compat.py lists them); "
+                "if something fails there, that is the likely cause",
+                RuntimeWarning, stacklevel=3)
+
+
+_check_versions()
+
+
+def flatten_layers(model, include_self: bool = True, recursive: bool = True):
+    """Every layer of ``model``, sublayers of custom layers included, parents before children.
+
+    Keras 3 has no public walk into the sublayers of custom layers (our blocks); this is the one
+    its own tracking and saving use."""
+    return model._flatten_layers(include_self=include_self, recursive=recursive)
+
+
+def symbolic_build(model, data_batch) -> None:
+    """Builds the compiled state (loss, metrics) from ``data_batch``, as ``fit`` would."""
+    model._symbolic_build(data_batch=data_batch)
+
+
+def forget_distribute_strategy(model) -> None:
+    """Makes ``fit`` take the strategy from the enclosing ``strategy.scope()`` instead of the
+    one the model was made under."""
+    model._distribute_strategy = None
+
+
+def _tensorflow_trainer():
+    from keras.src.backend.tensorflow import trainer
+
+    return trainer
+
+
+def reduce_per_replica():
+    """The function Keras's TensorFlow trainer reduces each step's logs with."""
+    return _tensorflow_trainer().reduce_per_replica
+
+
+def replace_reduce_per_replica(function) -> None:
+    """Makes Keras's TensorFlow trainer reduce each step's logs with ``function``."""
+    _tensorflow_trainer().reduce_per_replica = function
+
+
+def patch_tf2onnx() -> None:
+    """tf2onnx 1.17 uses np.object etc., gone in numpy 2; Keras ships the patch."""
+    from keras.src.export.tf2onnx_lib import patch_tf2onnx as patch
+
+    patch()
+
+
+@contextlib.contextmanager
+def quiet_tf_deprecations():
+    """No TensorFlow deprecation warnings inside the block."""
+    from tensorflow.python.util import deprecation
+
+    previous = deprecation._PRINT_DEPRECATION_WARNINGS
+    deprecation._PRINT_DEPRECATION_WARNINGS = False
+    try:
+        yield
+    finally:
+        deprecation._PRINT_DEPRECATION_WARNINGS = previous
+
+
+def fused_batch_norm(x, scale, offset, **kwargs):
+    """``tf.compat.v1.nn.fused_batch_norm``: (y, batch mean, batch variance); in training the
+    variance is the unbiased one (Bessel's correction), as torch keeps."""
+    import tensorflow as tf
+
+    return tf.compat.v1.nn.fused_batch_norm(x, scale, offset, **kwargs)
