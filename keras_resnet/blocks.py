@@ -11,13 +11,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from keras_resnet.layers import (  # noqa: F401 - BN_* and conv_geometry: public here too
-    BN_EPSILON,
-    BN_MOMENTUM,
-    conv_geometry,
-    make_bn,
-    make_conv,
-)
+from keras_resnet.layers import make_bn, make_conv
 
 
 class _ResidualBlock(keras.layers.Layer):

@@ -310,9 +310,10 @@ class ResNet(keras.Model):
     """A functional ResNet that knows its builder arguments (keras-hub's Backbone pattern).
 
     ``get_config()`` returns the arguments of ``build_resnet`` (plus ``name``, ``trainable``,
-    the dtype policy it was built under and the layers frozen since) instead of the layer
-    graph, and ``from_config`` rebuilds the graph from them: a saved .keras file says what it
-    is, and a file loads back as the same class with ``model.arch``, ``model.class_names`` and
+    the dtype policy it was built under, the layers frozen since and ``format_version``,
+    ``FORMAT_VERSION``) instead of the layer graph, and ``from_config`` rebuilds the graph from
+    them (refusing a format version it does not know): a saved .keras file says what it is,
+    and a file loads back as the same class with ``model.arch``, ``model.class_names`` and
     ``model.builder_config``. Arguments as ``build_resnet``; ``dtype``: the dtype policy to
     build under (default: the global policy), so that a mixed-precision file loads back as
     mixed precision; ``frozen_layers``: names of layers to make non-trainable (what

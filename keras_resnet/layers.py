@@ -13,7 +13,6 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from keras_resnet.geometry import conv_geometry  # noqa: F401 - public here too
 from keras_resnet.kernels import batch_norm as batch_norm_kernels
 from keras_resnet.kernels import conv as conv_kernels
 

@@ -63,8 +63,7 @@ def load_model(path, compile: bool = False):
     """The keras.Model in the .keras file ``path``, or a one-line ModelFileError.
 
     A mixed-precision file loads back as mixed precision under any global dtype policy: a
-    ResNet records the policy it was built under, and in older plain functional files every
-    layer, block sublayers included, records its own.
+    ResNet records the policy it was built under.
     """
     check_keras_file(path)
     import keras
