@@ -288,26 +288,12 @@ def _log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def _one_line(text: str) -> str:
-    return "; ".join(line.strip() for line in str(text).splitlines() if line.strip())
-
-
 def main(argv=None) -> int:
     from export.model_io import return_large_blocks_on_free
 
     return_large_blocks_on_free()  # before TensorFlow allocates; see its docstring
     args = build_parser().parse_args(argv)
     _cli.configure(args)
-    try:
-        return run(args)
-    except ExportError as err:
-        print(f"export: error: {_one_line(err)}", file=sys.stderr)
-        return 2
-    except OSError as err:
-        line = _cli.os_error_line(err, args.out)
-        if line is None:
-            raise
-        hint = ("; nothing was published: free space or choose another --out"
-                if err.errno in _cli.STORAGE_ERRNOS else "")
-        print(f"export: error: {line}{hint}", file=sys.stderr)
-        return 2
+    return _cli.exit_status(
+        lambda: run(args), prefix="export: error", one_line=True, path=args.out,
+        storage_hint="; nothing was published: free space or choose another --out")

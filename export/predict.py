@@ -16,8 +16,10 @@ import json
 import sys
 from pathlib import Path
 
-from training.predict import (EXIT_CODES, PredictError, add_common_arguments, predict_files,
-                              report)
+from keras_resnet import _cli
+
+from training.predict import (EXIT_CODES, PredictError, add_common_arguments, find_images,
+                              predict_files, report)
 
 
 def manifest_for(artifact: Path):
@@ -46,45 +48,36 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    from keras_resnet import _cli
-    from training.predict import find_images
-
     p = build_parser()
-    args = p.parse_args(argv)
-    _cli.configure(args)
+    return _cli.run(p, _predict, argv, prefix=f"{p.prog}: error")
+
+
+def _predict(args) -> None:
+    find_images(args.paths)
     artifact = Path(args.artifact)
+    if not artifact.exists():
+        raise PredictError(f"artifact {artifact} does not exist")
+    manifest, _ = manifest_for(artifact)
+    if manifest is None:
+        raise PredictError(f"no manifest.json of python -m export lists {artifact} (looked "
+                           "beside it and two folders up): it gives the input shape and "
+                           "class names")
+    shape = tuple(manifest["input"]["shape"][1:])
+    from export.verification import load_runner
+
+    runner = load_runner(artifact)
+    from training.preprocessing import ImageError, Preprocessing
+
+    record = (manifest.get("source", {}).get("run_config", {}) or {}).get("preprocessing")
     try:
-        find_images(args.paths)
-        if not artifact.exists():
-            raise PredictError(f"artifact {artifact} does not exist")
-        manifest, _ = manifest_for(artifact)
-        if manifest is None:
-            raise PredictError(f"no manifest.json of python -m export lists {artifact} (looked "
-                               "beside it and two folders up): it gives the input shape and "
-                               "class names")
-        shape = tuple(manifest["input"]["shape"][1:])
-        from export.verification import ExportError, load_runner
-
-        try:
-            runner = load_runner(artifact)
-        except ExportError as e:
-            raise PredictError(str(e)) from None
-        from training.preprocessing import ImageError, Preprocessing
-
-        record = (manifest.get("source", {}).get("run_config", {}) or {}).get("preprocessing")
-        try:
-            prep = (Preprocessing.from_dict(record) if isinstance(record, dict)
-                    else Preprocessing.for_shape(shape))
-        except (ImageError, TypeError) as e:
-            raise PredictError(f"{artifact}: its manifest's preprocessing cannot be used "
-                               f"({e})") from None
-        files, rows = predict_files(runner, prep, args.paths, args.top_k,
-                                    manifest.get("class_names"), args.batch_size)
-    except PredictError as e:
-        print(f"{p.prog}: error: {e}", file=sys.stderr)
-        return 2
+        prep = (Preprocessing.from_dict(record) if isinstance(record, dict)
+                else Preprocessing.for_shape(shape))
+    except (ImageError, TypeError) as e:
+        raise PredictError(f"{artifact}: its manifest's preprocessing cannot be used "
+                           f"({e})") from None
+    files, rows = predict_files(runner, prep, args.paths, args.top_k,
+                                manifest.get("class_names"), args.batch_size)
     print(report(files, rows, args.json))
-    return 0
 
 
 if __name__ == "__main__":

@@ -19,6 +19,15 @@ file, the data: the one-line message says which and what to do); 1 an internal e
 please report the traceback)."""
 
 
+class EvaluateError(_cli.UsageError, ValueError):
+    """A model, dataset or run record that cannot be evaluated together; the message says what
+    to pass instead."""
+
+
+class ModelNotFound(_cli.UsageError, FileNotFoundError):
+    """--model names no file."""
+
+
 def build_parser() -> argparse.ArgumentParser:
     from training.datasets import DATASETS, SOURCES
 
@@ -46,20 +55,20 @@ def evaluate(model_path: str, dataset: str | None = None, split: str = "test",
     from training.runrecord import RunRecord, RunRecordError
 
     if not os.path.isfile(model_path):
-        raise FileNotFoundError(f"no model file {model_path}")
+        raise ModelNotFound(f"no model file {model_path}")
     try:
         record = RunRecord.beside(model_path)
     except RunRecordError as e:
-        raise ValueError(f"{e}; pass --dataset to evaluate without it") from None
+        raise EvaluateError(f"{e}; pass --dataset to evaluate without it") from None
     dataset = dataset or (record.dataset if record else None)
     if dataset is None:
-        raise ValueError(f"--dataset is needed: no config.json next to {model_path}")
+        raise EvaluateError(f"--dataset is needed: no config.json next to {model_path}")
     if dataset not in datasets.DATASETS:
-        raise ValueError(f"--dataset {dataset!r} is not one of {sorted(datasets.DATASETS)}")
+        raise EvaluateError(f"--dataset {dataset!r} is not one of {sorted(datasets.DATASETS)}")
     # The run's own data options apply only when evaluating on the run's own dataset.
     own = record.data_options(data_dir) if record and record.dataset == dataset else {}
     if datasets.DATASETS[dataset].folder and "image_shape" not in own:
-        raise ValueError(f"--dataset folder needs the config.json that training.fit wrote "
+        raise EvaluateError(f"--dataset folder needs the config.json that training.fit wrote "
                          f"next to {model_path} (it holds the image size)")
     if source != "auto" or "source" not in own:
         own["source"] = source
@@ -71,7 +80,7 @@ def evaluate(model_path: str, dataset: str | None = None, split: str = "test",
     model = load_model(model_path)
     expected = tuple(model.input_shape[1:])
     if expected != tuple(info.image_size) or model.output_shape[-1] != info.num_classes:
-        raise ValueError(
+        raise EvaluateError(
             f"{model_path} takes {expected} and predicts {model.output_shape[-1]} classes; "
             f"{dataset} has {info.image_size} images and {info.num_classes} classes")
     ds = datasets.load(dataset, split, batch_size=batch_size, data_dir=data_dir, source=source,
@@ -89,13 +98,12 @@ def evaluate(model_path: str, dataset: str | None = None, split: str = "test",
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    _cli.configure(args)
-    from training.datasets import DatasetError
-    from training.rundir import exit_code
+    return _cli.run(build_parser(), _evaluate_args, argv)
 
-    return exit_code(lambda: evaluate(args.model, args.dataset, args.split, args.data_dir,
-                                      args.source, args.batch_size, args.out), DatasetError)
+
+def _evaluate_args(args) -> None:
+    evaluate(args.model, args.dataset, args.split, args.data_dir, args.source, args.batch_size,
+             args.out)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ from keras_resnet import _cli, _imports
 from keras_resnet._provenance import library_versions
 
 from training.config import TrainConfig, build_parser, config_from_args
-from training.rundir import RunDirError, RunLock, exit_code
+from training.rundir import RunDirError, RunLock
 
 # Options that may differ between a run and its --resume (everything else must match).
 RESUMABLE_CHANGES = ("epochs", "resume", "run_dir", "verbose", "strategy", "cpu_replicas")
@@ -527,18 +527,13 @@ def main(argv=None) -> int:
     _cli.configure(args)
     try:
         cfg = config_from_args(args)
-    except ValueError as e:
+    except ValueError as e:  # TrainConfig's checks of the options: reported as argparse's own
         parser.error(str(e))
-    from training.datasets import DatasetError
 
-    try:
-        return exit_code(lambda: run(cfg), DatasetError)
-    except TrainingDiverged as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 3
-    except WorkerLost as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    def train() -> None:
+        run(cfg)
+
+    return _cli.exit_status(train)
 
 
 if __name__ == "__main__":

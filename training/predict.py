@@ -151,39 +151,28 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     p = build_parser()
-    args = p.parse_args(argv)
-    _cli.configure(args)
-    try:
-        files = find_images(args.paths)  # before loading TensorFlow: a wrong path fails fast
-        del files
-        from training.modelio import ModelFileError, load_model
-        from training.preprocessing import ImageError, preprocessing_for
-        from training.runrecord import RunRecordError
+    return _cli.run(p, _predict, argv, prefix=f"{p.prog}: error")
 
-        try:
-            model = load_model(args.model)
-        except (FileNotFoundError, ModelFileError) as e:
-            raise PredictError(str(e)) from None
-        shape = tuple(model.input_shape[1:])
-        # A model built with classifier_activation="softmax" already returns probabilities.
-        last = getattr(model.layers[-1], "activation", None)
-        softmax_out = getattr(last, "__name__", "") == "softmax"
 
-        def run_logits(images):
-            return model.predict(images, verbose=0)
+def _predict(args) -> None:
+    find_images(args.paths)  # before loading TensorFlow: a wrong path fails fast
+    from training.modelio import load_model
+    from training.runrecord import preprocessing_for
 
-        try:
-            prep = preprocessing_for(args.model, shape)
-        except (ImageError, RunRecordError) as e:
-            raise PredictError(str(e)) from None
-        files, rows = predict_files(run_logits, prep, args.paths, args.top_k,
-                                    model_class_names(model, args.model), args.batch_size,
-                                    probabilities=softmax_out)
-    except PredictError as e:
-        print(f"{p.prog}: error: {e}", file=sys.stderr)
-        return 2
+    model = load_model(args.model)
+    shape = tuple(model.input_shape[1:])
+    # A model built with classifier_activation="softmax" already returns probabilities.
+    last = getattr(model.layers[-1], "activation", None)
+    softmax_out = getattr(last, "__name__", "") == "softmax"
+
+    def run_logits(images):
+        return model.predict(images, verbose=0)
+
+    prep = preprocessing_for(args.model, shape)
+    files, rows = predict_files(run_logits, prep, args.paths, args.top_k,
+                                model_class_names(model, args.model), args.batch_size,
+                                probabilities=softmax_out)
     print(report(files, rows, args.json))
-    return 0
 
 
 if __name__ == "__main__":

@@ -8,7 +8,6 @@ import fcntl
 import json
 import os
 import re
-import sys
 
 from keras_resnet import _cli
 
@@ -21,24 +20,6 @@ _OURS = re.compile(r"^\.tmp-\d+-.+$|^.+\.tmp-\d+$")  # the second: files of earl
 
 class RunDirError(_cli.UsageError, RuntimeError):
     """The run directory cannot be used as asked; the message names the path and what to do."""
-
-
-def exit_code(action, *user_errors: type) -> int:
-    """Runs ``action()`` for a CLI's main: 0, or 2 with one line on stderr for what the user can
-    fix (a bad option or file, a folder that cannot be written, ``user_errors``); anything else
-    propagates with its traceback."""
-    try:
-        action()
-    except (FileExistsError, FileNotFoundError, ValueError, RunDirError, *user_errors) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except OSError as e:
-        line = _cli.os_error_line(e)
-        if line is None:
-            raise
-        print(f"error: {line}", file=sys.stderr)
-        return 2
-    return 0
 
 
 def temp_path(path: str) -> str:
