@@ -1,0 +1,156 @@
+"""The contract every CLI keeps (keras_resnet._cli): a UsageError is the user's to fix (exit 2,
+one line), DivergedError exits 3, FailedError 1 with one line, and anything else is a bug:
+exit 1 with its traceback, never a line that reads as the user's mistake.
+
+Each CLI's own function is replaced by one that raises, so these run in milliseconds."""
+
+import errno
+import importlib
+from functools import partial
+
+import pytest
+
+from keras_resnet import _cli
+from tests import harness
+
+
+def _raiser(error):
+    def raise_it(*args, **kwargs):
+        raise error
+    return raise_it
+
+
+# (module whose main is run, the function of it that is made to raise, argv that reaches it)
+CLIS = {
+    "training.fit": ("run", ["--dataset", "digits"]),
+    "training.evaluate": ("evaluate", ["--model", "m.keras"]),
+    "training.predict": ("find_images", ["--model", "m.keras", "a.png"]),
+    "export.cli": ("check_out_dir", ["--model", "m.keras", "--out", "artifacts"]),
+    "export.predict": ("find_images", ["--artifact", "m.onnx", "a.png"]),
+    "keras_resnet.convert.cli": ("_run", ["--from-torch", "r.pth", "--out", "r.keras"]),
+    "keras_resnet.summary": ("_summarize", ["--arch", "resnet18"]),
+}
+PREFIX = {
+    "training.fit": "error: ",
+    "training.evaluate": "error: ",
+    "training.predict": "python -m training.predict: error: ",
+    "export.cli": "export: error: ",
+    "export.predict": "python -m export.predict: error: ",
+    "keras_resnet.convert.cli": "python -m keras_resnet.convert: error: ",
+    "keras_resnet.summary": "error: ",
+}
+
+
+def run_with(name, error, monkeypatch, capsys, tmp_path):
+    """``name``'s main with its function of CLIS raising ``error``."""
+    module = importlib.import_module(name)
+    function, argv = CLIS[name]
+    monkeypatch.setattr(module, function, _raiser(error))
+    monkeypatch.chdir(tmp_path)
+    return harness.run_cli(module.main, capsys, *argv)
+
+
+@pytest.mark.parametrize("name", sorted(CLIS))
+def test_a_stray_value_error_is_a_bug_with_its_traceback(name, monkeypatch, capsys, tmp_path):
+    result = run_with(name, ValueError("an internal slip"), monkeypatch, capsys, tmp_path)
+    assert result.code == 1
+    assert "Traceback (most recent call last)" in result.err
+    assert result.err.rstrip().endswith("ValueError: an internal slip")
+    assert "error: an internal slip" not in result.err
+
+
+@pytest.mark.parametrize("name", sorted(CLIS))
+def test_a_usage_error_is_one_line_with_exit_2(name, monkeypatch, capsys, tmp_path):
+    class Mistake(_cli.UsageError):
+        pass
+
+    result = run_with(name, Mistake("--model m.keras: no such file"), monkeypatch, capsys,
+                      tmp_path)
+    assert result.code == 2
+    assert harness.one_line(result.err, PREFIX[name]) == (
+        f"{PREFIX[name]}--model m.keras: no such file")
+
+
+def test_user_error_classes_keep_their_names_and_library_bases():
+    from export.model_io import ExportError
+    from keras_resnet.convert.cli import CheckFailed, ConvertError
+    from keras_resnet.modelfile import ModelFileError
+    from training.distribute import DistributeError
+    from training.evaluate import EvaluateError, ModelNotFound
+    from training.fit import TrainingDiverged, WorkerLost
+    from training.predict import PredictError
+    from training.rundir import RunDirError
+    from training.runrecord import RunRecordError
+
+    for cls in (DistributeError, PredictError, RunRecordError, ModelFileError, ConvertError,
+                EvaluateError):
+        assert issubclass(cls, _cli.UsageError) and issubclass(cls, ValueError), cls
+    assert issubclass(ExportError, _cli.UsageError)
+    assert issubclass(RunDirError, _cli.UsageError) and issubclass(RunDirError, RuntimeError)
+    assert issubclass(ModelNotFound, _cli.UsageError)
+    assert issubclass(ModelNotFound, FileNotFoundError)
+    assert issubclass(TrainingDiverged, _cli.DivergedError)
+    assert issubclass(WorkerLost, _cli.FailedError) and issubclass(CheckFailed, _cli.FailedError)
+
+
+@pytest.mark.parametrize("error, code", [
+    ("diverged", 3), ("worker lost", 1),
+])
+def test_fit_divergence_exits_3_and_a_lost_worker_1_each_in_one_line(
+        error, code, monkeypatch, capsys, tmp_path):
+    from training.fit import TrainingDiverged, WorkerLost
+
+    cls = TrainingDiverged if error == "diverged" else WorkerLost
+    result = run_with("training.fit", cls(f"{error}: resume from last.keras"), monkeypatch,
+                      capsys, tmp_path)
+    assert result.code == code
+    assert harness.one_line(result.err, "error: ") == f"error: {error}: resume from last.keras"
+
+
+def test_a_failed_check_of_convert_is_one_line_with_exit_1(monkeypatch, capsys, tmp_path):
+    from keras_resnet.convert.cli import CheckFailed
+
+    result = run_with("keras_resnet.convert.cli", CheckFailed("r.keras: read back differs"),
+                      monkeypatch, capsys, tmp_path)
+    assert result.code == 1
+    harness.one_line(result.err, "python -m keras_resnet.convert: error: r.keras: read back")
+
+
+def test_export_joins_a_message_of_several_lines(monkeypatch, capsys, tmp_path):
+    from export.model_io import ExportError
+
+    result = run_with("export.cli", ExportError("first\n  second\n"), monkeypatch, capsys,
+                      tmp_path)
+    assert result.code == 2
+    assert harness.one_line(result.err) == "export: error: first; second"
+
+
+def test_a_storage_error_the_user_can_fix_is_one_line_naming_the_folder(
+        monkeypatch, capsys, tmp_path):
+    full = OSError(errno.ENOSPC, "No space left on device")
+    result = run_with("export.cli", full, monkeypatch, capsys, tmp_path)
+    assert result.code == 2
+    assert harness.one_line(result.err) == (
+        "export: error: No space left on device: 'artifacts'; nothing was published: free "
+        "space or choose another --out")
+
+
+def test_an_os_error_that_is_not_the_users_is_a_bug(monkeypatch, capsys, tmp_path):
+    result = run_with("training.evaluate", OSError(errno.EIO, "Input/output error"),
+                      monkeypatch, capsys, tmp_path)
+    assert result.code == 1
+    assert "Traceback (most recent call last)" in result.err
+
+
+exit_status = partial(_cli.exit_status, prefix="tool: error")
+
+
+def test_the_runner_returns_the_actions_own_status(capsys):
+    assert exit_status(lambda: None) == 0
+    assert exit_status(lambda: 1) == 1
+    assert capsys.readouterr().err == ""
+
+
+def test_the_runner_lets_keyboard_interrupt_through():
+    with pytest.raises(KeyboardInterrupt):
+        exit_status(_raiser(KeyboardInterrupt()))
