@@ -33,11 +33,16 @@ DEFAULT_FIT = ["--arch", "resnet18", "--dataset", "synthetic", "--synthetic-shap
                "--verbose", "2"]
 
 
-def _run(cmd: list[str], env=None) -> None:
+class RunFailed(_cli.FailedError):
+    """One of the compared training runs did not finish; the message ends with its output."""
+
+
+def _run(name: str, cmd: list[str], env=None) -> None:
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         tail = (proc.stdout + proc.stderr)[-2000:]
-        raise RuntimeError(f"{' '.join(cmd[:4])} ... exited with {proc.returncode}:\n{tail}")
+        raise RunFailed(f"{name}: {' '.join(cmd[:4])} ... exited with {proc.returncode}:\n"
+                        f"{tail}")
 
 
 def weight_difference(reference: str, other: str) -> tuple[float, float, str]:
@@ -71,10 +76,14 @@ def main(argv=None) -> int:
     fit = _cli.after_double_dash(args.fit_args) or DEFAULT_FIT
     if any(a.startswith(("--run-dir", "--strategy", "--cpu-replicas")) for a in fit):
         parser.error("--run-dir, --strategy and --cpu-replicas are set by the benchmark")
+    return _cli.exit_status(lambda: _compare(fit, args.replicas))
+
+
+def _compare(fit: list[str], replicas: int) -> None:
     from benchmarks.machine import describe
 
     print(describe(), flush=True)
-    r = str(args.replicas)
+    r = str(replicas)
     with tempfile.TemporaryDirectory(prefix="bench-distributed-") as tmp:
         one_thread = dict(os.environ, TF_NUM_INTRAOP_THREADS="1", OMP_NUM_THREADS="1")
         runs = {
@@ -88,12 +97,8 @@ def main(argv=None) -> int:
         results = {}
         for name, cmd in runs.items():
             run_dir = os.path.join(tmp, str(len(results)))
-            try:
-                _run([*cmd, "--run-dir", run_dir],
-                     one_thread if name == "one device, 1 thread" else None)
-            except RuntimeError as e:
-                print(f"error: {name}: {e}", file=sys.stderr)
-                return 1
+            _run(name, [*cmd, "--run-dir", run_dir],
+                 one_thread if name == "one device, 1 thread" else None)
             with open(os.path.join(run_dir, "metrics.json")) as f:
                 results[name] = (run_dir, json.load(f))
         reference = os.path.join(results["one device"][0], "last.keras")
@@ -116,7 +121,6 @@ def main(argv=None) -> int:
             os.path.join(results[mirrored][0], "last.keras"),
             os.path.join(results[workers][0], "last.keras"))
         print(f"{mirrored} vs {workers}: rel. L2 diff {diff:.2e} (worst {where} {worst:.1e})")
-    return 0
 
 
 if __name__ == "__main__":
