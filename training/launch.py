@@ -155,6 +155,11 @@ def main(argv=None) -> int:
         run_dir = os.path.join("runs", f"{arch}-{dataset}-{time.strftime('%Y%m%d-%H%M%S')}")
         fit_argv += ["--run-dir", run_dir]
         log(f"run directory {run_dir}")
+    return _cli.exit_status(lambda: _supervise(args, fit_argv, run_dir))
+
+
+def _supervise(args, fit_argv: list[str], run_dir: str) -> int:
+    """Starts the workers and restarts them all after a failure: the exit status of the run."""
     threads = args.threads_per_worker
     if threads is None:
         threads = max(1, (os.cpu_count() or 1) // args.nproc)
