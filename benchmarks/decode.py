@@ -6,9 +6,9 @@
 In a temporary folder it writes `--images` JPEG files of `--size` x `--size` pixels (smooth
 random colour fields with noise, quality 90: photo-like file sizes), as two class folders,
 then times, as training.fit runs them:
-- the decode check that runs once before training (training.folders.check: every file decoded
+- the decode check that runs once before training (training.data.folder.check: every file decoded
   and measured, undecodable ones named);
-- the training pipeline (training.folders.pipeline with augmentation: random-resized crop and
+- the training pipeline (the training pipeline of training.data with augmentation: random-resized crop and
   flip for "crop", resize plus batch-wise rotation and shift for "stretch");
 - the evaluation pipeline (resize and centre crop, or resize).
 Each pipeline runs `--passes` times; the first pass (tracing, file cache of the OS) is left
@@ -80,7 +80,8 @@ def main(argv=None) -> int:
     _cli.configure(args)
     import tensorflow  # noqa: F401 - loaded before the clock starts, as in training.fit
 
-    from training import folders
+    from training.data import folder
+    from training.data.pipeline import pipeline
     from training.preprocessing import Preprocessing
 
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
@@ -93,15 +94,15 @@ def main(argv=None) -> int:
         print(f"{args.images} JPEG files of {args.size}x{args.size} ({mb:.1f} MB), "
               f"--resize {prep.resize}, batch {args.batch_size}, {cores} cores for tf.data")
         start = time.perf_counter()
-        data = folders.check(folders.scan(root), prep, log=lambda msg: None)
+        data = folder.check(folder.scan(root), prep, log=lambda msg: None)
         check_s = time.perf_counter() - start
         rate = args.images / check_s
         print(f"  decode check (once per run, first read): {check_s:.2f} s, {rate:.0f} "
               f"images/s, {rate / cores:.0f} per core")
         items = tuple(item for split in ("train", "test") for item in data.files[split])
         for name, augment in (("training pipeline", True), ("evaluation pipeline", False)):
-            ds = folders.pipeline(data, items, args.batch_size, shuffle=augment,
-                                  augment=augment)
+            ds = pipeline(folder.FileItems(data, items, "train"), args.batch_size,
+                          shuffle=augment, augment=augment)
             rate = images_per_second(ds, args.passes)
             print(f"  {name}: {rate:.0f} images/s, {rate / cores:.0f} per core")
     return 0

@@ -56,7 +56,8 @@ def write_archive(name: str, folder: str, n_train: int, n_test: int, seed: int =
     """Random uint8 images of `name`'s shape in its published archive format under `folder`."""
     import numpy as np
 
-    from training.datasets import CIFAR_LAYOUT, DATASETS, IDX_FILES
+    from training.data import DATASETS
+    from training.data.archives import CIFAR_LAYOUT, IDX_FILES
 
     info = DATASETS[name]
     rng = np.random.default_rng(seed)
@@ -104,21 +105,20 @@ def run_fit(fit_args: list, run_dir: str) -> dict:
 
 def _train_on_batch_worker(fit_args: list, steps: int, warmup: int, queue) -> None:
     try:
-        from training import datasets
+        from training import data as datasets
         from training.config import parse_args
-        from training.fit import build_model, compile_model, make_loss, make_optimizer
+        from training.fit import build_model
+        from training.recipe import compile_model, make_loss, make_optimizer
 
         import keras
 
         cfg = parse_args(fit_args)
         keras.utils.set_random_seed(cfg.seed)
-        extra = ({"image_shape": cfg.synthetic_image_shape(),
-                  "num_classes": cfg.synthetic_classes} if cfg.dataset == "synthetic" else {})
         data = datasets.load_pipelines(cfg.dataset, batch_size=cfg.batch_size,
                                        data_dir=cfg.data_dir, augment=cfg.augment,
                                        seed=cfg.seed, subset=cfg.subset,
                                        val_fraction=cfg.val_fraction, source=cfg.source,
-                                       epochs=cfg.epochs, **extra)
+                                       epochs=cfg.epochs, **cfg.data_options())
         x, y = next(iter(data.train))
         x, y = x.numpy(), y.numpy()
         model = build_model(cfg, data.info)
@@ -142,7 +142,7 @@ def _torch_worker(spec: dict, queue) -> None:
         from torchvision.transforms import v2
 
         from benchmarks.bench import torch_resnet
-        from training.datasets import load_arrays
+        from training.data import load_arrays
 
         torch.manual_seed(0)
         x, y, _ = load_arrays(spec["dataset"], "train", spec["data_dir"], "auto",
@@ -258,7 +258,7 @@ def main(argv=None) -> int:
             p.error(f"{flag} is set by the benchmark itself; remove it after --")
 
     from training.config import parse_args
-    from training.datasets import DATASETS
+    from training.data import DATASETS
 
     if a.dataset not in DATASETS:
         p.error(f"unknown --dataset {a.dataset!r}; expected one of {sorted(DATASETS)}")

@@ -10,7 +10,7 @@ import typing
 from keras_resnet import _cli
 from keras_resnet.archs import ARCHS, STEMS
 
-from training.datasets import DATASETS, SOURCES
+from training.data import DATASETS, SOURCES
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "step", "cosine")
@@ -177,7 +177,7 @@ class TrainConfig:
                 if getattr(self, name) != default:
                     raise ValueError(f"{flag(name)} is for --dataset folder, not {self.dataset}")
         if self.cache not in (None, "memory"):
-            from training.datasets import check_cache
+            from training.data.folder import check_cache
 
             check_cache(self.cache)
         if not -1 <= self.freeze_stages <= 4:
@@ -199,6 +199,16 @@ class TrainConfig:
             raise ValueError("--dataset folder needs --image-size H,W (every image is resized "
                              f"to it){got}")
         return (*size, self.channels)
+
+    def data_options(self) -> dict:
+        """The keyword arguments of training.data.load_pipelines that only some datasets take."""
+        if self.dataset == "synthetic":
+            return dict(image_shape=self.synthetic_image_shape(),
+                        num_classes=self.synthetic_classes)
+        if self.dataset == "folder":
+            return dict(image_shape=self.folder_image_shape(), resize=self.resize,
+                        cache=self.cache)
+        return {}
 
     def synthetic_image_shape(self) -> tuple:
         try:

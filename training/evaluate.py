@@ -29,7 +29,7 @@ class ModelNotFound(_cli.UsageError, FileNotFoundError):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from training.datasets import DATASETS, SOURCES
+    from training.data import DATASETS, SOURCES
 
     p = argparse.ArgumentParser(prog="python -m training.evaluate", description=__doc__,
                                 epilog=EXIT_CODES,
@@ -49,8 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
 def evaluate(model_path: str, dataset: str | None = None, split: str = "test",
              data_dir: str | None = None, source: str = "auto", batch_size: int = 256,
              out: str | None = None) -> dict:
-    from training import datasets, report
-    from training.fit import log
+    from training import data as datasets
+    from training import report
+    from training.console import log
     from training.modelio import load_model
     from training.runrecord import RunRecord, RunRecordError
 
@@ -67,7 +68,7 @@ def evaluate(model_path: str, dataset: str | None = None, split: str = "test",
         raise EvaluateError(f"--dataset {dataset!r} is not one of {sorted(datasets.DATASETS)}")
     # The run's own data options apply only when evaluating on the run's own dataset.
     own = record.data_options(data_dir) if record and record.dataset == dataset else {}
-    if datasets.DATASETS[dataset].folder and "image_shape" not in own:
+    if dataset == "folder" and "image_shape" not in own:
         raise EvaluateError(f"--dataset folder needs the config.json that training.fit wrote "
                          f"next to {model_path} (it holds the image size)")
     if source != "auto" or "source" not in own:

@@ -9,17 +9,18 @@ RUN/history.png, RUN/confusion_matrix.png, RUN/log.csv, RUN/logs/ (TensorBoard)
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import os
 import sys
 import time
 import warnings
 
-from keras_resnet import _cli, _imports
+from keras_resnet import _cli
 from keras_resnet._provenance import library_versions
 
 from training.config import TrainConfig, build_parser, config_from_args
+from training.console import log
+from training.recipe import compile_model, make_loss, make_optimizer
 from training.rundir import RunDirError, RunLock
 
 # Options that may differ between a run and its --resume (everything else must match).
@@ -30,12 +31,23 @@ class WorkerLost(_cli.FailedError, RuntimeError):
     """Another worker of a multi-worker run stopped; the run can resume from its last epoch."""
 
 
+class RunError(_cli.UsageError, ValueError):
+    """A run that cannot start as asked (its options, --weights, its run directory); the
+    message says what to change."""
+
+
+class RunExists(_cli.UsageError, FileExistsError):
+    """The run directory already holds a run that this one would overwrite."""
+
+
+class RunFileMissing(_cli.UsageError, FileNotFoundError):
+    """A file the run starts from (--weights, a resumed run's config.json) does not exist."""
+
+
 class TrainingDiverged(_cli.DivergedError, RuntimeError):
     """The loss became NaN/inf or exploded; the message names the last good checkpoint."""
 
 
-def log(msg: str) -> None:
-    print(f"[training] {msg}", flush=True)
 
 
 # --------------------------------------------------------------------------------------------
@@ -90,56 +102,39 @@ def model_from_weights(cfg: TrainConfig, info, load: bool = True):
     """A model for the run's images and classes holding --weights: every tensor but a classifier
     of another class count. A torchvision checkpoint brings its own stem, width and ImageNet
     normalization; a .keras model its own stem, width and normalization."""
-    import numpy as np
+    if not os.path.isfile(cfg.weights):
+        raise RunFileMissing(f"--weights {cfg.weights} does not exist")
+    if cfg.weights.endswith(".keras"):
+        return _from_keras_file(cfg, info, load)
+    return _from_torch_file(cfg, info, load)
 
-    from keras_resnet import build_resnet
 
-    path = cfg.weights
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"--weights {path} does not exist")
-    if path.endswith(".keras"):
-        from training.modelio import load_model
+def _from_keras_file(cfg: TrainConfig, info, load: bool):
+    from keras_resnet import model_config, model_from_keras_weights
 
-        source = load_model(path)
-        norm = source.get_layer("normalization") if any(
-            layer.name == "normalization" for layer in source.layers) else None
-        stem = "imagenet" if source.get_layer("stem_conv").kernel_size[0] == 7 else "cifar"
-        normalization = None
-        if norm is not None:
-            mean = np.ravel(np.asarray(norm.mean)).tolist()
-            std = np.sqrt(np.ravel(np.asarray(norm.variance))).tolist()
-            normalization = (mean, std)
-        model = build_resnet(cfg.arch, input_shape=info.image_size,
-                             num_classes=info.num_classes, stem=stem,
-                             width=source.get_layer("stem_conv").filters,
-                             normalization=normalization, class_names=info.class_names)
-        if not load:
-            return model
-        names = {layer.name: layer for layer in source.layers}
-        skipped = []
-        for layer in model.layers:
-            old = names.get(layer.name)
-            if old is None or not layer.weights:
-                continue
-            if [w.shape for w in old.weights] != [w.shape for w in layer.weights]:
-                skipped.append(layer.name)
-                continue
-            layer.set_weights(old.get_weights())
-        log(f"weights from {path} ({stem} stem, width {model.get_layer('stem_conv').filters})"
+    from training.modelio import load_model
+
+    model, skipped = model_from_keras_weights(load_model(cfg.weights), cfg.arch, info.image_size,
+                                              info.num_classes, info.class_names, load=load)
+    if load:
+        config = model_config(model)
+        log(f"weights from {cfg.weights} ({config['stem']} stem, width {config['width']})"
             + (f"; not loaded (other shapes): {', '.join(skipped)}" if skipped else ""))
-        return model
+    return model
 
+
+def _from_torch_file(cfg: TrainConfig, info, load: bool):
     from keras_resnet.convert import IMAGENET_NORMALIZATION, from_torch, infer_config, \
         read_state_dict
 
+    path = cfg.weights
     try:
         found = infer_config(read_state_dict(path)[0])
     except ValueError as e:
-        raise ValueError(f"--weights {path}: {e}") from None
+        raise RunError(f"--weights {path}: {e}") from None
     if found["in_channels"] != info.image_size[2]:
-        raise ValueError(f"--weights {path} takes {found['in_channels']}-channel images; the "
-                         f"data has {info.image_size[2]} (use --channels "
-                         f"{found['in_channels']})")
+        raise RunError(f"--weights {path} takes {found['in_channels']}-channel images; the "
+                       f"data has {info.image_size[2]} (use --channels {found['in_channels']})")
     same_classes = found["num_classes"] == info.num_classes
     normalization = IMAGENET_NORMALIZATION if found["in_channels"] == 3 else None
     with warnings.catch_warnings():
@@ -151,114 +146,13 @@ def model_from_weights(cfg: TrainConfig, info, load: bool = True):
                                normalization=normalization, strict=same_classes,
                                class_names=info.class_names)
         except ValueError as e:
-            raise ValueError(f"--weights {path}: {e}") from None
-    if not load:
-        return model
-    log(f"weights from {path} ({cfg.arch}, {found['stem']} stem, width {found['width']}"
-        + (", ImageNet normalization" if normalization else "") + ")"
-        + ("" if same_classes else f"; classifier replaced: the weights have "
-           f"{found['num_classes']} classes, the data {info.num_classes}"))
+            raise RunError(f"--weights {path}: {e}") from None
+    if load:
+        log(f"weights from {path} ({cfg.arch}, {found['stem']} stem, width {found['width']}"
+            + (", ImageNet normalization" if normalization else "") + ")"
+            + ("" if same_classes else f"; classifier replaced: the weights have "
+               f"{found['num_classes']} classes, the data {info.num_classes}"))
     return model
-
-
-def decayed_variables(model) -> list:
-    """Conv and dense kernels: the only weights that get weight decay (not BN, not biases)."""
-    return [v for v in model.trainable_variables if v.path.split("/")[-1] == "kernel"]
-
-
-def learning_rate(cfg: TrainConfig, steps_per_epoch: int):
-    import keras
-
-    schedules = keras.optimizers.schedules
-    if cfg.schedule == "constant":
-        return cfg.lr
-    if cfg.schedule == "step":
-        # torch StepLR(step_size, gamma) stepped once per epoch.
-        return schedules.ExponentialDecay(cfg.lr, cfg.step_epochs * steps_per_epoch,
-                                          cfg.step_gamma, staircase=True)
-    total = cfg.epochs * steps_per_epoch
-    warmup = int(round(cfg.warmup_epochs * steps_per_epoch))
-    if warmup:
-        return schedules.CosineDecay(0.0, max(1, total - warmup), warmup_target=cfg.lr,
-                                     warmup_steps=warmup)
-    return schedules.CosineDecay(cfg.lr, max(1, total))
-
-
-def make_optimizer(cfg: TrainConfig, model, steps_per_epoch: int):
-    """Optimizer whose weight decay touches conv/dense kernels only.
-
-    sgd and adam: L2 penalty wd/2*|w|^2 on the kernels, i.e. wd*w added to their gradient,
-    which is what torch.optim.SGD/Adam(weight_decay=wd) do (the seed: Adam, wd 1e-4).
-    adamw: decoupled decay, with every non-kernel variable excluded.
-    """
-    import keras
-
-    lr = learning_rate(cfg, steps_per_epoch)
-    kernels = decayed_variables(model)
-    if cfg.optimizer == "adamw":
-        opt = keras.optimizers.AdamW(lr, weight_decay=cfg.weight_decay)
-        kernel_ids = {id(v) for v in kernels}
-        opt.exclude_from_weight_decay(
-            var_list=[v for v in model.trainable_variables if id(v) not in kernel_ids])
-        return opt
-    if cfg.weight_decay:
-        for v in kernels:
-            v.regularizer = keras.regularizers.L2(cfg.weight_decay / 2.0)
-    if cfg.optimizer == "sgd":
-        return keras.optimizers.SGD(lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
-    return keras.optimizers.Adam(lr)
-
-
-def make_loss(label_smoothing: float):
-    import keras
-
-    if not label_smoothing:
-        return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-    return _register_loss()(label_smoothing)
-
-
-@functools.cache
-def _register_loss():
-    import keras
-
-    @keras.saving.register_keras_serializable(package="training")
-    class SparseSmoothedCrossentropy(keras.losses.Loss):
-        """Cross-entropy on logits with integer labels and label smoothing (Keras's sparse
-        loss has no label_smoothing)."""
-
-        def __init__(self, label_smoothing=0.0, name="sparse_smoothed_crossentropy", **kwargs):
-            super().__init__(name=name, **kwargs)
-            self.label_smoothing = float(label_smoothing)
-
-        def call(self, y_true, y_pred):
-            from keras import ops
-
-            k = ops.shape(y_pred)[-1]
-            onehot = ops.one_hot(ops.cast(ops.reshape(y_true, (-1,)), "int32"), k)
-            return keras.losses.categorical_crossentropy(
-                onehot, y_pred, from_logits=True, label_smoothing=self.label_smoothing)
-
-        def get_config(self):
-            return {**super().get_config(), "label_smoothing": self.label_smoothing}
-
-    return SparseSmoothedCrossentropy
-
-
-def __getattr__(name: str):
-    # PEP 562: training.fit.SparseSmoothedCrossentropy without loading Keras at import.
-    if name == "SparseSmoothedCrossentropy":
-        return _register_loss()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-# Registered (for keras.models.load_model(..., compile=True)) as soon as Keras is loaded, not
-# at import: `python -m training.fit --help` must not load TensorFlow.
-_imports.after_import("keras", _register_loss)
-
-
-def compile_model(model, optimizer, loss, jit_compile) -> None:
-    """The single compile call of the project's training, shared with benchmarks.e2e."""
-    model.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"], jit_compile=jit_compile)
 
 
 # --------------------------------------------------------------------------------------------
@@ -300,7 +194,7 @@ def command_line(cfg: TrainConfig) -> str:
 def _check_resume_config(run_dir: str, cfg: TrainConfig) -> None:
     path = os.path.join(run_dir, "config.json")
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"Cannot resume: {path} does not exist")
+        raise RunFileMissing(f"Cannot resume: {path} does not exist")
     with open(path) as f:
         saved = json.load(f)["options"]
     now = recorded_options(cfg)
@@ -311,9 +205,9 @@ def _check_resume_config(run_dir: str, cfg: TrainConfig) -> None:
     diffs = [f"--{k.replace('_', '-')}: saved {saved.get(k)!r}, now {now[k]!r}"
              for k in now if k not in may_change and saved.get(k) != now[k]]
     if diffs:
-        raise ValueError("--resume must repeat the original run's options (only --epochs may "
-                         "change, and not with --schedule cosine); differences:\n  "
-                         + "\n  ".join(diffs))
+        raise RunError("--resume must repeat the original run's options (only --epochs may "
+                       "change, and not with --schedule cosine); differences:\n  "
+                       + "\n  ".join(diffs))
 
 
 def run(cfg: TrainConfig, extra_callbacks=()) -> dict:
@@ -359,23 +253,62 @@ def run(cfg: TrainConfig, extra_callbacks=()) -> dict:
                 pass
 
 
+@dataclasses.dataclass
+class Setup:
+    """Where and how the run computes: resolved once, recorded in config.json."""
+
+    placement: object  # training.distribute.Placement
+    precision: str
+    precision_reason: str
+    jit_compile: bool
+    gpus: list
+
+
+@dataclasses.dataclass
+class Training:
+    """What model.fit left: the checkpoint's record of epochs, the timings, the NaN guard."""
+
+    checkpoint: object
+    timer: object
+    nan_guard: object
+    wall_s: float
+
+
 def _run_locked(cfg: TrainConfig, run_dir: str, extra_callbacks, placement, out: str) -> dict:
     """`run_dir` is read (resume), `out` written: the same folder except on non-chief workers."""
-    import keras
-    import tensorflow as tf
-
     from training import callbacks as cb
-    from training import datasets, distribute, report
-    from training.modelio import load_model
-    from training.runrecord import write_record
+
+    _check_start(cfg, run_dir, placement)
+    setup = _setup(cfg, placement)
+    resume_entry = cb.read_resume_state(run_dir) if cfg.resume else None
+    initial_epoch = resume_entry["epoch"] if resume_entry else 0
+    data = _data(cfg, placement, initial_epoch)
+    cb.clean_temporaries(out)
+    _write_run_record(cfg, run_dir, out, data, setup)
+    done = _fit(cfg, data, setup, run_dir, out, resume_entry, extra_callbacks)
+    _check_divergence(done, run_dir)
+    if not placement.is_chief:
+        log(f"worker {placement.worker_index} done; the chief evaluates and reports")
+        return {}
+    return _report(cfg, run_dir, data, setup, done)
+
+
+def _check_start(cfg: TrainConfig, run_dir: str, placement) -> None:
+    from training import distribute
 
     distribute.check_batch(cfg.batch_size, placement)
     if cfg.resume:
         _check_resume_config(run_dir, cfg)
-    elif placement.is_chief and any(os.path.exists(os.path.join(run_dir, f)) for f in ("state.json", "metrics.json")):
-        raise FileExistsError(
-            f"{run_dir} already holds a run; pass --resume to continue it or choose another "
-            "--run-dir")
+    elif placement.is_chief and any(os.path.exists(os.path.join(run_dir, f))
+                                    for f in ("state.json", "metrics.json")):
+        raise RunExists(f"{run_dir} already holds a run; pass --resume to continue it or choose "
+                       "another --run-dir")
+
+
+def _setup(cfg: TrainConfig, placement) -> Setup:
+    """Precision, XLA and seeds, said in one line."""
+    import keras
+    import tensorflow as tf
 
     gpus = tf.config.list_physical_devices("GPU")
     precision, why = resolve_precision(cfg.precision, gpus)
@@ -387,137 +320,172 @@ def _run_locked(cfg: TrainConfig, run_dir: str, extra_callbacks, placement, out:
     keras.utils.set_random_seed(cfg.seed)
     if cfg.deterministic:
         tf.config.experimental.enable_op_determinism()
+    return Setup(placement, precision, why, jit, gpus)
 
-    resume_entry = cb.read_resume_state(run_dir) if cfg.resume else None
-    initial_epoch = resume_entry["epoch"] if resume_entry else 0
-    synthetic = dict(image_shape=cfg.synthetic_image_shape(),
-                     num_classes=cfg.synthetic_classes) if cfg.dataset == "synthetic" else {}
-    if cfg.dataset == "folder":
-        synthetic = dict(image_shape=cfg.folder_image_shape(), resize=cfg.resize,
-                         cache=cfg.cache)
+
+def _data(cfg: TrainConfig, placement, initial_epoch: int):
+    from training import data as datasets
+
     data = datasets.load_pipelines(
         cfg.dataset, batch_size=cfg.batch_size, data_dir=cfg.data_dir, augment=cfg.augment,
         seed=cfg.seed, subset=cfg.subset, val_fraction=cfg.val_fraction, source=cfg.source,
         epochs=cfg.epochs, initial_epoch=min(initial_epoch, cfg.epochs),
-        replicas=placement.num_replicas, **synthetic)
+        replicas=placement.num_replicas, **cfg.data_options())
     info = data.info
-    train = distribute.distribute_train(placement, data.train_shard)
-    val = data.val if data.val is not None else data.test
     log(f"dataset {info.name} from {data.source}: {data.num_train} train / {data.num_val} val / "
         f"{data.num_test} test images of {info.image_size}"
         + ("" if data.val is not None else "; validating on the TEST split (--val-fraction 0)")
         + ("  [SYNTHETIC noise: accuracy is meaningless]" if info.synthetic else ""))
+    return data
 
-    cb.clean_temporaries(out)
-    strategy = placement.strategy
-    config = {
+
+def _write_run_record(cfg: TrainConfig, run_dir: str, out: str, data, setup: Setup) -> None:
+    """RUN/config.json (through training.runrecord) and, for files, RUN/split.json."""
+    from training.callbacks import atomic_write_json
+    from training.runrecord import write_record
+
+    info, placement = data.info, setup.placement
+    write_record(out, {
         "arch": cfg.arch, "dataset": cfg.dataset, "class_names": list(info.class_names),
         "num_classes": info.num_classes, "input_shape": list(info.image_size),
-        "mean": list(info.mean), "std": list(info.std), "precision": precision,
-        "precision_reason": why, "jit_compile": jit, "stem": cfg.stem, "width": cfg.width,
+        "mean": list(info.mean), "std": list(info.std), "precision": setup.precision,
+        "precision_reason": setup.precision_reason, "jit_compile": setup.jit_compile,
+        "stem": cfg.stem, "width": cfg.width,
         "data_source": data.source, "synthetic": info.synthetic,
         "num_train": data.num_train, "num_val": data.num_val, "num_test": data.num_test,
         "steps_per_epoch": data.steps_per_epoch, **placement.record(),
         "batchnorm": cfg.batchnorm if placement.num_replicas > 1 else "single device",
-        "gpus": [g.name for g in gpus],
+        "gpus": [g.name for g in setup.gpus],
         "run_dir": os.path.abspath(run_dir), "command": command_line(cfg),
         "options": recorded_options(cfg),
         "versions": library_versions("tensorflow-datasets", "scikit-learn", "matplotlib"),
-    }
-    if info.folder:
-        config.update(datasets.folder_run_record(info))
-    write_record(out, config)
-    if info.folder:
+        **data.dataset.record(),
+    })
+    split = data.dataset.split_record()
+    if split is not None:
         # Which file went to which split, so that the run's numbers can be traced to images.
-        cb.atomic_write_json(os.path.join(out, "split.json"),
-                             datasets.folder_scan(cfg.data_dir).record())
+        atomic_write_json(os.path.join(out, "split.json"), split)
 
+
+def _compiled_model(cfg: TrainConfig, data, setup: Setup, run_dir: str, resume_entry):
+    """The run's model, compiled under the strategy; a resumed run's own checkpoint loaded."""
+    from training import callbacks as cb
+    from training import distribute
+
+    placement = setup.placement
+    with placement.strategy.scope():
+        model = build_model(cfg, data.info, start_weights=not resume_entry)
+        if placement.num_replicas > 1:
+            distribute.set_batchnorm_sync(model, cfg.batchnorm == "sync")
+        optimizer = make_optimizer(cfg, model, data.steps_per_epoch)
+        compile_model(model, optimizer, make_loss(cfg.label_smoothing), setup.jit_compile)
+        if resume_entry:
+            model.optimizer.build(model.trainable_variables)
+            model.load_weights(os.path.join(run_dir, cb.LAST))
+            log(f"resumed from {run_dir}/{cb.LAST} after epoch {resume_entry['epoch']} "
+                f"(optimizer step {int(model.optimizer.iterations.numpy())})")
+    return model
+
+
+def _fit(cfg: TrainConfig, data, setup: Setup, run_dir: str, out: str, resume_entry,
+         extra_callbacks) -> Training:
+    import keras
+
+    from training import callbacks as cb
+    from training import distribute
+
+    placement = setup.placement
+    initial_epoch = resume_entry["epoch"] if resume_entry else 0
+    train = distribute.distribute_train(placement, data.train_shard)
     previous_policy = keras.config.dtype_policy()
-    keras.config.set_dtype_policy(precision)
+    keras.config.set_dtype_policy(setup.precision)
     try:
-        with strategy.scope():
-            model = build_model(cfg, info, start_weights=not resume_entry)
-            if placement.num_replicas > 1:
-                distribute.set_batchnorm_sync(model, cfg.batchnorm == "sync")
-            optimizer = make_optimizer(cfg, model, data.steps_per_epoch)
-            compile_model(model, optimizer, make_loss(cfg.label_smoothing), jit)
-            if resume_entry:
-                model.optimizer.build(model.trainable_variables)
-                model.load_weights(os.path.join(run_dir, cb.LAST))
-                log(f"resumed from {run_dir}/{cb.LAST} after epoch {initial_epoch} "
-                    f"(optimizer step {int(model.optimizer.iterations.numpy())})")
-        nan_guard = cb.NanGuard(info.num_classes)
+        model = _compiled_model(cfg, data, setup, run_dir, resume_entry)
+        nan_guard = cb.NanGuard(data.info.num_classes)
         timer = cb.EpochTimer()
         checkpoint = cb.RunCheckpoint(out, "val_accuracy", nan_guard, resume_entry)
         # The loggers come before the checkpoint (log.csv is written by it), so that a kill
         # cannot leave a counted epoch without its row.
-        callbacks = [
-            cb.LearningRateLog(), nan_guard, timer,
-            cb.ScalarTensorBoard(os.path.join(out, "logs")), checkpoint,
-            *extra_callbacks,
-        ]
-        distribute.build_for_fit(model, placement, info.image_size)
+        callbacks = [cb.LearningRateLog(), nan_guard, timer,
+                     cb.ScalarTensorBoard(os.path.join(out, "logs")), checkpoint,
+                     *extra_callbacks]
+        distribute.build_for_fit(model, placement, data.info.image_size)
         start = time.perf_counter()
         if initial_epoch < cfg.epochs:
-            with strategy.scope():
-                try:
-                    model.fit(train, epochs=cfg.epochs, initial_epoch=initial_epoch,
-                              steps_per_epoch=data.steps_per_epoch, validation_data=val,
-                              shuffle=False, callbacks=callbacks,
-                              verbose=cfg.verbose if cfg.verbose == "auto" else int(cfg.verbose))
-                except (tf.errors.UnavailableError, tf.errors.AbortedError,
-                        tf.errors.InternalError) as e:
-                    if placement.num_workers == 1:
-                        raise
-                    first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-                    raise WorkerLost(
-                        f"worker {placement.worker_index}: the collective with the other "
-                        f"workers failed ({first[:160]}); the run can continue with --resume "
-                        "from its last completed epoch (training.launch does this)") from None
+            _model_fit(model, train, cfg, data, placement, initial_epoch, callbacks)
         wall = time.perf_counter() - start
     finally:
         keras.config.set_dtype_policy(previous_policy)
+    return Training(checkpoint, timer, nan_guard, wall)
 
-    if nan_guard.nan_at is not None:
-        epoch, batch, value = nan_guard.nan_at
-        done = checkpoint.entry["epoch"]
-        kept = (f"the last good checkpoint is {os.path.join(run_dir, cb.LAST)} (epoch {done})"
-                if done else "no epoch completed, so there is no checkpoint")
+
+def _model_fit(model, train, cfg: TrainConfig, data, placement, initial_epoch, callbacks):
+    import tensorflow as tf
+
+    val = data.val if data.val is not None else data.test
+    with placement.strategy.scope():
+        try:
+            model.fit(train, epochs=cfg.epochs, initial_epoch=initial_epoch,
+                      steps_per_epoch=data.steps_per_epoch, validation_data=val,
+                      shuffle=False, callbacks=callbacks,
+                      verbose=cfg.verbose if cfg.verbose == "auto" else int(cfg.verbose))
+        except (tf.errors.UnavailableError, tf.errors.AbortedError,
+                tf.errors.InternalError) as e:
+            if placement.num_workers == 1:
+                raise
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise WorkerLost(
+                f"worker {placement.worker_index}: the collective with the other "
+                f"workers failed ({first[:160]}); the run can continue with --resume "
+                "from its last completed epoch (training.launch does this)") from None
+
+
+def _check_divergence(done: Training, run_dir: str) -> None:
+    from training import callbacks as cb
+
+    if done.nan_guard.nan_at is not None:
+        epoch, batch, value = done.nan_guard.nan_at
+        completed = done.checkpoint.entry["epoch"]
+        kept = (f"the last good checkpoint is {os.path.join(run_dir, cb.LAST)} (epoch "
+                f"{completed})" if completed else "no epoch completed, so there is no checkpoint")
         raise TrainingDiverged(
-            f"{nan_guard.reason} at epoch {epoch + 1}, batch {batch + 1}: training stopped; "
+            f"{done.nan_guard.reason} at epoch {epoch + 1}, batch {batch + 1}: training stopped; "
             f"{kept}. Try a lower --lr, --precision float32, or a --warmup-epochs with "
             "--schedule cosine.")
-
-    if checkpoint.entry["epoch"] == 0:
+    if done.checkpoint.entry["epoch"] == 0:
         raise RuntimeError("no epoch completed; nothing to evaluate")
-    if not placement.is_chief:
-        log(f"worker {placement.worker_index} done; the chief evaluates and reports")
-        return {}
+
+
+def _report(cfg: TrainConfig, run_dir: str, data, setup: Setup, done: Training) -> dict:
+    """Evaluates the best checkpoint on the test split and writes the report files."""
+    from training import callbacks as cb
+    from training import report
+    from training.modelio import load_model
+
     best_path = os.path.join(run_dir, cb.BEST)
     if not os.path.isfile(best_path):
         best_path = os.path.join(run_dir, cb.LAST)
-    best_model = load_model(best_path)
-    metrics = report.evaluate_model(best_model, data.test, info)
-    images = data.num_train * len(timer.train_seconds)
+    info, entry, seconds = data.info, done.checkpoint.entry, done.timer.train_seconds
+    metrics = report.evaluate_model(load_model(best_path), data.test, info)
     metrics.update(
         model=os.path.basename(best_path), arch=cfg.arch,
-        epochs_completed=checkpoint.entry["epoch"], epochs_this_session=len(timer.train_seconds),
-        best_epoch=checkpoint.entry["best_epoch"],
-        best_val_accuracy=None if info.synthetic else checkpoint.entry["best"],
+        epochs_completed=entry["epoch"], epochs_this_session=len(seconds),
+        best_epoch=entry["best_epoch"],
+        best_val_accuracy=None if info.synthetic else entry["best"],
         validation_split="val" if data.val is not None else "test",
-        train_wall_time_s=wall,
-        train_images_per_s=images / sum(timer.train_seconds) if timer.train_seconds else None,
+        train_wall_time_s=done.wall_s,
+        train_images_per_s=data.num_train * len(seconds) / sum(seconds) if seconds else None,
         # The first epoch includes tracing/XLA compilation.
         train_images_per_s_after_first_epoch=(
-            data.num_train * (len(timer.train_seconds) - 1) / sum(timer.train_seconds[1:])
-            if len(timer.train_seconds) > 1 else None),
-        precision=precision, device="GPU" if gpus else "CPU",
+            data.num_train * (len(seconds) - 1) / sum(seconds[1:]) if len(seconds) > 1
+            else None),
+        precision=setup.precision, device="GPU" if setup.gpus else "CPU",
     )
-    title = f"{cfg.arch} on {cfg.dataset}"
-    files = report.write_report(run_dir, metrics, info, checkpoint.entry["history"], title)
+    files = report.write_report(run_dir, metrics, info, entry["history"],
+                                f"{cfg.arch} on {cfg.dataset}")
     for line in report.summary_lines(metrics):
         log(line)
-    log(f"wall time {wall:.1f} s; report: " + ", ".join(files.values()))
+    log(f"wall time {done.wall_s:.1f} s; report: " + ", ".join(files.values()))
     return metrics
 
 

@@ -14,12 +14,13 @@ an exported artifact.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 
 from keras_resnet import _cli
 from keras_resnet._cli import positive_int
+
+from training.ranking import report, top_k
 
 EXIT_CODES = """exit status: 0 predictions printed; 2 bad input or usage (a path that is not an
 image or holds none, an unreadable model: the one-line message names it); 1 an internal error."""
@@ -40,7 +41,7 @@ def add_common_arguments(p: argparse.ArgumentParser) -> None:
 
 def find_images(paths) -> list[str]:
     """The image files named or found below the folders named, in a stable order."""
-    from training.folders import IMAGE_SUFFIXES, is_image_name
+    from training.preprocessing import IMAGE_SUFFIXES, is_image_name
 
     found = []
     for path in paths:
@@ -73,35 +74,6 @@ def load_images(files, preprocessing):
         return load(files, preprocessing)
     except ImageError as e:
         raise PredictError(str(e)) from None
-
-
-def top_k(outputs, k: int, class_names=None, probabilities: bool = False) -> list[list[dict]]:
-    """Per row of logits (or of `probabilities`): the k most probable classes."""
-    import numpy as np
-
-    probs = np.asarray(outputs, dtype=np.float64)
-    if not probabilities:
-        probs = np.exp(probs - probs.max(axis=1, keepdims=True))
-        probs /= probs.sum(axis=1, keepdims=True)
-    k = min(k, probs.shape[1])
-    rows = []
-    for p in probs:
-        best = np.argsort(-p, kind="stable")[:k]
-        rows.append([{"class": class_names[i] if class_names else str(i), "index": int(i),
-                      "probability": float(p[i])} for i in best])
-    return rows
-
-
-def report(files, rows, as_json: bool) -> str:
-    if as_json:
-        return json.dumps([{"path": f, "top": top} for f, top in zip(files, rows)], indent=2)
-    lines = []
-    for path, top in zip(files, rows):
-        lines.append(path)
-        width = max(len(t["class"]) for t in top)
-        lines += [f"  {n}. {t['class']:<{width}}  {t['probability']:.4f}  (index {t['index']})"
-                  for n, t in enumerate(top, 1)]
-    return "\n".join(lines)
 
 
 def predict_files(run_logits, preprocessing, paths, k, class_names, batch_size,

@@ -99,21 +99,6 @@ class Preprocessing:
         return None if self.height is None or self.width is None else (self.height, self.width)
 
 
-def preprocessing_for(model_path: str, input_shape=None) -> Preprocessing:
-    """The preprocessing a run recorded in the config.json beside `model_path`; without one,
-    the default ("auto") for the model's input shape (given, or read from the model)."""
-    from training.runrecord import RunRecord
-
-    record = RunRecord.beside(model_path)
-    if record is not None and record.preprocessing is not None:
-        return Preprocessing.from_dict(record.preprocessing)
-    if input_shape is None:
-        from training.modelio import load_model
-
-        input_shape = load_model(model_path).input_shape[1:]
-    return Preprocessing.for_shape(input_shape)
-
-
 # --------------------------------------------------------------------------------------------
 # TensorFlow functions (graph-safe: used inside tf.data maps)
 
@@ -247,12 +232,3 @@ def load_images(paths, prep: Preprocessing):
                          "give images of one size")
     return np.stack(arrays) if arrays else np.zeros((0, prep.height or 0, prep.width or 0,
                                                      prep.channels), np.float32)
-
-
-def decode_predictions(outputs, class_names=None, top_k: int = 5, from_logits: bool = True):
-    """Per row of model outputs, the `top_k` classes as {"class", "index", "probability"}
-    dicts, most probable first: what `python -m training.predict --json` prints. Outputs are
-    logits (keras_resnet's default head); pass from_logits=False for a softmax head."""
-    from training.predict import top_k as rank
-
-    return rank(outputs, top_k, class_names, probabilities=not from_logits)

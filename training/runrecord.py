@@ -9,6 +9,8 @@ import dataclasses
 import json
 import os
 
+from training.preprocessing import Preprocessing
+
 from keras_resnet._cli import UsageError
 
 CONFIG = "config.json"
@@ -82,7 +84,7 @@ class RunRecord:
         return cls.read(path) if os.path.isfile(path) else None
 
     def data_options(self, data_dir: str | None = None) -> dict:
-        """training.datasets.get_info/load/load_pipelines keyword arguments that find the data
+        """training.data.get_info/load/load_pipelines keyword arguments that find the data
         this run trained on: its data folder (or `data_dir`), source, validation fraction, and
         for image folders and synthetic data the image shape (and resize, class count)."""
         kwargs = {k: self.options[k] for k in ("data_dir", "source", "val_fraction")
@@ -110,3 +112,16 @@ def write_record(run_dir: str, record: dict) -> str:
     RunRecord.from_dict(record, path, complete=True)
     atomic_write_json(path, record)
     return path
+
+
+def preprocessing_for(model_path: str, input_shape=None) -> Preprocessing:
+    """The preprocessing a run recorded in the config.json beside `model_path`; without one,
+    the default ("auto") for the model's input shape (given, or read from the model)."""
+    record = RunRecord.beside(model_path)
+    if record is not None and record.preprocessing is not None:
+        return Preprocessing.from_dict(record.preprocessing)
+    if input_shape is None:
+        from training.modelio import load_model
+
+        input_shape = load_model(model_path).input_shape[1:]
+    return Preprocessing.for_shape(input_shape)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from benchmarks import e2e
-from training.datasets import load_arrays
+from training.data import load_arrays
 
 
 @pytest.mark.parametrize("name", e2e.WRITABLE)

@@ -142,7 +142,7 @@ def test_cli_reads_calibration_and_verification_data_from_the_run_dataset(tmp_pa
     """config.json beside the model names the data set: the CLI verifies on its test split
     (with accuracy) and calibrates int8 on its train split, with the run's class names."""
     import keras_resnet
-    from training import datasets
+    from training import data as datasets
 
     info = datasets.DATASETS["digits"]
     model = keras_resnet.build_resnet("resnet18", tuple(info.image_size), info.num_classes,

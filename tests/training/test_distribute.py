@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import REPO
-from training.datasets import make_pipeline
+from training.data import make_pipeline
 
 # Equivalence runs: noise images (on digits even two one-device runs part ways fast), 5 steps
 # an epoch, SGD; the kill/restart runs: real digits, 20 steps an epoch, fit's defaults.
@@ -62,7 +62,7 @@ def test_folder_workers_read_disjoint_files_and_get_single_device_pixels(tmp_pat
     import keras
 
     from tests.training.test_folders import make_mixed_folder
-    from training import datasets
+    from training import data as datasets
 
     keras.utils.set_random_seed(0)
     root = make_mixed_folder(tmp_path / "pics", n=10, bad=0)

@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from training import folders
+from training.data import SPLIT_SEED
+from training.data import folder as folders
+from training.preprocessing import is_image_name
 
 
 def write_images(folder, n, size=(20, 30), mode="RGB", seed=0):
@@ -32,7 +34,7 @@ def test_class_folders_split_off_a_fixed_stratified_test_set(tmp_path):
     assert len(a.files["train"]) + len(a.files["test"]) == 32
     assert not set(a.files["train"]) & set(a.files["test"])
     record = a.record()
-    assert record["seed"] == folders.SPLIT_SEED and len(record["files"]["test"]) == 3
+    assert record["seed"] == SPLIT_SEED and len(record["files"]["test"]) == 3
 
 
 def test_train_val_test_folders(tmp_path):
@@ -89,7 +91,7 @@ def test_every_format_and_mode_decodes_to_the_asked_channels(tmp_path):
     from training.preprocessing import Preprocessing, load_image
 
     rgb = write_formats(tmp_path)
-    assert sorted(p.name for p in tmp_path.iterdir() if folders.is_image_name(p.name)) == [
+    assert sorted(p.name for p in tmp_path.iterdir() if is_image_name(p.name)) == [
         "alpha.png", "grey.png", "modern.webp", "palette.gif", "photo.jpg", "plain.bmp"]
     # No resize (the model's input size is the images' own): exact pixels for lossless files.
     same = {c: Preprocessing(20, 30, c, "stretch") for c in (1, 3)}
@@ -184,7 +186,7 @@ def test_more_than_a_tenth_undecodable_stops_with_one_line(tmp_path):
 def test_folder_pipelines_keep_a_static_shape_and_cache_changes_nothing(tmp_path, resize):
     import tensorflow as tf
 
-    from training import datasets
+    from training import data as datasets
     from training.preprocessing import load_images
 
     root = make_mixed_folder(tmp_path / "pics", n=10, bad=0)
@@ -204,9 +206,9 @@ def test_folder_pipelines_keep_a_static_shape_and_cache_changes_nothing(tmp_path
             np.testing.assert_array_equal(a, b)
     assert glob.glob(str(tmp_path / "cache") + ".train-*.index")  # named after the data
     # The evaluation pipeline gives exactly the pixels of the Python API (predict's).
-    items = folders.split_files(datasets.folder_data(str(root), shape, resize), "test", 0.2)
-    want = load_images([root / p for p, _ in items], datasets.folder_info(
-        str(root), shape, resize).preprocessing)
+    source = datasets.open_source("folder", str(root), image_shape=shape, resize=resize)
+    items = source.items("test", 0.2).items
+    want = load_images([root / p for p, _ in items], source.preprocessing)
     np.testing.assert_array_equal(runs[None][1], want)
 
 
@@ -214,7 +216,7 @@ def test_folder_pipelines_keep_a_static_shape_and_cache_changes_nothing(tmp_path
 def test_resumed_epochs_see_the_same_batches(tmp_path, cache):
     import keras
 
-    from training import datasets
+    from training import data as datasets
 
     keras.utils.set_random_seed(0)  # training.fit sets one; shuffles must take it
     root = make_mixed_folder(tmp_path / "pics", n=8, bad=0)

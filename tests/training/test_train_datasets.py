@@ -6,8 +6,8 @@ import itertools
 import numpy as np
 import pytest
 
-from training import datasets
-from training.datasets import DATASETS, load, load_arrays, make_pipeline
+from training import data as datasets
+from training.data import DATASETS, load, load_arrays, make_pipeline
 
 
 def test_table_is_consistent():

@@ -19,8 +19,8 @@ import pytest
 from tests.conftest import REPO
 from training import callbacks as cb
 from training.config import TrainConfig, build_parser, parse_args
-from training.fit import (TrainingDiverged, decayed_variables, learning_rate, make_optimizer,
-                          run)
+from training.fit import TrainingDiverged, run
+from training.recipe import decayed_variables, learning_rate, make_optimizer
 
 # Measured on the 2-core CPU (see LEARNING_FLOOR): three epochs of this config reached
 # 0.78-0.88 test accuracy over seeds 0-4 (12-32 s each, measured before and after the
@@ -80,7 +80,7 @@ def test_report_files_hold_what_they_claim(digits_run):
     # No temporary files are left behind by the atomic writes.
     assert not [f for f in os.listdir(run_dir) if "tmp" in f]
     # best.keras takes raw pixels and reproduces the reported accuracy.
-    from training.datasets import load_arrays
+    from training.data import load_arrays
 
     model = keras.models.load_model(os.path.join(run_dir, "best.keras"), compile=False)
     x, y, _ = load_arrays("digits", "test")

@@ -8,8 +8,8 @@ import tarfile
 import numpy as np
 import pytest
 
-from training import datasets
-from training.datasets import DataFormatError, DatasetError, load, load_arrays
+from training.data.archives import IDX_FILES
+from training.data import DataFormatError, DatasetError, load, load_arrays
 
 
 def idx_bytes(array: np.ndarray) -> bytes:
@@ -26,7 +26,7 @@ def write_mnist(folder, n_train=20, n_test=10, compress=True, seed=0):
         x = rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8)
         y = rng.integers(0, 10, size=n, dtype=np.uint8)
         arrays[split] = (x, y)
-        for base, arr in zip(datasets.IDX_FILES[split], (x, y)):
+        for base, arr in zip(IDX_FILES[split], (x, y)):
             data = idx_bytes(arr)
             path = os.path.join(folder, base + (".gz" if compress else ""))
             with open(path, "wb") as f:

@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 
 from training import callbacks as cb
-from training import datasets, evaluate, fit
-from training.datasets import DataFormatError, DatasetError, load_arrays
+from training import evaluate, fit
+from training.data import DataFormatError, DatasetError, load_arrays
 
 from tests.conftest import REPO
 from tests.harness import argv

@@ -5,8 +5,8 @@ import time
 import numpy as np
 import pytest
 
-from training import datasets
-from training.datasets import DatasetError, load, load_arrays
+from training.data import tfds_source
+from training.data import DatasetError, load, load_arrays
 
 
 
@@ -28,7 +28,7 @@ def test_tfds_path_with_mock_data(tmp_path):
 
 def test_offline_tfds_fails_fast_with_advice(tmp_path, monkeypatch):
     probed = []
-    monkeypatch.setattr(datasets, "network_available", lambda host, *a, **k: probed.append(host) or False)
+    monkeypatch.setattr(tfds_source, "network_available", lambda host, *a, **k: probed.append(host) or False)
     start = time.perf_counter()
     with pytest.raises(DatasetError) as err:
         load_arrays("cifar10", "test", data_dir=str(tmp_path / "empty"), source="auto")
@@ -41,7 +41,7 @@ def test_offline_tfds_fails_fast_with_advice(tmp_path, monkeypatch):
 
 def test_network_probe_gives_up_quickly():
     start = time.perf_counter()
-    assert datasets.network_available("host.invalid", timeout=1.0) is False
+    assert tfds_source.network_available("host.invalid", timeout=1.0) is False
     assert time.perf_counter() - start < 5
 
 
@@ -50,7 +50,7 @@ def test_fit_cli_offline_mnist_explains_how_to_train_offline(tmp_path, monkeypat
     from training import fit
 
     probed = []
-    monkeypatch.setattr(datasets, "network_available",
+    monkeypatch.setattr(tfds_source, "network_available",
                         lambda host, *a, **k: probed.append(host) or False)
     code = fit.main(["--dataset", "mnist", "--epochs", "1", "--data-dir", str(tmp_path / "data"),
                      "--run-dir", str(tmp_path / "run")])

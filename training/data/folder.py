@@ -154,10 +154,31 @@ class FolderData:
 def check(scan: FolderScan, prep: Preprocessing, log=_log) -> FolderData:
     """Decodes every file of `scan` once; returns the decodable ones and the training images'
     per-channel mean/std. Raises FolderError when more than MAX_BAD_FRACTION fail."""
-    import tensorflow as tf
-
     items = [(split, path, label) for split, files in scan.files.items()
              for path, label in files]
+    ok, mean, std = _decode_all(scan.root, items, prep)
+    bad = [(items[k][1], _reason(os.path.join(scan.root, items[k][1]), prep))
+           for k in np.flatnonzero(~ok)]
+    where = os.path.abspath(scan.root)
+    _report_bad(bad, len(items), where, log)
+    dropped = {p for p, _ in bad}
+    files = {split: tuple((p, y) for p, y in v if p not in dropped)
+             for split, v in scan.files.items()}
+    empty = [name for i, name in enumerate(scan.class_names)
+             if not any(y == i for _, y in files["train"])]
+    if empty:
+        raise FolderError(f"no decodable training images for the classes {empty} in {where}")
+    for split in ("val", "test"):
+        if split in files and not files[split]:
+            raise FolderError(f"no decodable images in the {split} split of {where}")
+    return FolderData(scan, prep, files, tuple(bad), mean, std)
+
+
+def _decode_all(root: str, items, prep: Preprocessing):
+    """(which items decode, per-channel mean and std of the training items' evaluation view),
+    every file decoded once, in parallel, by the pipelines' own functions."""
+    import tensorflow as tf
+
     n, c = len(items), prep.channels
     train = np.array([split == "train" for split, _, _ in items])
 
@@ -167,9 +188,9 @@ def check(scan: FolderScan, prep: Preprocessing, log=_log) -> FolderData:
         return i, tf.reduce_sum(x, 0), tf.reduce_sum(x * x, 0), tf.shape(x, tf.int64)[0]
 
     ds = tf.data.Dataset.from_tensor_slices(
-        (tf.range(n, dtype=tf.int64), [os.path.join(scan.root, p) for _, p, _ in items]))
+        (tf.range(n, dtype=tf.int64), [os.path.join(root, p) for _, p, _ in items]))
     # ignore_errors drops a failing file without a word; the indices that do not come back
-    # are those files, and each is named below.
+    # are those files, and each is named by the caller.
     ds = (ds.map(stats, num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
           .ignore_errors().batch(256).prefetch(1))
     ok = np.zeros(n, bool)
@@ -181,43 +202,34 @@ def check(scan: FolderScan, prep: Preprocessing, log=_log) -> FolderData:
         total += s.numpy()[mine].sum(0)
         squares += q.numpy()[mine].sum(0)
         count += int(m.numpy()[mine].sum())
-    bad = []
-    for k in np.flatnonzero(~ok):
-        path = items[k][1]
-        try:
-            preprocessing.load_image(os.path.join(scan.root, path), prep)
-            reason = "failed to decode in the check pass"
-        except ImageError as e:
-            reason = e.reason
-        bad.append((path, reason))
-    where = os.path.abspath(scan.root)
+    mean = total / max(count, 1)
+    std = np.sqrt(np.maximum(squares / max(count, 1) - mean * mean, 0.0))
+    return ok, tuple(float(v) for v in mean), tuple(float(max(v, 1.0)) for v in std)
+
+
+def _reason(path: str, prep: Preprocessing) -> str:
+    """Why a file failed the check pass, in the words of the eager reader."""
+    try:
+        preprocessing.load_image(path, prep)
+    except ImageError as e:
+        return e.reason
+    return "failed to decode in the check pass"
+
+
+def _report_bad(bad: list, n: int, where: str, log) -> None:
     if len(bad) > MAX_BAD_FRACTION * n:
         raise FolderError(f"{len(bad)} of {n} image files in {where} cannot be decoded, more "
                           f"than {MAX_BAD_FRACTION:.0%} (e.g. {bad[0][0]}: {bad[0][1]}): "
                           "check the folder, or remove the damaged files")
-    if bad:
-        log(f"{len(bad)} of {n} image files in {where} cannot be decoded and are skipped "
-            "(all listed in config.json under skipped_images):")
-        for path, reason in bad[:LOGGED_BAD]:
-            log(f"  skipped {path}: {reason}")
-        if len(bad) > LOGGED_BAD:
-            log(f"  ... and {len(bad) - LOGGED_BAD} more")
-    else:
+    if not bad:
         log(f"checked {n} image files in {where}: all decode")
-    dropped = {p for p, _ in bad}
-    files = {split: tuple((p, y) for p, y in v if p not in dropped)
-             for split, v in scan.files.items()}
-    empty = [name for i, name in enumerate(scan.class_names)
-             if not any(y == i for _, y in files["train"])]
-    if empty:
-        raise FolderError(f"no decodable training images for the classes {empty} in {where}")
-    for split in ("val", "test"):
-        if split in files and not files[split]:
-            raise FolderError(f"no decodable images in the {split} split of {where}")
-    mean = total / max(count, 1)
-    std = np.sqrt(np.maximum(squares / max(count, 1) - mean * mean, 0.0))
-    return FolderData(scan, prep, files, tuple(bad), tuple(float(v) for v in mean),
-                      tuple(float(max(v, 1.0)) for v in std))
+        return
+    log(f"{len(bad)} of {n} image files in {where} cannot be decoded and are skipped "
+        "(all listed in config.json under skipped_images):")
+    for path, reason in bad[:LOGGED_BAD]:
+        log(f"  skipped {path}: {reason}")
+    if len(bad) > LOGGED_BAD:
+        log(f"  ... and {len(bad) - LOGGED_BAD} more")
 
 
 def split_files(data: FolderData, split: str, val_fraction: float,

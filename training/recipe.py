@@ -1,0 +1,111 @@
+"""The training recipe every run compiles: learning-rate schedule, optimizer with weight decay on
+kernels only, loss (with label smoothing), and the one compile call (shared with benchmarks.e2e).
+"""
+
+from __future__ import annotations
+
+import functools
+
+from keras_resnet import _imports
+
+from training.config import TrainConfig
+
+
+def decayed_variables(model) -> list:
+    """Conv and dense kernels: the only weights that get weight decay (not BN, not biases)."""
+    return [v for v in model.trainable_variables if v.path.split("/")[-1] == "kernel"]
+
+
+def learning_rate(cfg: TrainConfig, steps_per_epoch: int):
+    import keras
+
+    schedules = keras.optimizers.schedules
+    if cfg.schedule == "constant":
+        return cfg.lr
+    if cfg.schedule == "step":
+        # torch StepLR(step_size, gamma) stepped once per epoch.
+        return schedules.ExponentialDecay(cfg.lr, cfg.step_epochs * steps_per_epoch,
+                                          cfg.step_gamma, staircase=True)
+    total = cfg.epochs * steps_per_epoch
+    warmup = int(round(cfg.warmup_epochs * steps_per_epoch))
+    if warmup:
+        return schedules.CosineDecay(0.0, max(1, total - warmup), warmup_target=cfg.lr,
+                                     warmup_steps=warmup)
+    return schedules.CosineDecay(cfg.lr, max(1, total))
+
+
+def make_optimizer(cfg: TrainConfig, model, steps_per_epoch: int):
+    """Optimizer whose weight decay touches conv/dense kernels only.
+
+    sgd and adam: L2 penalty wd/2*|w|^2 on the kernels, i.e. wd*w added to their gradient,
+    which is what torch.optim.SGD/Adam(weight_decay=wd) do (the seed: Adam, wd 1e-4).
+    adamw: decoupled decay, with every non-kernel variable excluded.
+    """
+    import keras
+
+    lr = learning_rate(cfg, steps_per_epoch)
+    kernels = decayed_variables(model)
+    if cfg.optimizer == "adamw":
+        opt = keras.optimizers.AdamW(lr, weight_decay=cfg.weight_decay)
+        kernel_ids = {id(v) for v in kernels}
+        opt.exclude_from_weight_decay(
+            var_list=[v for v in model.trainable_variables if id(v) not in kernel_ids])
+        return opt
+    if cfg.weight_decay:
+        for v in kernels:
+            v.regularizer = keras.regularizers.L2(cfg.weight_decay / 2.0)
+    if cfg.optimizer == "sgd":
+        return keras.optimizers.SGD(lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
+    return keras.optimizers.Adam(lr)
+
+
+def make_loss(label_smoothing: float):
+    import keras
+
+    if not label_smoothing:
+        return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    return _register_loss()(label_smoothing)
+
+
+@functools.cache
+def _register_loss():
+    import keras
+
+    @keras.saving.register_keras_serializable(package="training")
+    class SparseSmoothedCrossentropy(keras.losses.Loss):
+        """Cross-entropy on logits with integer labels and label smoothing (Keras's sparse
+        loss has no label_smoothing)."""
+
+        def __init__(self, label_smoothing=0.0, name="sparse_smoothed_crossentropy", **kwargs):
+            super().__init__(name=name, **kwargs)
+            self.label_smoothing = float(label_smoothing)
+
+        def call(self, y_true, y_pred):
+            from keras import ops
+
+            k = ops.shape(y_pred)[-1]
+            onehot = ops.one_hot(ops.cast(ops.reshape(y_true, (-1,)), "int32"), k)
+            return keras.losses.categorical_crossentropy(
+                onehot, y_pred, from_logits=True, label_smoothing=self.label_smoothing)
+
+        def get_config(self):
+            return {**super().get_config(), "label_smoothing": self.label_smoothing}
+
+    return SparseSmoothedCrossentropy
+
+
+def __getattr__(name: str):
+    # PEP 562: training.fit.SparseSmoothedCrossentropy without loading Keras at import.
+    if name == "SparseSmoothedCrossentropy":
+        return _register_loss()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+# Registered (for keras.models.load_model(..., compile=True)) as soon as Keras is loaded, not
+# at import: `python -m training.fit --help` must not load TensorFlow.
+_imports.after_import("keras", _register_loss)
+
+
+def compile_model(model, optimizer, loss, jit_compile) -> None:
+    """The single compile call of the project's training, shared with benchmarks.e2e."""
+    model.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"], jit_compile=jit_compile)
