@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shlex
 import sys
 import time
 import warnings
@@ -18,10 +19,19 @@ import warnings
 from keras_resnet import _cli
 from keras_resnet._provenance import library_versions
 
-from training.config import TrainConfig, build_parser, config_from_args
+from training import distribute
+from training.config import TrainConfig, build_parser, config_from_args, flag
 from training.console import log
+from training.data import load_pipelines
+from training.distribute import DistributeError, WriteDir, make_placement
+from training.modelio import load_model
 from training.recipe import compile_model, make_loss, make_optimizer
-from training.rundir import RunDirError, RunLock
+from training.rundir import RunDirError, RunLock, atomic_write_json
+from training.runrecord import write_record
+
+# Keras, TensorFlow and the modules that load them (keras_resnet, training.callbacks,
+# training.report) are imported inside the functions that use them: `--help` and the checks
+# of the options answer without loading TensorFlow.
 
 # Options that may differ between a run and its --resume (everything else must match).
 RESUMABLE_CHANGES = ("epochs", "resume", "run_dir", "verbose", "strategy", "cpu_replicas")
@@ -112,7 +122,6 @@ def model_from_weights(cfg: TrainConfig, info, load: bool = True):
 def _from_keras_file(cfg: TrainConfig, info, load: bool):
     from keras_resnet import model_config, model_from_keras_weights
 
-    from training.modelio import load_model
 
     model, skipped = model_from_keras_weights(load_model(cfg.weights), cfg.arch, info.image_size,
                                               info.num_classes, info.class_names, load=load)
@@ -174,10 +183,6 @@ def recorded_options(cfg: TrainConfig) -> dict:
 def command_line(cfg: TrainConfig) -> str:
     """The `python -m training.fit` command that gives `cfg`, options at their defaults left
     out: the same for a console script, `python -m` or a call of run() from Python."""
-    import shlex
-
-    from training.config import flag
-
     recorded = recorded_options(cfg)
     words = ["python", "-m", "training.fit"]
     for field in dataclasses.fields(cfg):
@@ -215,8 +220,6 @@ def run(cfg: TrainConfig, extra_callbacks=()) -> dict:
 
     Only one process at a time may use a run directory (RUN/fit.lock, see rundir.RunLock).
     """
-    from training.distribute import DistributeError, WriteDir, make_placement
-
     cfg = dataclasses.replace(cfg).validate()
     try:
         placement = make_placement(cfg.strategy, cfg.cpu_replicas)
@@ -294,8 +297,6 @@ def _run_locked(cfg: TrainConfig, run_dir: str, extra_callbacks, placement, out:
 
 
 def _check_start(cfg: TrainConfig, run_dir: str, placement) -> None:
-    from training import distribute
-
     distribute.check_batch(cfg.batch_size, placement)
     if cfg.resume:
         _check_resume_config(run_dir, cfg)
@@ -324,9 +325,7 @@ def _setup(cfg: TrainConfig, placement) -> Setup:
 
 
 def _data(cfg: TrainConfig, placement, initial_epoch: int):
-    from training import data as datasets
-
-    data = datasets.load_pipelines(
+    data = load_pipelines(
         cfg.dataset, batch_size=cfg.batch_size, data_dir=cfg.data_dir, augment=cfg.augment,
         seed=cfg.seed, subset=cfg.subset, val_fraction=cfg.val_fraction, source=cfg.source,
         epochs=cfg.epochs, initial_epoch=min(initial_epoch, cfg.epochs),
@@ -341,9 +340,6 @@ def _data(cfg: TrainConfig, placement, initial_epoch: int):
 
 def _write_run_record(cfg: TrainConfig, run_dir: str, out: str, data, setup: Setup) -> None:
     """RUN/config.json (through training.runrecord) and, for files, RUN/split.json."""
-    from training.callbacks import atomic_write_json
-    from training.runrecord import write_record
-
     info, placement = data.info, setup.placement
     write_record(out, {
         "arch": cfg.arch, "dataset": cfg.dataset, "class_names": list(info.class_names),
@@ -370,8 +366,6 @@ def _write_run_record(cfg: TrainConfig, run_dir: str, out: str, data, setup: Set
 def _compiled_model(cfg: TrainConfig, data, setup: Setup, run_dir: str, resume_entry):
     """The run's model, compiled under the strategy; a resumed run's own checkpoint loaded."""
     from training import callbacks as cb
-    from training import distribute
-
     placement = setup.placement
     with placement.strategy.scope():
         model = build_model(cfg, data.info, start_weights=not resume_entry)
@@ -392,8 +386,6 @@ def _fit(cfg: TrainConfig, data, setup: Setup, run_dir: str, out: str, resume_en
     import keras
 
     from training import callbacks as cb
-    from training import distribute
-
     placement = setup.placement
     initial_epoch = resume_entry["epoch"] if resume_entry else 0
     train = distribute.distribute_train(placement, data.train_shard)
@@ -460,7 +452,6 @@ def _report(cfg: TrainConfig, run_dir: str, data, setup: Setup, done: Training) 
     """Evaluates the best checkpoint on the test split and writes the report files."""
     from training import callbacks as cb
     from training import report
-    from training.modelio import load_model
 
     best_path = os.path.join(run_dir, cb.BEST)
     if not os.path.isfile(best_path):
