@@ -193,53 +193,18 @@ def run(args) -> int:
     model_path = Path(args.model)
     out = Path(args.out)
     # Cheap checks first: fail before loading TensorFlow models or data.
-    formats = parse_list(args.formats, FORMATS, "format")
-    variants = parse_list(args.tflite_variants, VARIANTS, "TFLite variant")
-    if args.labels and not args.inputs:
-        raise ExportError("--labels needs --inputs")
-    for flag, path in (("--inputs", args.inputs), ("--labels", args.labels),
-                       ("--calibration", args.calibration)):
-        if path and not Path(path).is_file():
-            raise ExportError(f"{flag} file {path!r} does not exist")
+    formats, variants = _checked_options(args)
     check_out_dir(out, args.overwrite, model=model_path, log=_log)
 
     record = run_record(model_path) if model_path.exists() else None
     model = load_model(model_path)
     shape = input_spec(model)
-    dataset = None if args.no_dataset else (args.dataset or (record and record.dataset))
-    # The run's own data options apply only when exporting on the run's own dataset.
-    if record is not None and dataset == record.dataset:
-        load_kwargs = record.data_options(args.data_dir)
-    else:
-        load_kwargs = {} if args.data_dir is None else {"data_dir": args.data_dir}
+    dataset, load_kwargs = _data_source(args, record)
     need_int8 = "tflite" in formats and "int8" in variants
-
-    images = labels = calibration = None
-    data_desc = calib_desc = None
-    if args.inputs:
-        images = _npy_images(args.inputs, "--inputs", shape)
-        data_desc = f"{len(images)} images from {args.inputs}"
-        if args.labels:
-            labels = _npy_labels(args.labels, len(images), num_classes(model))
-    elif dataset:
-        images, labels, split = _eval_arrays(dataset, args.num_verify, load_kwargs)
-        data_desc = f"{len(images)} images of {dataset!r} split {split!r}"
-    if args.calibration:
-        calibration = _npy_images(args.calibration, "--calibration", shape)
-        calib_desc = f"{args.calibration}"
-    elif need_int8 and dataset:
-        calibration, _ = dataset_arrays(dataset, "train", args.num_calibration, shuffle=True,
-                                        load_kwargs=load_kwargs)
-        calib_desc = f"{dataset!r} split 'train'"
-    elif need_int8 and images is not None:
-        raise ExportError(
-            "full-integer int8 needs calibration images from the training set: pass "
-            "--calibration FILE.npy (the --inputs are verification data), --dataset NAME, or "
-            "leave int8 out with --tflite-variants float32,float16,dynamic_int8"
-        )
-    if calibration is not None:
-        calibration = calibration[: args.num_calibration]
-    elif need_int8 and args.tflite_variants == DEFAULT_VARIANTS:
+    images, labels, data_desc = _verification_data(args, model, shape, dataset, load_kwargs)
+    calibration, calib_desc = _calibration_data(args, shape, dataset, load_kwargs, need_int8,
+                                                have_inputs=images is not None)
+    if calibration is None and need_int8 and args.tflite_variants == DEFAULT_VARIANTS:
         # Asked for nothing in particular: give every artifact that needs no data.
         variants = [v for v in variants if v != "int8"]
         _log("note: TFLite int8 skipped: full-integer int8 needs calibration images from the "
@@ -248,14 +213,6 @@ def run(args) -> int:
 
     # The model's own names first: a .keras copied away from its run has no config.json.
     class_names = getattr(model, "class_names", None) or (record and record.class_names)
-    source = {"model_file": str(model_path),
-              "run_config": record.summary() if record is not None else {}}
-    from keras_resnet.builder import model_config
-
-    try:
-        source["model_config"] = model_config(model)
-    except ValueError:  # a Keras model that keras_resnet did not build: nothing to tell
-        pass
     manifest = export_all(
         model,
         out,
@@ -272,9 +229,81 @@ def run(args) -> int:
         latency_runs=args.latency_runs,
         data_description=data_desc,
         calibration_description=calib_desc,
-        source=source,
+        source=_source(model_path, model, record),
         log=_log,
     )
+    return _report(manifest, out)
+
+
+def _checked_options(args) -> tuple[list[str], list[str]]:
+    """(formats, TFLite variants), after the checks that need no model or data."""
+    formats = parse_list(args.formats, FORMATS, "format")
+    variants = parse_list(args.tflite_variants, VARIANTS, "TFLite variant")
+    if args.labels and not args.inputs:
+        raise ExportError("--labels needs --inputs")
+    for flag, path in (("--inputs", args.inputs), ("--labels", args.labels),
+                       ("--calibration", args.calibration)):
+        if path and not Path(path).is_file():
+            raise ExportError(f"{flag} file {path!r} does not exist")
+    return formats, variants
+
+
+def _data_source(args, record):
+    """(data set name or None, training.data.load keyword arguments that find its files)."""
+    dataset = None if args.no_dataset else (args.dataset or (record and record.dataset))
+    # The run's own data options apply only when exporting on the run's own dataset.
+    if record is not None and dataset == record.dataset:
+        return dataset, record.data_options(args.data_dir)
+    return dataset, {} if args.data_dir is None else {"data_dir": args.data_dir}
+
+
+def _verification_data(args, model, shape, dataset, load_kwargs):
+    """(images, labels, description) to verify on: --inputs, else the data set's evaluation
+    split, else (None, None, None)."""
+    if args.inputs:
+        images = _npy_images(args.inputs, "--inputs", shape)
+        labels = (_npy_labels(args.labels, len(images), num_classes(model)) if args.labels
+                  else None)
+        return images, labels, f"{len(images)} images from {args.inputs}"
+    if dataset:
+        images, labels, split = _eval_arrays(dataset, args.num_verify, load_kwargs)
+        return images, labels, f"{len(images)} images of {dataset!r} split {split!r}"
+    return None, None, None
+
+
+def _calibration_data(args, shape, dataset, load_kwargs, need_int8: bool, have_inputs: bool):
+    """(int8 calibration images, description): --calibration, else the data set's training
+    split when int8 is asked for, else (None, None)."""
+    if args.calibration:
+        calibration = _npy_images(args.calibration, "--calibration", shape)
+        return calibration[: args.num_calibration], f"{args.calibration}"
+    if need_int8 and dataset:
+        calibration, _ = dataset_arrays(dataset, "train", args.num_calibration, shuffle=True,
+                                        load_kwargs=load_kwargs)
+        return calibration[: args.num_calibration], f"{dataset!r} split 'train'"
+    if need_int8 and have_inputs:
+        raise ExportError(
+            "full-integer int8 needs calibration images from the training set: pass "
+            "--calibration FILE.npy (the --inputs are verification data), --dataset NAME, or "
+            "leave int8 out with --tflite-variants float32,float16,dynamic_int8"
+        )
+    return None, None
+
+
+def _source(model_path: Path, model, record) -> dict:
+    """The manifest's account of where the model came from."""
+    source = {"model_file": str(model_path),
+              "run_config": record.summary() if record is not None else {}}
+    from keras_resnet.builder import model_config
+
+    try:
+        source["model_config"] = model_config(model)
+    except ValueError:  # a Keras model that keras_resnet did not build: nothing to tell
+        pass
+    return source
+
+
+def _report(manifest, out: Path) -> int:
     print(format_table(manifest))
     print(f"manifest: {out / 'manifest.json'}")
     if not manifest["passed"]:

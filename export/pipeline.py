@@ -68,21 +68,12 @@ def export_all(
         images / labels: verification data, raw pixels (N, H, W, C); random images when None.
         calibration_images: training images for the full-integer int8 variant.
     """
-    shape, classes = input_spec(model), num_classes(model)
-    # Checked even where no artifact uses them: a wrong argument is an error, not ignored.
-    tflite_format.check_io_dtype(int8_io)
-    if calibration_images is not None:
-        calibration_images = image_array(calibration_images, shape, "calibration images")
-    options = WriterOptions(opset=opset, int8_io=int8_io,
-                            calibration_images=calibration_images,
-                            calibration_description=calibration_description)
-    plan = _plan(formats, tflite_variants)
-    for fmt, variant in plan:
-        WRITERS[fmt].check(variant, options, shape)
+    shape = input_spec(model)
+    plan, options = _checked_plan(formats, tflite_variants, shape, opset, int8_io,
+                                  calibration_images, calibration_description)
     images, labels, data_description = _verification_data(images, labels, shape,
                                                           data_description, log)
-    if class_names is not None and len(class_names) != classes:
-        raise ExportError(f"{len(class_names)} class names for a {classes}-class model")
+    _check_class_names(class_names, num_classes(model))
     out = check_out_dir(out, overwrite, log=log)
 
     reference = float32_model(model)
@@ -92,19 +83,9 @@ def export_all(
 
     tmp = staging_dir(out)
     try:
-        entries = []
-        for fmt, variant in plan:
-            log(f"writing {fmt} {variant}")
-            artifact = WRITERS[fmt].write_artifact(reference, tmp, variant, options)
-            log(f"verifying {fmt} {variant}: {artifact.path.relative_to(tmp)}")
-            result = verify(artifact.path, ref_logits, images, labels, kind=fmt,
-                            variant=variant, batch_sizes=batch_sizes, latency_runs=latency_runs)
-            entries.append(_entry(artifact, result, tmp))
-            if not result["passed"]:
-                log(f"FAILED {fmt} {variant}: " + "; ".join(result["failures"]))
-            # One artifact's converter and runtime at a time: what they left is freed before
-            # the next starts: without this, the peaks of the formats add up.
-            release_memory()
+        entries = [_write_and_verify(reference, tmp, fmt, variant, options, ref_logits, images,
+                                     labels, batch_sizes, latency_runs, log)
+                   for fmt, variant in plan]
         manifest = _manifest(model, reference, entries, shape=shape, class_names=class_names,
                              images=images, labels=labels, ref_logits=ref_logits,
                              ref_latency=ref_latency, data_description=data_description,
@@ -115,6 +96,44 @@ def export_all(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return manifest
+
+
+def _checked_plan(formats, tflite_variants, shape, opset, int8_io, calibration_images,
+                  calibration_description) -> tuple[list, WriterOptions]:
+    """The (format, variant) pairs to write and the writers' options, every one checked."""
+    # Checked even where no artifact uses them: a wrong argument is an error, not ignored.
+    tflite_format.check_io_dtype(int8_io)
+    if calibration_images is not None:
+        calibration_images = image_array(calibration_images, shape, "calibration images")
+    options = WriterOptions(opset=opset, int8_io=int8_io,
+                            calibration_images=calibration_images,
+                            calibration_description=calibration_description)
+    plan = _plan(formats, tflite_variants)
+    for fmt, variant in plan:
+        WRITERS[fmt].check(variant, options, shape)
+    return plan, options
+
+
+def _check_class_names(class_names, classes: int) -> None:
+    if class_names is not None and len(class_names) != classes:
+        raise ExportError(f"{len(class_names)} class names for a {classes}-class model")
+
+
+def _write_and_verify(reference, tmp, fmt, variant, options, ref_logits, images, labels,
+                      batch_sizes, latency_runs, log) -> dict:
+    """One artifact written into ``tmp`` and run in its runtime: its manifest entry."""
+    log(f"writing {fmt} {variant}")
+    artifact = WRITERS[fmt].write_artifact(reference, tmp, variant, options)
+    log(f"verifying {fmt} {variant}: {artifact.path.relative_to(tmp)}")
+    result = verify(artifact.path, ref_logits, images, labels, kind=fmt,
+                    variant=variant, batch_sizes=batch_sizes, latency_runs=latency_runs)
+    entry = _entry(artifact, result, tmp)
+    if not result["passed"]:
+        log(f"FAILED {fmt} {variant}: " + "; ".join(result["failures"]))
+    # One artifact's converter and runtime at a time: what they left is freed before the next
+    # starts: without this, the peaks of the formats add up.
+    release_memory()
+    return entry
 
 
 def _manifest(model, reference, entries, *, shape, class_names, images, labels, ref_logits,

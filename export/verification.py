@@ -205,19 +205,7 @@ def verify(
     numbers), the artifact's ``input`` and ``outputs`` and, for TFLite, its ``ops``
     (``export.op_report``).
     """
-    images = np.asarray(images, dtype=np.float32)
-    if images.ndim != 4 or len(images) == 0:
-        raise ExportError(f"verification images must be (N, H, W, C), got {images.shape}")
-    if isinstance(reference, np.ndarray):
-        ref = np.asarray(reference, dtype=np.float32)
-    else:
-        ref = reference_logits(reference, images)
-    if ref.shape[0] != len(images):
-        raise ExportError(f"{len(ref)} reference rows for {len(images)} images")
-    if labels is not None:
-        labels = np.asarray(labels).reshape(-1)
-        if len(labels) != len(images):
-            raise ExportError(f"{len(labels)} labels for {len(images)} images")
+    images, ref, labels = _checked_inputs(images, reference, labels)
     runner = load_runner(artifact, kind)
     variant = variant or runner.precision
     outputs = _run(runner, images, batch_sizes)
@@ -241,6 +229,24 @@ def verify(
     del runner
     release_memory()  # the artifact's runtime (interpreter, session, loaded SavedModel)
     return result
+
+
+def _checked_inputs(images, reference, labels):
+    """(images, reference logits, labels) as arrays, or an ExportError saying what is wrong."""
+    images = np.asarray(images, dtype=np.float32)
+    if images.ndim != 4 or len(images) == 0:
+        raise ExportError(f"verification images must be (N, H, W, C), got {images.shape}")
+    if isinstance(reference, np.ndarray):
+        ref = np.asarray(reference, dtype=np.float32)
+    else:
+        ref = reference_logits(reference, images)
+    if ref.shape[0] != len(images):
+        raise ExportError(f"{len(ref)} reference rows for {len(images)} images")
+    if labels is not None:
+        labels = np.asarray(labels).reshape(-1)
+        if len(labels) != len(images):
+            raise ExportError(f"{len(labels)} labels for {len(images)} images")
+    return images, ref, labels
 
 
 def _run(runner, images, batch_sizes) -> dict:
