@@ -63,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="replace a previous export in --out (a folder holding the manifest.json "
                    "and artifacts of python -m export, nothing else)")
     p.add_argument("--dataset", default=None,
-                   help="data set (training.datasets) for calibration and verification; "
+                   help="data set (training.data) for calibration and verification; "
                    "default: the one named in config.json beside the model")
     p.add_argument("--data-dir", default=None,
                    help="where the data set's files are (default: the run's --data-dir from "
@@ -123,10 +123,10 @@ def _npy_labels(path, count: int, classes: int) -> np.ndarray:
 
 def _dataset_module():
     try:
-        from training import datasets
+        from training import data as datasets
     except ImportError as err:
         raise ExportError(
-            f"calibration/verification data needs training.datasets, which could not be "
+            f"calibration/verification data needs training.data, which could not be "
             f"imported ({err}); pass --inputs/--calibration FILE.npy or --no-dataset"
         )
     return datasets
@@ -145,7 +145,7 @@ def run_record(model_path):
 
 
 def dataset_arrays(name: str, split: str, n: int, shuffle: bool = False, load_kwargs=None):
-    """Up to ``n`` (images, labels) from ``training.datasets.load(name, split=...)``, never
+    """Up to ``n`` (images, labels) from ``training.data.load(name, split=...)``, never
     augmented; ``shuffle`` (seeded) draws calibration images from across the split;
     ``load_kwargs`` (RunRecord.data_options) say where the run's data lives."""
     datasets = _dataset_module()
