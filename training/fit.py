@@ -8,6 +8,7 @@ RUN/history.png, RUN/confusion_matrix.png, RUN/log.csv, RUN/logs/ (TensorBoard)
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -246,6 +247,10 @@ def run(cfg: TrainConfig, extra_callbacks=()) -> dict:
     lock = RunLock(run_dir).acquire()
     try:
         return _run_locked(cfg, run_dir, extra_callbacks, placement, run_dir)
+    except BaseException:
+        if created:
+            _remove_failed_start(run_dir)
+        raise
     finally:
         lock.release()
         if created:
@@ -254,6 +259,26 @@ def run(cfg: TrainConfig, extra_callbacks=()) -> dict:
                 os.rmdir(run_dir)
             except OSError:
                 pass
+
+
+def _remove_failed_start(run_dir: str) -> None:
+    """Removes what a run that this attempt started in a new folder wrote, when it stopped
+    before any epoch was checkpointed: such a folder cannot be resumed and only misleads. Only
+    the names training.fit writes are removed; anything else keeps the folder."""
+    import shutil
+
+    from training import callbacks as cb
+
+    if os.path.exists(os.path.join(run_dir, cb.STATE_FILE)):
+        return
+    for name in ("config.json", "split.json", cb.LOG_CSV):
+        path = os.path.join(run_dir, name)
+        if os.path.isfile(path) and not os.path.islink(path):
+            os.remove(path)
+    logs = os.path.join(run_dir, "logs")
+    if os.path.isdir(logs) and not os.path.islink(logs):
+        shutil.rmtree(logs, ignore_errors=True)
+    cb.clean_temporaries(run_dir)
 
 
 @dataclasses.dataclass
@@ -287,8 +312,12 @@ def _run_locked(cfg: TrainConfig, run_dir: str, extra_callbacks, placement, out:
     initial_epoch = resume_entry["epoch"] if resume_entry else 0
     data = _data(cfg, placement, initial_epoch)
     cb.clean_temporaries(out)
-    _write_run_record(cfg, run_dir, out, data, setup)
-    done = _fit(cfg, data, setup, run_dir, out, resume_entry, extra_callbacks)
+    with _dtype_policy(setup.precision):
+        # Built before the record is written: starting weights that cannot be used stop the
+        # run before it writes anything.
+        model = _compiled_model(cfg, data, setup, run_dir, resume_entry)
+        _write_run_record(cfg, run_dir, out, data, setup)
+        done = _fit(cfg, data, setup, model, out, resume_entry, extra_callbacks)
     _check_divergence(done, run_dir)
     if not placement.is_chief:
         log(f"worker {placement.worker_index} done; the chief evaluates and reports")
@@ -381,33 +410,39 @@ def _compiled_model(cfg: TrainConfig, data, setup: Setup, run_dir: str, resume_e
     return model
 
 
-def _fit(cfg: TrainConfig, data, setup: Setup, run_dir: str, out: str, resume_entry,
-         extra_callbacks) -> Training:
+@contextlib.contextmanager
+def _dtype_policy(precision: str):
+    """Keras's global dtype policy set to the run's precision (the model is built and trained
+    under it), and given back afterwards."""
     import keras
 
+    previous_policy = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(precision)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous_policy)
+
+
+def _fit(cfg: TrainConfig, data, setup: Setup, model, out: str, resume_entry,
+         extra_callbacks) -> Training:
     from training import callbacks as cb
     placement = setup.placement
     initial_epoch = resume_entry["epoch"] if resume_entry else 0
     train = distribute.distribute_train(placement, data.train_shard)
-    previous_policy = keras.config.dtype_policy()
-    keras.config.set_dtype_policy(setup.precision)
-    try:
-        model = _compiled_model(cfg, data, setup, run_dir, resume_entry)
-        nan_guard = cb.NanGuard(data.info.num_classes)
-        timer = cb.EpochTimer()
-        checkpoint = cb.RunCheckpoint(out, "val_accuracy", nan_guard, resume_entry)
-        # The loggers come before the checkpoint (log.csv is written by it), so that a kill
-        # cannot leave a counted epoch without its row.
-        callbacks = [cb.LearningRateLog(), nan_guard, timer,
-                     cb.ScalarTensorBoard(os.path.join(out, "logs")), checkpoint,
-                     *extra_callbacks]
-        distribute.build_for_fit(model, placement, data.info.image_size)
-        start = time.perf_counter()
-        if initial_epoch < cfg.epochs:
-            _model_fit(model, train, cfg, data, placement, initial_epoch, callbacks)
-        wall = time.perf_counter() - start
-    finally:
-        keras.config.set_dtype_policy(previous_policy)
+    nan_guard = cb.NanGuard(data.info.num_classes)
+    timer = cb.EpochTimer()
+    checkpoint = cb.RunCheckpoint(out, "val_accuracy", nan_guard, resume_entry)
+    # The loggers come before the checkpoint (log.csv is written by it), so that a kill
+    # cannot leave a counted epoch without its row.
+    callbacks = [cb.LearningRateLog(), nan_guard, timer,
+                 cb.ScalarTensorBoard(os.path.join(out, "logs")), checkpoint,
+                 *extra_callbacks]
+    distribute.build_for_fit(model, placement, data.info.image_size)
+    start = time.perf_counter()
+    if initial_epoch < cfg.epochs:
+        _model_fit(model, train, cfg, data, placement, initial_epoch, callbacks)
+    wall = time.perf_counter() - start
     return Training(checkpoint, timer, nan_guard, wall)
 
 

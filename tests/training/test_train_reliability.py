@@ -274,6 +274,35 @@ def test_fit_usage_errors_are_one_line_with_exit_2(args, words, tmp_path, capsys
     assert not os.path.exists(tmp_path / "r")
 
 
+@pytest.mark.parametrize("weights", ["missing.pth", "lambda.keras"])
+def test_unusable_starting_weights_leave_no_run_directory(weights, tmp_path, capsys):
+    path = tmp_path / weights
+    if weights.endswith(".keras"):
+        inputs = keras.Input((8, 8, 3))
+        keras.Model(inputs, keras.layers.Lambda(lambda x: x * 2)(inputs)).save(path)
+    run_dir = tmp_path / "run"
+    assert exit_code(fit.main, argv(TINY, run_dir=str(run_dir), weights=str(path))) == 2
+    assert str(path) in error_line(capsys)
+    assert not run_dir.exists()
+
+
+def test_a_start_failing_after_the_record_leaves_nothing_of_a_new_run_dir(
+        tiny_run, tmp_path, monkeypatch, capsys):
+    def fail(*args, **kwargs):
+        raise RuntimeError("failed after the record")
+
+    monkeypatch.setattr(fit, "_fit", fail)
+    run_dir = tmp_path / "new"
+    assert exit_code(fit.main, argv(TINY, run_dir=str(run_dir))) == 1
+    assert "failed after the record" in capsys.readouterr().err
+    assert not run_dir.exists()
+    # A folder this attempt did not create keeps everything in it, a resumed run included.
+    resumed = copy_run(tiny_run, tmp_path)
+    before = sorted(os.listdir(resumed))
+    assert exit_code(fit.main, argv(TINY, run_dir=resumed, resume=True, epochs=2)) == 1
+    assert sorted(os.listdir(resumed)) == before
+
+
 def test_a_run_dir_that_is_a_file(tmp_path, capsys):
     path = tmp_path / "notes.txt"
     path.write_text("mine")
