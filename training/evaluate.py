@@ -1,13 +1,16 @@
 """`python -m training.evaluate --model RUN/best.keras`: evaluate a saved model, write a report.
 
 The dataset (and synthetic shape) default to those in the config.json next to the model.
-Writes metrics.json and confusion_matrix.png into --out (default: RUN/eval-<model>-<dataset>/,
-so the training run's own report is never overwritten).
+Writes metrics.json and confusion_matrix.png into --out (default: RUN/eval-<model>-<dataset>/);
+an --out holding files it did not write (a training run directory, another report) is refused.
+Classes are matched by name when the model has names (its own, else the run's config.json):
+the data may hold a subset of the model's classes, but no other class.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 
@@ -26,6 +29,62 @@ class EvaluateError(_cli.UsageError, ValueError):
 
 class ModelNotFound(_cli.UsageError, FileNotFoundError):
     """--model names no file."""
+
+
+# metrics.json of a report this program wrote says so: only such a report may be replaced.
+WRITTEN_BY = "training.evaluate"
+REPORT_FILES = ("metrics.json", "confusion_matrix.png")
+# What training.fit writes into a run directory (besides its own metrics.json).
+RUN_FILES = ("config.json", "state.json", "fit.lock", "last.keras", "best.keras", "log.csv",
+             "split.json", "history.png")
+
+
+def check_out(out: str, default: str) -> None:
+    """Refuses an --out where the report would replace files this program did not write: a
+    training run directory, or a report of another program."""
+    if not os.path.lexists(out):
+        return
+    advice = f"choose another --out, e.g. the default {default}"
+    if not os.path.isdir(out):
+        raise EvaluateError(f"--out {out} is a file, not a folder: {advice}")
+    names = set(os.listdir(out))
+    run_files = sorted(names.intersection(RUN_FILES))
+    if run_files:
+        raise EvaluateError(f"--out {out} is a training run directory (it holds "
+                            f"{', '.join(run_files)}), whose report must stay: {advice}")
+    report_files = [name for name in REPORT_FILES if name in names]
+    if report_files and not _our_report(out):
+        raise EvaluateError(f"--out {out} holds {' and '.join(report_files)} not written by "
+                            f"{WRITTEN_BY}: {advice}")
+
+
+def _our_report(out: str) -> bool:
+    import json
+
+    try:
+        with open(os.path.join(out, "metrics.json")) as f:
+            return json.load(f).get("written_by") == WRITTEN_BY
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _names(names) -> str:
+    names = list(names)
+    shown = ", ".join(names[:20])
+    return f"[{shown}{f', ... ({len(names)} in all)' if len(names) > 20 else ''}]"
+
+
+def label_map(model_names, data_names, model_path: str, dataset: str):
+    """The model's index of each of the dataset's classes, matched by name; the dataset may
+    hold a subset of the model's classes, but no class the model does not know."""
+    index = {name: i for i, name in enumerate(model_names)}
+    unknown = [name for name in data_names if name not in index]
+    if unknown:
+        raise EvaluateError(
+            f"{dataset} has classes the model does not know: {_names(unknown)}; {model_path} "
+            f"predicts {_names(model_names)}, the data holds {_names(data_names)} (evaluate "
+            "on data whose class names are the model's, or a subset of them)")
+    return [index[name] for name in data_names]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -77,21 +136,34 @@ def evaluate(model_path: str, dataset: str | None = None, split: str = "test",
     val_fraction = own.pop("val_fraction", 0.1)
     data_dir, source = own.pop("data_dir"), own.pop("source")
     synthetic = own
+    stem = os.path.splitext(os.path.basename(model_path))[0]
+    default_out = os.path.join(os.path.dirname(os.path.abspath(model_path)),
+                               f"eval-{stem}-{dataset}")
+    out = out or default_out
+    check_out(out, default_out)
     info = datasets.get_info(dataset, data_dir=data_dir, **synthetic)
     model = load_model(model_path)
     expected = tuple(model.input_shape[1:])
-    if expected != tuple(info.image_size) or model.output_shape[-1] != info.num_classes:
+    model_names = getattr(model, "class_names", None) or (record.class_names if record else None)
+    if model_names is not None and len(model_names) != model.output_shape[-1]:
+        model_names = None  # a record that does not describe this model: match by position
+    if expected != tuple(info.image_size) or (
+            model_names is None and model.output_shape[-1] != info.num_classes):
         raise EvaluateError(
             f"{model_path} takes {expected} and predicts {model.output_shape[-1]} classes; "
             f"{dataset} has {info.image_size} images and {info.num_classes} classes")
+    labels = None
+    if model_names is not None and tuple(model_names) != tuple(info.class_names):
+        labels = label_map(list(model_names), list(info.class_names), model_path, dataset)
     ds = datasets.load(dataset, split, batch_size=batch_size, data_dir=data_dir, source=source,
                        val_fraction=val_fraction, **synthetic)
-    metrics = report.evaluate_model(model, ds, info)
-    metrics.update(model=os.path.abspath(model_path), split=split)
-    stem = os.path.splitext(os.path.basename(model_path))[0]
-    out = out or os.path.join(os.path.dirname(os.path.abspath(model_path)),
-                              f"eval-{stem}-{dataset}")
-    files = report.write_report(out, metrics, info, title=f"{stem} on {dataset} ({split})")
+    metrics = report.evaluate_model(model, ds, info, class_names=model_names,
+                                    label_map=labels)
+    metrics.update(model=os.path.abspath(model_path), split=split, written_by=WRITTEN_BY)
+    report_info = info if labels is None else dataclasses.replace(
+        info, class_names=tuple(model_names), num_classes=len(model_names))
+    files = report.write_report(out, metrics, report_info,
+                                title=f"{stem} on {dataset} ({split})")
     for line in report.summary_lines(metrics):
         log(line)
     log("report: " + ", ".join(files.values()))

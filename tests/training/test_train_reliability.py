@@ -322,6 +322,29 @@ def test_evaluate_usage_errors(tiny_run, args, word, capsys):
     assert word in error_line(capsys)
 
 
+def test_evaluate_refuses_to_overwrite_what_it_did_not_write(tiny_run, tmp_path, capsys):
+    run_dir = copy_run(tiny_run, tmp_path)
+    model = os.path.join(run_dir, "best.keras")
+    before = {name: open(os.path.join(run_dir, name), "rb").read()
+              for name in ("metrics.json", "confusion_matrix.png")}
+    assert exit_code(evaluate.main, ["--model", model, "--out", run_dir]) == 2
+    line = error_line(capsys)
+    assert run_dir in line and os.path.join(run_dir, "eval-best-synthetic") in line
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "metrics.json").write_text('{"mine": 1}')
+    assert exit_code(evaluate.main, ["--model", model, "--out", str(other)]) == 2
+    assert str(other) in error_line(capsys)
+    assert (other / "metrics.json").read_text() == '{"mine": 1}'
+    for name, data in before.items():
+        assert open(os.path.join(run_dir, name), "rb").read() == data
+    # Its own report may be written again, into the default folder as into another.
+    for out in ([], ["--out", str(tmp_path / "eval")]):
+        for _ in range(2):
+            assert exit_code(evaluate.main, ["--model", model] + out) == 0
+    capsys.readouterr()
+
+
 @pytest.mark.parametrize("parser, table", [
     (fit.build_parser, ["0 trained and reported", "2 bad input or usage",
                         "3 training diverged", "1 another worker of a multi-worker run was lost"]),
