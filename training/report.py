@@ -13,8 +13,12 @@ from training.callbacks import atomic_write_bytes, atomic_write_json
 SYNTHETIC_NOTE = "synthetic noise with random labels: accuracy means nothing and is not reported"
 
 
-def evaluate_model(model, dataset, info) -> dict:
-    """Test loss/accuracy, per-class accuracy and confusion matrix of `model` on `dataset`."""
+def evaluate_model(model, dataset, info, class_names=None, label_map=None) -> dict:
+    """Test loss/accuracy, per-class accuracy and confusion matrix of `model` on `dataset`.
+
+    `label_map`: the model's index of each of the dataset's labels, for data whose classes are
+    the model's `class_names` in another order or a subset of them; the confusion matrix is
+    then over the model's classes and the per-class accuracy over the dataset's."""
     labels, logits = [], []
     start = time.perf_counter()
     for x, y in dataset:
@@ -22,16 +26,21 @@ def evaluate_model(model, dataset, info) -> dict:
         labels.append(np.asarray(y))
     seconds = time.perf_counter() - start
     y = np.concatenate(labels).astype(np.int64)
+    present = range(info.num_classes)
+    if label_map is not None:
+        y = np.asarray(label_map, dtype=np.int64)[y]
+        present = label_map
+    names = list(class_names) if label_map is not None else list(info.class_names)
     z = np.concatenate(logits)
     z = z - z.max(axis=1, keepdims=True)
     log_probs = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
     loss = float(-log_probs[np.arange(len(y)), y].mean())
     pred = z.argmax(axis=1)
-    k = info.num_classes
+    k = len(names)
     cm = np.bincount(y * k + pred, minlength=k * k).reshape(k, k)
     support = cm.sum(axis=1)
-    per_class = {name: (float(cm[i, i] / support[i]) if support[i] else None)
-                 for i, name in enumerate(info.class_names)}
+    per_class = {names[i]: (float(cm[i, i] / support[i]) if support[i] else None)
+                 for i in present}
     accuracy = float((pred == y).mean())
     metrics = {
         "dataset": info.name,

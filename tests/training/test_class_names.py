@@ -65,3 +65,64 @@ def test_the_export_manifest_takes_the_models_class_names(files, tmp_path, capsy
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["class_names"] == NAMES
     assert manifest["source"]["model_config"]["arch"] == "resnet18"  # no run directory needed
+
+
+def _image_folder(root, classes, shape=(16, 16)):
+    from PIL import Image
+
+    rng = np.random.default_rng(1)
+    for split in ("train", "test"):
+        for name in classes:
+            (root / split / name).mkdir(parents=True)
+            for i in range(2):
+                Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8), "L").save(
+                    root / split / name / f"{i}.png")
+    return root
+
+
+@pytest.fixture(scope="module")
+def folder_run(files, tmp_path_factory):
+    """The named model as a folder run's best.keras (its config.json gives the image size)."""
+    import shutil
+
+    run = tmp_path_factory.mktemp("folder_run")
+    shutil.copy(files[0], run / "best.keras")
+    (run / "config.json").write_text(json.dumps({
+        "dataset": "folder", "input_shape": [16, 16, 1], "num_classes": 3,
+        "class_names": NAMES, "options": {}}))
+    return run / "best.keras"
+
+
+def _evaluate(capsys, model, data_dir, out):
+    from training.evaluate import main
+
+    code = main(["--model", str(model), "--dataset", "folder", "--data-dir", str(data_dir),
+                 "--out", str(out)])
+    return code, capsys.readouterr().err
+
+
+def test_evaluate_refuses_classes_the_model_does_not_know(folder_run, tmp_path, capsys):
+    data = _image_folder(tmp_path / "data", ["ant", "bee", "cow"])
+    code, err = _evaluate(capsys, folder_run, data, tmp_path / "eval")
+    assert code == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert "[ant, bee, cow]" in err and "[cat, dog, owl]" in err
+    assert not (tmp_path / "eval").exists()
+
+
+def test_evaluate_matches_a_subset_of_the_classes_by_name(folder_run, tmp_path, capsys):
+    from training.modelio import load_model
+    from training.preprocessing import Preprocessing, load_images
+
+    data = _image_folder(tmp_path / "data", ["owl", "dog"])
+    code, err = _evaluate(capsys, folder_run, data, tmp_path / "eval")
+    assert code == 0, err
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert list(metrics["per_class_accuracy"]) == ["dog", "owl"]
+    assert np.array(metrics["confusion_matrix"]).shape == (3, 3)
+    paths = sorted((data / "test").glob("*/*.png"))
+    truth = [NAMES.index(p.parent.name) for p in paths]
+    logits = load_model(folder_run).predict(
+        load_images([str(p) for p in paths], Preprocessing.for_shape((16, 16, 1))), verbose=0)
+    expected = float(np.mean(logits.argmax(axis=1) == np.array(truth)))
+    assert metrics["test_accuracy"] == pytest.approx(expected)
+    assert metrics["num_examples"] == len(paths)
