@@ -99,11 +99,13 @@ def build_model(cfg: TrainConfig, info, start_weights: bool = True):
     if cfg.weights:
         model = model_from_weights(cfg, info, load=start_weights)
     else:
-        model = build_resnet(
-            cfg.arch, input_shape=info.image_size, num_classes=info.num_classes, stem=cfg.stem,
-            width=cfg.width, zero_init_residual=cfg.zero_init_residual,
-            normalization=(list(info.mean), list(info.std)), class_names=info.class_names,
-        )
+        try:
+            model = build_resnet(
+                cfg.arch, input_shape=info.image_size, num_classes=info.num_classes,
+                stem=cfg.stem, width=cfg.width, zero_init_residual=cfg.zero_init_residual,
+                normalization=(list(info.mean), list(info.std)), class_names=info.class_names)
+        except ValueError as e:  # the options (--stem, --width, the data's image size) do not fit
+            raise RunError(str(e)) from None
     if cfg.freeze_stages >= 0:
         freeze(model, cfg.freeze_stages)
     return model
@@ -480,7 +482,7 @@ def _check_divergence(done: Training, run_dir: str) -> None:
             f"{kept}. Try a lower --lr, --precision float32, or a --warmup-epochs with "
             "--schedule cosine.")
     if done.checkpoint.entry["epoch"] == 0:
-        raise RuntimeError("no epoch completed; nothing to evaluate")
+        raise _cli.FailedError("no epoch completed; nothing to evaluate")
 
 
 def _report(cfg: TrainConfig, run_dir: str, data, setup: Setup, done: Training) -> dict:
