@@ -23,11 +23,17 @@ from keras_resnet._cli import positive_int
 from training.ranking import report, top_k
 
 EXIT_CODES = """exit status: 0 predictions printed; 2 bad input or usage (a path that is not an
-image or holds none, an unreadable model: the one-line message names it); 1 an internal error."""
+image or holds none, an unreadable model: the one-line message names it); 1 a model that gives
+non-finite outputs (one line), or an internal error."""
 
 
 class PredictError(_cli.UsageError, ValueError):
     """A user's input that cannot be predicted on; the message names it."""
+
+
+class NonFiniteOutputs(_cli.FailedError, ValueError):
+    """The model gave NaN or infinite outputs: it is broken, and no ranking (nor valid JSON,
+    which has no NaN) can be made of them."""
 
 
 def add_common_arguments(p: argparse.ArgumentParser) -> None:
@@ -41,7 +47,7 @@ def add_common_arguments(p: argparse.ArgumentParser) -> None:
 
 def find_images(paths) -> list[str]:
     """The image files named or found below the folders named, in a stable order."""
-    from training.preprocessing import IMAGE_SUFFIXES, is_image_name
+    from training.preprocessing import IMAGE_SUFFIXES, is_image_name, not_regular
 
     found = []
     for path in paths:
@@ -56,8 +62,16 @@ def find_images(paths) -> list[str]:
             found += inside
         elif os.path.isfile(path):
             found.append(path)
+        elif os.path.exists(path):
+            kind = not_regular(os.stat(path).st_mode)
+            raise PredictError(f"{path} is {kind}; give image files or folders")
         else:
             raise PredictError(f"{path} does not exist")
+    # A FIFO would block the reader forever, a device may never end: neither is read.
+    for f in found:
+        if os.path.exists(f) and not os.path.isfile(f):
+            raise PredictError(f"{f} is {not_regular(os.stat(f).st_mode)}; image files are "
+                               "regular files")
     return found
 
 
@@ -88,6 +102,12 @@ def predict_files(run_logits, preprocessing, paths, k, class_names, batch_size,
         logits.append(np.asarray(run_logits(load_images(files[i:i + batch_size],
                                                         preprocessing))))
     logits = np.concatenate(logits)
+    bad = ~np.isfinite(logits).all(axis=tuple(range(1, logits.ndim)))
+    if bad.any():
+        raise NonFiniteOutputs(
+            f"the model gives non-finite outputs (NaN or infinity) for {int(bad.sum())} of "
+            f"{len(files)} images (first: {files[int(np.argmax(bad))]}): it is broken; use "
+            "another checkpoint or retrain it")
     if class_names is not None and len(class_names) != logits.shape[1]:
         raise PredictError(f"{len(class_names)} class names for a model with "
                            f"{logits.shape[1]} outputs")

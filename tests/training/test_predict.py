@@ -126,3 +126,22 @@ def test_artifacts_predict_as_the_keras_model(exported, run_and_images, tmp_path
     lonely.write_bytes((out / "model.onnx").read_bytes())
     assert export_main(["--artifact", str(lonely), str(images)]) == 2
     assert "no manifest.json" in capsys.readouterr().err
+
+
+def test_non_finite_outputs_are_a_failure_not_invalid_json(run_and_images, tmp_path, capsys):
+    import keras
+
+    from tests.harness import one_line, run_cli
+    from training.predict import NonFiniteOutputs, main, predict_files
+
+    model, _, images = run_and_images
+    broken = keras.models.clone_model(model)
+    broken.set_weights([w * np.nan for w in model.get_weights()])
+    broken.save(tmp_path / "nan.keras")
+    result = run_cli(main, capsys, "--model", tmp_path / "nan.keras", images / "a.png", "--json")
+    assert result.code == 1 and result.out == ""
+    assert "non-finite outputs" in one_line(result.err)
+    # export.predict ranks an artifact's outputs through the same predict_files.
+    with pytest.raises(NonFiniteOutputs):
+        predict_files(lambda x: np.full((len(x), 4), np.inf), (28, 28, 1),
+                      [images / "a.png"], 2, None, 8)
