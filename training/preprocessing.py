@@ -27,7 +27,11 @@ crop would cut off strokes). Resizing is bilinear with antialiasing.
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
+import stat
+
+from keras_resnet._cli import UsageError
 
 # The suffixes tf.io.decode_image reads (TIFF is not among them).
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
@@ -42,9 +46,19 @@ CROP_AREA = (0.08, 1.0)
 CROP_ASPECT = (3.0 / 4.0, 4.0 / 3.0)
 # ITU-R 601-2 luma, the weights of PIL's convert("L").
 LUMA = (0.299, 0.587, 0.114)
+# PIL's decompression-bomb limit (Image.MAX_IMAGE_PIXELS, 1024**3 // 4 // 3): a small file
+# can declare a picture whose decoded pixels take gigabytes, so sizes are read from the header
+# and anything larger is refused before it is decoded. The variable raises (or lowers) it.
+DEFAULT_MAX_IMAGE_PIXELS = 89_478_485
+MAX_PIXELS_VARIABLE = "KERAS_RESNET_MAX_IMAGE_PIXELS"
+# The signatures tf.io.decode_image tells formats by, and PIL's reader of each format's header.
+_SIGNATURES = ((b"\xff\xd8\xff", "JpegImagePlugin", "JpegImageFile"),
+               (b"\x89PNG", "PngImagePlugin", "PngImageFile"),
+               (b"GIF8", "GifImagePlugin", "GifImageFile"),
+               (b"BM", "BmpImagePlugin", "BmpImageFile"))
 
 
-class ImageError(ValueError):
+class ImageError(UsageError, ValueError):
     """An image file that cannot be read or decoded; the message names it, `reason` says why."""
 
     def __init__(self, message: str, reason: str = ""):
@@ -59,7 +73,7 @@ def is_image_name(name: str) -> bool:
 def resolve_resize(mode: str, height: int | None, width: int | None) -> str:
     """"crop" or "stretch" for `mode` ("auto" decides by the model's input size)."""
     if mode not in RESIZE_MODES:
-        raise ValueError(f"--resize: unknown value {mode!r}; expected one of {list(RESIZE_MODES)}")
+        raise ImageError(f"--resize: unknown value {mode!r}; expected one of {list(RESIZE_MODES)}")
     if mode != "auto":
         return mode
     if height is None or width is None:
@@ -199,12 +213,118 @@ def training_view(base, prep: Preprocessing, seed):
 # Files (eager): prediction and user code
 
 
+def max_image_pixels() -> int:
+    """The most pixels (width x height x frames) an image file may declare: $KERAS_RESNET_MAX_
+    IMAGE_PIXELS, else DEFAULT_MAX_IMAGE_PIXELS."""
+    text = os.environ.get(MAX_PIXELS_VARIABLE, "").strip()
+    if not text:
+        return DEFAULT_MAX_IMAGE_PIXELS
+    try:
+        value = int(text.replace("_", ""))
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ImageError(f"{MAX_PIXELS_VARIABLE}={text!r} is not a positive whole number of "
+                         f"pixels (the default is {DEFAULT_MAX_IMAGE_PIXELS})")
+    return value
+
+
+_KINDS = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a device"),
+          (stat.S_ISBLK, "a device"), (stat.S_ISDIR, "a folder"))
+
+
+def not_regular(mode: int) -> str:
+    """What a file of st_mode `mode` is when it is not a regular file, else ""."""
+    if stat.S_ISREG(mode):
+        return ""
+    return "not a regular file (" + next((k for test, k in _KINDS if test(mode)),
+                                         "a special file") + ")"
+
+
+def _fail(path, reason: str, message: str | None = None):
+    raise ImageError(message or f"{path} {reason}", reason) from None
+
+
+def open_image_file(path):
+    """A binary file object of `path`, which must be a regular file (symlinks followed): a FIFO
+    would block the reader forever and a device may never end, so neither is ever opened."""
+    try:
+        kind = not_regular(os.stat(path).st_mode)
+        if not kind:
+            # O_NONBLOCK: a FIFO put in the file's place since the stat does not block the
+            # open, and the fstat below refuses it.
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError as e:
+        _fail(path, f"cannot be read: {e.strerror or e}")
+    if kind:
+        _fail(path, kind, f"{path} is {kind}; image files are regular files")
+    f = os.fdopen(fd, "rb")
+    kind = not_regular(os.fstat(fd).st_mode)
+    if kind:
+        f.close()
+        _fail(path, kind, f"{path} is {kind}; image files are regular files")
+    os.set_blocking(fd, True)
+    return f
+
+
+def check_header(f, path, limit: int | None = None) -> None:
+    """Raises ImageError unless the binary file `f` starts with the header of an image that
+    tf.io.decode_image reads, of at most `limit` pixels (default max_image_pixels()) counting
+    every frame of an animation: read from the header alone, before any pixel is decoded."""
+    import importlib
+
+    limit = max_image_pixels() if limit is None else limit
+    start = f.tell()
+    head = f.read(12)
+    f.seek(start)
+    found = [(m, c) for sig, m, c in _SIGNATURES if head.startswith(sig)]
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        found = [("WebPImagePlugin", "WebPImageFile")]
+    if not found:
+        _fail(path, "not a decodable image: not a JPEG, PNG, GIF, BMP or WebP file",
+              f"{path} is not a readable image (not a JPEG, PNG, GIF, BMP or WebP file)")
+    module, name = found[0]
+    from PIL import Image
+
+    try:
+        # The format's own reader, not Image.open: that one stops at twice PIL's limit
+        # whatever MAX_PIXELS_VARIABLE says, and warns below it.
+        im = getattr(importlib.import_module(f"PIL.{module}"), name)(f)
+        width, height = im.size
+        frames = int(getattr(im, "n_frames", 1) or 1)
+    except Image.DecompressionBombError:  # a GIF frame past its canvas, over PIL's own stop
+        width = height = frames = None
+    except Exception as e:  # PIL's readers raise SyntaxError, struct.error, OSError...
+        _fail(path, f"not a decodable image: {e}", f"{path} is not a readable image ({e})")
+    finally:
+        f.seek(start)
+    if width is None:
+        what = "a frame larger than PIL's decompression-bomb limit"
+    elif width * height * frames > limit:
+        what = (f"{width}x{height}" + (f" x {frames} frames" if frames > 1 else "")
+                + f" = {width * height * frames} pixels")
+    else:
+        return
+    reason = (f"too large: {what}, more than the limit of {limit} pixels (set "
+              f"{MAX_PIXELS_VARIABLE} to raise it)")
+    _fail(path, reason, f"{path} is {reason}")
+
+
+def check_image_file(path, limit: int | None = None) -> None:
+    """Raises ImageError unless `path` is a regular file whose header is that of an image
+    tf.io.decode_image reads, of at most `limit` pixels (default max_image_pixels())."""
+    with open_image_file(path) as f:
+        check_header(f, path, limit)
+
+
 def load_image(path: str, prep: Preprocessing):
     """float32 (H, W, C) numpy model input of one image file."""
     import tensorflow as tf
 
+    limit = max_image_pixels()
     try:
-        with open(path, "rb") as f:
+        with open_image_file(path) as f:
+            check_header(f, path, limit)
             contents = f.read()
     except OSError as e:
         reason = f"cannot be read: {e.strerror or e}"

@@ -2,6 +2,7 @@
 model and from every exported artifact."""
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -96,6 +97,32 @@ def test_bad_paths_are_one_line_and_exit_2(run_and_images, capsys, argv, message
     assert main(["--model", str(run / "best.keras"), *argv]) == 2
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_special_files_and_huge_headers_are_refused_unread(run_and_images, tmp_path, capsys,
+                                                            monkeypatch):
+    from tests.training.test_untrusted_files import bomb_png
+    from training import preprocessing
+    from training.predict import main
+
+    _, run, images = run_and_images
+    os.mkfifo(tmp_path / "fifo.png")
+    bomb_png(tmp_path / "bomb.png")
+
+    def decode(*args, **kwargs):
+        raise AssertionError("decoded")
+
+    monkeypatch.setattr(preprocessing, "decode", decode)
+    for path, message in [("fifo.png", "fifo.png is not a regular file (a FIFO)"),
+                          ("bomb.png", "bomb.png is too large: 23000x23000")]:
+        assert main(["--model", str(run / "best.keras"), str(tmp_path / path)]) == 2
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1, err
+    assert "KERAS_RESNET_MAX_IMAGE_PIXELS" in err
+    monkeypatch.undo()
+    monkeypatch.setenv("KERAS_RESNET_MAX_IMAGE_PIXELS", "100")  # a.png has 28x28
+    assert main(["--model", str(run / "best.keras"), str(images / "a.png")]) == 2
+    assert "a.png is too large: 28x28 = 784 pixels" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("exported", ["basic"], indirect=True)

@@ -10,10 +10,14 @@ at a time (memory does not grow with the number of files), with training.preproc
 functions training.predict, export.predict and user code use, so a model sees the same pixels
 in evaluation and in prediction.
 
-Before training, `check` decodes every file once (in parallel, in TensorFlow, with the
-pipeline's own functions): files that fail are named in the log and in the run's config.json
-and left out, and more than MAX_BAD_FRACTION of them stops the run. The same pass measures
-the per-channel mean/std of the training images (the model's normalization).
+Before training, `check` reads every file's header (only regular files are opened: a FIFO
+or a device is never read; an image declaring more than the pixel limit of
+training.preprocessing.max_image_pixels() is never decoded), then decodes every file once (in
+parallel, in TensorFlow, with the pipeline's own functions): files that fail are named in the
+log and in the run's config.json and left out, and more than MAX_BAD_FRACTION of them stops the
+run. Class names are the class folders' names and must be UTF-8; the files below them may have
+any name. The same pass measures the per-channel mean/std of the training images (the model's
+normalization).
 """
 
 from __future__ import annotations
@@ -65,6 +69,25 @@ def _subfolders(folder: str) -> list[str]:
     return sorted(e.name for e in os.scandir(folder) if e.is_dir() and not e.name.startswith("."))
 
 
+def _class_folders(folder: str) -> tuple:
+    """The class names in `folder`: its subfolders' names, which must be text (a run records
+    them in JSON, a model in its config, predictions print them)."""
+    names = _subfolders(folder)
+    for name in names:
+        try:
+            name.encode("utf-8")
+        except UnicodeEncodeError:
+            raise FolderError(f"class folder {os.path.join(folder, name)!r} has a name that is "
+                              "not valid UTF-8: rename it (class names are the folder names, "
+                              "kept as text)") from None
+    return tuple(names)
+
+
+def printable(path: str) -> str:
+    """`path` with any byte of a non-UTF-8 name as \\xNN, for a log line."""
+    return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def _class_files(folder: str, class_names, root: str) -> list[tuple[str, int]]:
     """(path relative to root, label) of every image below folder/<class>/, recursively."""
     items = []
@@ -93,7 +116,7 @@ def scan(data_dir: str) -> FolderScan:
     top = _subfolders(data_dir)
     if "train" in top:
         train_dir = os.path.join(data_dir, "train")
-        class_names = tuple(_subfolders(train_dir))
+        class_names = _class_folders(train_dir)
         _need_two(train_dir, class_names)
         if "test" not in top:
             raise FolderError(f"{data_dir} has train/ but no test/: add test/<class>/ folders, "
@@ -103,7 +126,7 @@ def scan(data_dir: str) -> FolderScan:
             if split not in top:
                 continue
             folder = os.path.join(data_dir, split)
-            unknown = sorted(set(_subfolders(folder)) - set(class_names))
+            unknown = sorted(set(_class_folders(folder)) - set(class_names))
             if unknown:
                 raise FolderError(f"{folder} has classes that {train_dir} lacks: {unknown}")
             files[split] = _class_files(folder, class_names, data_dir)
@@ -111,7 +134,7 @@ def scan(data_dir: str) -> FolderScan:
                 raise FolderError(f"{folder} holds no images ({', '.join(IMAGE_SUFFIXES)})")
         layout = "train/test folders"
     else:
-        class_names = tuple(top)
+        class_names = _class_folders(data_dir)
         _need_two(data_dir, class_names)
         all_files = _class_files(data_dir, class_names, data_dir)
         rng = np.random.default_rng(SPLIT_SEED)
@@ -156,8 +179,22 @@ def check(scan: FolderScan, prep: Preprocessing, log=_log) -> FolderData:
     per-channel mean/std. Raises FolderError when more than MAX_BAD_FRACTION fail."""
     items = [(split, path, label) for split, files in scan.files.items()
              for path, label in files]
-    ok, mean, std = _decode_all(scan.root, items, prep)
-    bad = [(items[k][1], _reason(os.path.join(scan.root, items[k][1]), prep))
+    try:
+        limit = preprocessing.max_image_pixels()
+    except ImageError as e:
+        raise FolderError(str(e)) from None
+    # Headers first: a FIFO or a file declaring gigapixels never reaches the decoder.
+    refused = {}
+    for k, (_, path, _) in enumerate(items):
+        try:
+            preprocessing.check_image_file(os.path.join(scan.root, path), limit)
+        except ImageError as e:
+            refused[k] = e.reason
+    passed = [k for k in range(len(items)) if k not in refused]
+    ok = np.zeros(len(items), bool)
+    ok[passed], mean, std = _decode_all(scan.root, [items[k] for k in passed], prep)
+    bad = [(items[k][1], refused[k] if k in refused else
+            _reason(os.path.join(scan.root, items[k][1]), prep))
            for k in np.flatnonzero(~ok)]
     where = os.path.abspath(scan.root)
     _report_bad(bad, len(items), where, log)
@@ -187,8 +224,10 @@ def _decode_all(root: str, items, prep: Preprocessing):
         x = tf.reshape(tf.cast(x, tf.float64), [-1, c])
         return i, tf.reduce_sum(x, 0), tf.reduce_sum(x * x, 0), tf.shape(x, tf.int64)[0]
 
+    # As bytes: a file name that is not UTF-8 cannot become a string tensor from a str.
     ds = tf.data.Dataset.from_tensor_slices(
-        (tf.range(n, dtype=tf.int64), [os.path.join(root, p) for _, p, _ in items]))
+        (tf.range(n, dtype=tf.int64),
+         tf.constant([os.fsencode(os.path.join(root, p)) for _, p, _ in items], tf.string)))
     # ignore_errors drops a failing file without a word; the indices that do not come back
     # are those files, and each is named by the caller.
     ds = (ds.map(stats, num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
@@ -217,9 +256,11 @@ def _reason(path: str, prep: Preprocessing) -> str:
 
 
 def _report_bad(bad: list, n: int, where: str, log) -> None:
+    where = printable(where)
     if len(bad) > MAX_BAD_FRACTION * n:
         raise FolderError(f"{len(bad)} of {n} image files in {where} cannot be decoded, more "
-                          f"than {MAX_BAD_FRACTION:.0%} (e.g. {bad[0][0]}: {bad[0][1]}): "
+                          f"than {MAX_BAD_FRACTION:.0%} (e.g. {printable(bad[0][0])}: "
+                          f"{bad[0][1]}): "
                           "check the folder, or remove the damaged files")
     if not bad:
         log(f"checked {n} image files in {where}: all decode")
@@ -227,7 +268,7 @@ def _report_bad(bad: list, n: int, where: str, log) -> None:
     log(f"{len(bad)} of {n} image files in {where} cannot be decoded and are skipped "
         "(all listed in config.json under skipped_images):")
     for path, reason in bad[:LOGGED_BAD]:
-        log(f"  skipped {path}: {reason}")
+        log(f"  skipped {printable(path)}: {reason}")
     if len(bad) > LOGGED_BAD:
         log(f"  ... and {len(bad) - LOGGED_BAD} more")
 
@@ -304,7 +345,9 @@ class FileItems(Items):
         import tensorflow as tf
 
         root = self.data.scan.root
-        return (tf.constant([os.path.join(root, p) for p, _ in self.items]),
+        # As bytes: a file name that is not UTF-8 cannot become a string tensor from a str.
+        return (tf.constant([os.fsencode(os.path.join(root, p)) for p, _ in self.items],
+                            tf.string),
                 tf.constant([y for _, y in self.items], tf.int32))
 
     def epoch_batches(self, plan: Plan, epoch_seed, augment: bool, order=None):
