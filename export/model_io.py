@@ -10,6 +10,7 @@ import gc
 import numpy as np
 
 from keras_resnet._cli import UsageError
+from keras_resnet._keras_compat import flatten_layers
 
 FLOAT32 = "float32"
 
@@ -82,7 +83,7 @@ def _policy_name(layer) -> str:
 
 
 def is_float32(model) -> bool:
-    return all(_policy_name(layer) == FLOAT32 for layer in model._flatten_layers())
+    return all(_policy_name(layer) == FLOAT32 for layer in flatten_layers(model))
 
 
 def _force_float32(config):
@@ -138,7 +139,7 @@ def float32_model(model):
     rebuilt.set_weights([np.asarray(w, dtype=np.float32) if w.dtype.kind == "f" else w
                          for w in weights])
     if not is_float32(rebuilt):
-        bad = sorted({_policy_name(l) for l in rebuilt._flatten_layers()} - {FLOAT32})
+        bad = sorted({_policy_name(l) for l in flatten_layers(rebuilt)} - {FLOAT32})
         raise ExportError(f"float32 rebuild still has dtype policies {bad}")
     return rebuilt
 
@@ -170,7 +171,7 @@ def normalization(model) -> dict | None:
     """The (mean, std) in raw pixel units that the model's ``normalization`` layer applies."""
     import keras
 
-    for layer in model._flatten_layers():
+    for layer in flatten_layers(model):
         if isinstance(layer, keras.layers.Normalization):
             mean = np.ravel(np.asarray(layer.mean, dtype=np.float64))
             var = np.ravel(np.asarray(layer.variance, dtype=np.float64))

@@ -9,6 +9,8 @@ import shutil
 
 import numpy as np
 
+from keras_resnet._keras_compat import flatten_layers
+
 from export import onnx_format, savedmodel_format, tflite_format
 from export.artifact import Artifact, WriterOptions
 from export.checks import DEFAULT_OPSET, describe_path, image_array, library_versions, parse_list
@@ -146,7 +148,7 @@ def _manifest(model, reference, entries, *, shape, class_names, images, labels, 
             **(source or {}),
             "model_name": model.name,
             "dtype_policies": sorted({getattr(l.dtype_policy, "name", "float32")
-                                      for l in model._flatten_layers()}),
+                                      for l in flatten_layers(model)}),
             "rebuilt_in_float32": rebuilt,
         },
         "input": {

@@ -82,14 +82,12 @@ def frozen_graph_def(model):
     Nothing else keeps the weights: the traced and frozen functions are dropped (and
     collected) before it returns, so the caller holds the only copy.
     """
-    from tensorflow.python.framework.convert_to_constants import (
-        convert_variables_to_constants_v2_as_graph,
-    )
+    from keras_resnet._keras_compat import variables_to_constants_as_graph
 
     serve = serving_function(model)
     concrete = serve.get_concrete_function()
     names = sorted(concrete.structured_outputs)  # flattened in sorted key order
-    frozen, graph_def = convert_variables_to_constants_v2_as_graph(concrete)
+    frozen, graph_def = variables_to_constants_as_graph(concrete)
     inputs = [t.name for t in frozen.inputs]
     outputs = {t.name: name for t, name in zip(frozen.outputs, names)}
     if len(inputs) != 1:

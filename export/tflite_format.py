@@ -166,10 +166,12 @@ def op_report(path) -> dict:
     Returns {"ops": sorted op names, "non_builtin": ops that are Flex/custom,
     "float_compute_ops": ops other than QUANTIZE/DEQUANTIZE that read or write float tensors}.
     """
+    from keras_resnet._keras_compat import tflite_ops_details
+
     interp = interpreter(path)
     tensors = {t["index"]: t for t in interp.get_tensor_details()}
     ops, non_builtin, float_ops = set(), set(), set()
-    for op in interp._get_ops_details():  # the public API has no op listing
+    for op in tflite_ops_details(interp):
         name = op["op_name"]
         ops.add(name)
         if name.startswith("Flex") or name.upper() in ("CUSTOM", "DELEGATE"):

@@ -17,6 +17,11 @@ re-check each function below against the new release:
 - ``quiet_tf_deprecations``: ``tensorflow.python.util.deprecation._PRINT_DEPRECATION_WARNINGS``.
 - ``fused_batch_norm``: ``tf.compat.v1.nn.fused_batch_norm`` (TF2 has no public fused batch
   norm; Keras 3 no longer uses it).
+- ``variables_to_constants_as_graph``:
+  ``tensorflow.python.framework.convert_to_constants.convert_variables_to_constants_v2_as_graph``
+  (TF2 has no public way to freeze a ConcreteFunction).
+- ``tflite_ops_details``: ai_edge_litert's ``Interpreter._get_ops_details()`` (its public API
+  lists tensors, not ops).
 """
 
 from __future__ import annotations
@@ -117,3 +122,18 @@ def fused_batch_norm(x, scale, offset, **kwargs):
     import tensorflow as tf
 
     return tf.compat.v1.nn.fused_batch_norm(x, scale, offset, **kwargs)
+
+
+def variables_to_constants_as_graph(concrete_function):
+    """(frozen ConcreteFunction, its GraphDef): every variable the function reads folded into
+    a constant."""
+    from tensorflow.python.framework.convert_to_constants import (
+        convert_variables_to_constants_v2_as_graph,
+    )
+
+    return convert_variables_to_constants_v2_as_graph(concrete_function)
+
+
+def tflite_ops_details(interpreter) -> list[dict]:
+    """Every op of a LiteRT interpreter's graph: its ``op_name``, ``inputs``, ``outputs``."""
+    return interpreter._get_ops_details()
