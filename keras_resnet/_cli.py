@@ -1,4 +1,5 @@
-"""What every CLI of this repository shares: its exit statuses and TensorFlow's own log output.
+"""What every CLI of this repository shares: its exit statuses, TensorFlow's own log output, and
+the TensorFlow backend of Keras (use_tensorflow: KERAS_BACKEND is overridden, with a note).
 
 Exit statuses (run/exit_status): 0 done; 2 the user's to fix (a UsageError, or an OSError
 such as a missing path or a full disk), said in one line; 3 training diverged (DivergedError);
@@ -46,6 +47,7 @@ from keras_resnet import _imports
 LEVELS = ("quiet", "info", "debug")
 ENV_VAR = "KERAS_RESNET_LOG"
 TF_LEVEL_VAR = "TF_CPP_MIN_LOG_LEVEL"
+BACKEND_VAR = "KERAS_BACKEND"
 # "LEVEL:N", set by configure() and inherited by the processes a CLI starts (e.g.
 # benchmarks.bench's spawned workers): our level, and the C++ log level below which the lines
 # written while TensorFlow loads are dropped.
@@ -133,6 +135,16 @@ def os_error_line(err: OSError, path=None) -> str | None:
     where = err.filename or path
     reason = err.strerror or os.strerror(err.errno)
     return f"{reason}: {str(where)!r}" if where else reason
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """Every CLI's parser: a usage error is ``<prog>: error: <message>`` and ``see <prog>
+    --help``, exit 2. argparse's own prints the whole usage first (dozens of lines for our
+    CLIs), above the one line that says what was wrong."""
+
+    def error(self, message):
+        message = "; ".join(line.strip() for line in str(message).splitlines() if line.strip())
+        self.exit(2, f"{self.prog}: error: {message}\nsee {self.prog} --help\n")
 
 
 def after_double_dash(args) -> list[str]:
@@ -254,6 +266,7 @@ def configure(level=None) -> str:
         level, settings = resolve(level)
     except ValueError as err:
         raise SystemExit(f"error: {err}") from None
+    use_tensorflow()
     if "tensorflow" in sys.modules:
         return level
     os.environ.update(settings)
@@ -261,6 +274,23 @@ def configure(level=None) -> str:
         warnings.simplefilter("default")  # DeprecationWarning etc. too, once per place
     _install_import_filter()
     return level
+
+
+def use_tensorflow() -> None:
+    """Makes Keras load its TensorFlow backend whatever ``KERAS_BACKEND`` (or keras.json)
+    says, and says so in one line when the variable named another: the CLIs are built on
+    tf.data and tf.distribute, so another backend would fail mid-run. Exported, so the
+    processes a CLI starts agree. Changes nothing once Keras is loaded (a main() called from
+    Python keeps the caller's backend). The keras_resnet library itself runs on every backend.
+    """
+    if "keras" in sys.modules:
+        return
+    requested = os.environ.get(BACKEND_VAR, "").strip()
+    if requested and requested.lower() != "tensorflow":
+        print(f"note: {BACKEND_VAR}={requested} ignored: this command runs on TensorFlow "
+              "(tf.data, tf.distribute); the keras_resnet library itself runs on any backend",
+              file=sys.stderr)
+    os.environ[BACKEND_VAR] = "tensorflow"
 
 
 def _state() -> tuple[str, int] | None:

@@ -154,3 +154,26 @@ def test_the_runner_returns_the_actions_own_status(capsys):
 def test_the_runner_lets_keyboard_interrupt_through():
     with pytest.raises(KeyboardInterrupt):
         exit_status(_raiser(KeyboardInterrupt()))
+
+
+def test_a_cli_runs_on_tensorflow_whatever_keras_backend_says(tmp_path):
+    """A process: the variable is read when Keras loads, which has happened in this one.
+    Under JAX, evaluate's tf.data batches reached a JAX predict step and failed."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    import keras_resnet
+    from tests.conftest import REPO
+
+    model = tmp_path / "digits.keras"
+    keras_resnet.build_resnet("resnet18", (28, 28, 1), 10, width=2, stem="cifar").save(model)
+    env = dict(os.environ, KERAS_BACKEND="jax", PYTHONPATH=str(REPO), JAX_PLATFORMS="cpu")
+    r = subprocess.run([sys.executable, "-m", "training.evaluate", "--model", str(model),
+                        "--dataset", "digits", "--out", str(tmp_path / "eval")],
+                       env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["num_examples"] == 359
+    notes = [line for line in r.stderr.splitlines() if "KERAS_BACKEND" in line]
+    assert len(notes) == 1 and "jax" in notes[0] and "TensorFlow" in notes[0], r.stderr
