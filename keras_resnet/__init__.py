@@ -8,7 +8,9 @@ for ``keras.models.load_model`` as soon as Keras is imported, whichever comes fi
 
 from __future__ import annotations
 
+import functools
 import importlib
+import sys
 
 from keras_resnet import _imports
 
@@ -58,9 +60,19 @@ def __dir__() -> list[str]:
     return sorted(set(globals()) | set(__all__))
 
 
-def _register_layers() -> None:
+# The modules that define registered classes and import Keras themselves.
+_LAYER_MODULES = ("keras_resnet.layers", "keras_resnet.blocks", "keras_resnet.builder")
+
+
+def _register_layers(finished: str = "") -> None:
     # Importing builder (and through it blocks and layers) runs their
-    # @register_keras_serializable decorators.
+    # @register_keras_serializable decorators. When Keras (or layers) is first loaded by one of
+    # these modules, that module is still half-run and importing the builder now would import
+    # it back half-made: the hook after that module's own import registers instead.
+    # (`__spec__._initializing` is how importlib marks a module whose code is running.)
+    if any(getattr(getattr(sys.modules.get(name), "__spec__", None), "_initializing", False)
+           for name in _LAYER_MODULES if name != finished):
+        return
     importlib.import_module("keras_resnet.builder")
 
 
@@ -69,6 +81,8 @@ def _register_layers() -> None:
 # already is). A process that never imports keras_resnet cannot load our .keras files: Keras
 # then says "Could not locate class 'ResNet'".
 _imports.after_import("keras", _register_layers)
+for _name in _LAYER_MODULES[:2]:
+    _imports.after_import(_name, functools.partial(_register_layers, _name))
 # `from keras_resnet import resnet50` loads TensorFlow; a later `import torchvision` would crash
 # the process without a word (STACK_NOTES).
 _imports.keep_torchvision_importable()
