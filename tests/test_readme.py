@@ -74,7 +74,7 @@ def test_model_that_knows_what_it_is_block(tmp_path):
 
 @pytest.mark.slow
 def test_pipelines_in_your_own_script_block(tmp_path):
-    code = shrink(block("python", "from training.datasets import DATASETS, load"),
+    code = shrink(block("python", "from training.data import DATASETS, load"),
                   {"width=16": "width=4", "epochs=5": "epochs=1"})
     out = run_python(code, tmp_path)
     assert "'accuracy':" in out and "'loss':" in out
