@@ -7,13 +7,30 @@ and library entry point loads models through here instead.
 
 from __future__ import annotations
 
+import json
 import os
 import zipfile
 
 from keras_resnet._cli import UsageError
+from keras_resnet.archs import ARCHS, NUM_STAGES
 
 # What Keras 3 writes into every .keras archive.
 KERAS_MEMBERS = ("config.json", "model.weights.h5")
+WEIGHTS_MEMBER = "model.weights.h5"
+# Keras reads a member whole into memory (the weights too, when they fit in half the RAM), so
+# a few megabytes of archive can inflate to gigabytes: every size is checked, as the archive
+# declares it, before a byte is inflated. config.json and metadata.json are text of a few KiB
+# (a ResNet's, class names included); no member but the weights has a reason to be larger.
+MAX_MEMBER_BYTES = 16 * 2**20
+# The weights of a ResNet: its variables, an optimizer's (Adam keeps two per variable, AMSGrad
+# three) and an EMA copy, at 4 bytes each (8 under a float64 policy), plus HDF5's headers.
+WEIGHTS_COPIES = 5
+WEIGHTS_OVERHEAD_BYTES = 16 * 2**20
+# A model keras_resnet did not build: its parameters are not counted, so this flat cap (a
+# model of 100M float32 parameters with Adam's state is 1.2 GB) bounds its weights instead.
+DEFAULT_MAX_WEIGHTS_BYTES = 2 * 2**30
+# Replaces either limit of the weights member.
+MAX_WEIGHTS_VARIABLE = "KERAS_RESNET_MAX_WEIGHTS_BYTES"
 
 
 class ModelFileError(UsageError, ValueError):
@@ -25,6 +42,82 @@ def _first_line(err: BaseException) -> str:
     return text.splitlines()[0] if text else type(err).__name__
 
 
+def resnet_parameters(config: dict) -> int:
+    """How many numbers the variables of the ResNet with builder config `config` hold
+    (trainable and not: BatchNorm's moving statistics count), from the ARCHS table alone."""
+    block, depths = ARCHS[config["arch"]]
+    width, channels = int(config["width"]), int(config["input_shape"][-1])
+    kernel = 7 if config.get("stem", "imagenet") == "imagenet" else 3
+    bn = 4  # gamma, beta, moving mean, moving variance per channel
+    total = kernel * kernel * channels * width + bn * width
+    cin = width
+    for stage, depth in enumerate(depths[:NUM_STAGES]):
+        f = width * 2**stage
+        cout = f if block == "basic" else 4 * f
+        for b in range(depth):
+            if block == "basic":
+                total += 9 * cin * f + 9 * f * f + 2 * bn * f
+            else:
+                total += cin * f + 9 * f * f + f * cout + bn * (2 * f + cout)
+            if cin != cout or (stage > 0 and b == 0):  # the shortcut's conv and BN
+                total += cin * cout + bn * cout
+            cin = cout
+    if config.get("include_top", True):
+        total += cin * int(config["num_classes"]) + int(config["num_classes"])
+    return total
+
+
+def _weights_override() -> int | None:
+    """$KERAS_RESNET_MAX_WEIGHTS_BYTES, if it is set."""
+    text = os.environ.get(MAX_WEIGHTS_VARIABLE, "").strip()
+    if not text:
+        return None
+    try:
+        value = int(text.replace("_", ""))
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ModelFileError(f"{MAX_WEIGHTS_VARIABLE}={text!r} is not a positive whole number "
+                             "of bytes")
+    return value
+
+
+def _max_weights_bytes(config_json: bytes, override: int | None) -> tuple[int, str]:
+    """(the limit of the weights member, what it is) for the archive's config.json."""
+    if override is not None:
+        return override, MAX_WEIGHTS_VARIABLE
+    try:
+        top = json.loads(config_json)
+        config = top["config"]
+        if top.get("class_name") != "ResNet" or not str(top.get("module", "")).startswith(
+                "keras_resnet"):
+            raise KeyError("not a keras_resnet ResNet")
+        params = resnet_parameters(config)
+        size = 8 if "float64" in json.dumps(config.get("dtype")) else 4
+    except Exception:  # not ours, or malformed: Keras tells which when it loads it
+        return DEFAULT_MAX_WEIGHTS_BYTES, "the cap for models keras_resnet did not build"
+    return (WEIGHTS_COPIES * size * params + WEIGHTS_OVERHEAD_BYTES,
+            f"what {params} parameters need")
+
+
+def _oversized_member(z: zipfile.ZipFile, override: int | None) -> str | None:
+    """What is wrong with the first member of `z` larger than its limit, else None."""
+    infos = z.infolist()
+    for info in infos:
+        if info.filename != WEIGHTS_MEMBER and info.file_size > MAX_MEMBER_BYTES:
+            return (f"its member {info.filename} inflates to {info.file_size} bytes, more than "
+                    f"the {MAX_MEMBER_BYTES} a .keras member other than {WEIGHTS_MEMBER} may "
+                    "hold")
+    if "config.json" not in z.namelist() or WEIGHTS_MEMBER not in z.namelist():
+        return None
+    weights = z.getinfo(WEIGHTS_MEMBER).file_size
+    limit, what = _max_weights_bytes(z.read("config.json"), override)
+    if weights > limit:
+        return (f"its member {WEIGHTS_MEMBER} inflates to {weights} bytes, more than the limit "
+                f"of {limit} ({what}; set {MAX_WEIGHTS_VARIABLE} to raise it)")
+    return None
+
+
 def check_keras_file(path) -> None:
     """Raises ModelFileError unless ``path`` is a whole .keras archive (every member's CRC is
     read, so a damaged file is told before Keras half-loads it)."""
@@ -33,14 +126,20 @@ def check_keras_file(path) -> None:
         raise ModelFileError(f"model file {shown} does not exist")
     if os.path.isdir(path):
         raise ModelFileError(f"model file {shown} is a folder; expected a .keras file")
+    override = _weights_override()
     try:
         with zipfile.ZipFile(path) as z:
             names = set(z.namelist())
-            damaged = z.testzip()
+            oversized = _oversized_member(z, override)
+            # Only then is anything inflated (the CRCs also hold each member to its declared
+            # size: zipfile reads no further, and a cut-off member fails its CRC).
+            damaged = None if oversized else z.testzip()
     except (zipfile.BadZipFile, OSError, EOFError, ValueError) as err:
         raise ModelFileError(f"could not load model file {shown}: not a readable .keras archive "
                              f"(truncated, corrupt or another format: {_first_line(err)})"
                              ) from None
+    if oversized:
+        raise ModelFileError(f"could not load model file {shown}: {oversized}")
     if damaged is not None:
         raise ModelFileError(f"could not load model file {shown}: it is corrupt ({damaged} fails "
                              "its CRC check)")
