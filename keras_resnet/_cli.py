@@ -63,6 +63,10 @@ _CONTINUATIONS = ("To enable the following instructions", " ", "\t")
 _PRE_INIT_NOTE = "WARNING: All log messages before absl::InitializeLog() is called"
 
 _loading = {"depth": 0}
+INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a command that Ctrl-C ended
+# Counts and sizes above this are refused while parsing: TensorFlow holds many of them as
+# int32, and none of our options has a use for more.
+MAX_INT = 2**31 - 1
 
 # A full disk, a read-only or forbidden folder, a missing or mistyped path: the user's to fix,
 # so a CLI names the path and the reason in one line instead of a traceback.
@@ -88,7 +92,8 @@ def exit_status(action, *, prefix: str = "error", path=None, storage_hint: str =
     os_error_line; ``path`` when the error names none, ``storage_hint`` appended for a full or
     unwritable disk); 3 for DivergedError; 1 for FailedError. Each of those is one line on
     stderr, ``"<prefix>: <message>"`` (``one_line``: a message of several lines joined with
-    "; "). Anything else is a bug: 1 with its traceback. KeyboardInterrupt passes through.
+    "; "). KeyboardInterrupt (Ctrl-C) is the line "interrupted" and 130. Anything else is a
+    bug: 1 with its traceback.
     """
     try:
         status = action()
@@ -98,6 +103,11 @@ def exit_status(action, *, prefix: str = "error", path=None, storage_hint: str =
         return _say(prefix, err, one_line, 3)
     except FailedError as err:
         return _say(prefix, err, one_line, 1)
+    except KeyboardInterrupt:
+        # Ctrl-C is the user's choice, not a bug: no traceback, and the status a shell gives a
+        # command ended by SIGINT.
+        print("interrupted", file=sys.stderr)
+        return INTERRUPTED
     except OSError as err:
         line = os_error_line(err, path)
         if line is None:
@@ -189,6 +199,17 @@ def _int_at_least(text: str, low: int) -> int:
     if value < low:
         raise argparse.ArgumentTypeError(
             f"must be {'positive' if low == 1 else f'at least {low}'}, got {value}")
+    return bounded_int(text)
+
+
+def bounded_int(text: str) -> int:
+    """argparse type: an integer of at most MAX_INT."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value > MAX_INT:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_INT}, got {value}")
     return value
 
 

@@ -4,6 +4,7 @@ exit 1 with its traceback, never a line that reads as the user's mistake.
 
 Each CLI's own function is replaced by one that raises, so these run in milliseconds."""
 
+import argparse
 import errno
 import importlib
 from functools import partial
@@ -151,9 +152,16 @@ def test_the_runner_returns_the_actions_own_status(capsys):
     assert capsys.readouterr().err == ""
 
 
-def test_the_runner_lets_keyboard_interrupt_through():
-    with pytest.raises(KeyboardInterrupt):
-        exit_status(_raiser(KeyboardInterrupt()))
+def test_ctrl_c_is_one_line_and_exit_130(capsys):
+    assert exit_status(_raiser(KeyboardInterrupt())) == 130
+    assert capsys.readouterr().err == "interrupted\n"
+
+
+@pytest.mark.parametrize("parse", [_cli.positive_int, _cli.non_negative_int, _cli.bounded_int])
+def test_integers_beyond_int32_are_refused_while_parsing(parse):
+    assert parse(str(2**31 - 1)) == 2**31 - 1
+    with pytest.raises(argparse.ArgumentTypeError, match="at most 2147483647"):
+        parse("99999999999999999999")
 
 
 def test_a_cli_runs_on_tensorflow_whatever_keras_backend_says(tmp_path):

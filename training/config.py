@@ -271,7 +271,8 @@ def build_parser(description: str | None = None, epilog: str | None = EXIT_CODES
             kwargs["choices"] = f.metadata["choices"]
         if f.metadata.get("metavar"):
             kwargs["metavar"] = f.metadata["metavar"]
-        parser.add_argument(option, type=finite_float if kind is float else kind, **kwargs)
+        types = {float: finite_float, int: _cli.bounded_int}
+        parser.add_argument(option, type=types.get(kind, kind), **kwargs)
     # Not a TrainConfig field: how much TensorFlow logs is no part of a run's recipe.
     _cli.add_log_level_argument(parser)
     return parser

@@ -262,6 +262,7 @@ def test_non_finite_floats_are_refused_when_parsed(option, value, capsys):
     (["--val-fraction", "0.9999"], ["--val-fraction"]),
     (["--resume"], ["--resume", "--run-dir"]),
     (["--subset", "5000"], ["--subset", "1294"]),
+    (["--batch-size", "99999999999999999999"], ["--batch-size", "at most"]),
 ])
 def test_fit_usage_errors_are_one_line_with_exit_2(args, words, tmp_path, capsys):
     base = ["--dataset", "digits", "--width", "4", "--epochs", "1", "--jit-compile", "off"]
