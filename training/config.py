@@ -131,7 +131,8 @@ class TrainConfig:
                         "with optimizer state and schedule position (re-run the same command "
                         "with --resume after a crash; only --epochs may change, which "
                         "stretches a cosine schedule)")
-    verbose: str = _opt("auto", "Keras fit verbosity: auto (progress bar), 0, 1, 2",
+    verbose: str = _opt("auto", "Keras fit verbosity: auto (a progress bar on a terminal, else "
+                        "one line per epoch), 0, 1 (bar), 2 (one line per epoch)",
                         ["auto", "0", "1", "2"])
 
     def validate(self) -> "TrainConfig":

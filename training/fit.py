@@ -448,6 +448,18 @@ def _fit(cfg: TrainConfig, data, setup: Setup, model, out: str, resume_entry,
     return Training(checkpoint, timer, nan_guard, wall)
 
 
+def fit_verbosity(verbose: str, stream=None) -> int:
+    """Keras's verbosity for --verbose: "auto" is the progress bar on a terminal and one line
+    per epoch elsewhere (a log file, CI), where every redraw of the bar would be kept."""
+    if verbose != "auto":
+        return int(verbose)
+    stream = sys.stdout if stream is None else stream
+    try:
+        return 1 if stream.isatty() else 2
+    except (AttributeError, ValueError):  # no such method, or a closed stream
+        return 2
+
+
 def _model_fit(model, train, cfg: TrainConfig, data, placement, initial_epoch, callbacks):
     import tensorflow as tf
 
@@ -456,8 +468,7 @@ def _model_fit(model, train, cfg: TrainConfig, data, placement, initial_epoch, c
         try:
             model.fit(train, epochs=cfg.epochs, initial_epoch=initial_epoch,
                       steps_per_epoch=data.steps_per_epoch, validation_data=val,
-                      shuffle=False, callbacks=callbacks,
-                      verbose=cfg.verbose if cfg.verbose == "auto" else int(cfg.verbose))
+                      shuffle=False, callbacks=callbacks, verbose=fit_verbosity(cfg.verbose))
         except (tf.errors.UnavailableError, tf.errors.AbortedError,
                 tf.errors.InternalError) as e:
             if placement.num_workers == 1:

@@ -304,6 +304,14 @@ def test_a_start_failing_after_the_record_leaves_nothing_of_a_new_run_dir(
     assert sorted(os.listdir(resumed)) == before
 
 
+def test_verbose_auto_is_one_line_per_epoch_when_stdout_is_not_a_terminal(tmp_path, capsys):
+    assert fit.main(argv(TINY, run_dir=str(tmp_path / "run"), epochs=2, verbose="auto")) == 0
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "\r" not in out and "\b" not in out
+    epochs = [line for line in out.splitlines() if "val_loss" in line]
+    assert len(epochs) == 2, out
+
+
 def test_a_run_dir_that_is_a_file(tmp_path, capsys):
     path = tmp_path / "notes.txt"
     path.write_text("mine")
