@@ -34,9 +34,9 @@ class ModelNotFound(_cli.UsageError, FileNotFoundError):
 # metrics.json of a report this program wrote says so: only such a report may be replaced.
 WRITTEN_BY = "training.evaluate"
 REPORT_FILES = ("metrics.json", "confusion_matrix.png")
-# What training.fit writes into a run directory (besides its own metrics.json).
-RUN_FILES = ("config.json", "state.json", "fit.lock", "last.keras", "best.keras", "log.csv",
-             "split.json", "history.png")
+# What training.fit writes into a run directory besides its report and checkpoints (a folder
+# holding a model alone is not a run, and nothing in it would be replaced).
+RUN_FILES = ("config.json", "state.json", "fit.lock", "log.csv", "split.json", "history.png")
 
 
 def check_out(out: str, default: str) -> None:
