@@ -283,7 +283,7 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.bench", description=__doc__,
+    p = _cli.ArgumentParser(prog="python -m benchmarks.bench", description=__doc__,
                                 epilog=_cli.EXIT_CODES,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     add_model_arguments(p)

@@ -91,7 +91,7 @@ def measure(batch, size, cin, cout, kernel, stride, pad, repeats=20) -> dict:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.conv_paths", description=__doc__,
+    p = _cli.ArgumentParser(prog="python -m benchmarks.conv_paths", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--repeats", type=int, default=20, help="timed calls per figure (median)")
     p.add_argument("--only", help="measure only the shapes whose label contains this text")

@@ -60,7 +60,7 @@ def images_per_second(ds, passes: int) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.decode", description=__doc__,
+    p = _cli.ArgumentParser(prog="python -m benchmarks.decode", description=__doc__,
                                 epilog=EXIT_CODES,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--images", type=at_least(2), default=512, help="JPEG files written")

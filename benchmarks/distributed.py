@@ -65,7 +65,7 @@ def weight_difference(reference: str, other: str) -> tuple[float, float, str]:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.distributed",
+    parser = _cli.ArgumentParser(prog="python -m benchmarks.distributed",
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--replicas", type=_cli.at_least(2), default=2,
                         help="replicas of the mirrored run and workers of the launched run")

@@ -221,7 +221,7 @@ def _in_process(target, *args) -> dict:
 
 # ------------------------------------------------------------------------- driver
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.e2e", description=__doc__,
+    p = _cli.ArgumentParser(prog="python -m benchmarks.e2e", description=__doc__,
                                 epilog=_cli.EXIT_CODES,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset", default="mnist",

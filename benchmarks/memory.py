@@ -60,7 +60,7 @@ def _csv(allowed, what):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _cli.ArgumentParser(
         prog="python -m benchmarks.memory",
         description="Peak resident memory of the export and convert CLIs, each run as a "
         "subprocess on inputs made in a temporary folder.",

@@ -102,7 +102,7 @@ def padding_time_ratio(size: int = 4, channels: int = 512, batch: int = 64,
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.peak", description=__doc__,
+    p = _cli.ArgumentParser(prog="python -m benchmarks.peak", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--n", type=_cli.positive_int, default=4096, help="matrix size for sgemm")
     p.add_argument("--iters", type=_cli.positive_int, default=50_000_000,

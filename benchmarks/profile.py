@@ -100,7 +100,7 @@ def profile(cfg: dict, steps: int, inter_op: int | None):
 def main(argv=None) -> int:
     from benchmarks.bench import add_model_arguments
 
-    p = argparse.ArgumentParser(prog="python -m benchmarks.profile", description=__doc__,
+    p = _cli.ArgumentParser(prog="python -m benchmarks.profile", description=__doc__,
                                 epilog=_cli.EXIT_CODES,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     add_model_arguments(p)

@@ -98,7 +98,7 @@ def measure(batch, size, channels, repeats=10) -> dict:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.weight_grad", description=__doc__,
+    p = _cli.ArgumentParser(prog="python -m benchmarks.weight_grad", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--repeats", type=_cli.positive_int, default=10,
                    help="timed calls per figure (median)")

@@ -35,7 +35,7 @@ EXIT_CODES = """exit status:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _cli.ArgumentParser(
         prog="python -m export",
         description="Export a trained keras_resnet model to SavedModel / TFLite / ONNX, run "
         "every artifact in its own runtime, compare it with the Keras model, and write "

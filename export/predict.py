@@ -38,7 +38,7 @@ def manifest_for(artifact: Path):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m export.predict", description=__doc__,
+    p = _cli.ArgumentParser(prog="python -m export.predict", description=__doc__,
                                 epilog=EXIT_CODES,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--artifact", required=True,

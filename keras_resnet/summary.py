@@ -189,7 +189,7 @@ def format_table(model: keras.Model) -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = _cli.ArgumentParser(
         prog="python -m keras_resnet.summary",
         description="Print a per-layer table of output shapes, parameters and FLOPs.",
         epilog=_cli.EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter,

@@ -257,7 +257,7 @@ report the traceback)."""
 
 def build_parser(description: str | None = None, epilog: str | None = EXIT_CODES
                  ) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _cli.ArgumentParser(
         prog="python -m training.fit", description=description, epilog=epilog,
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )

@@ -90,7 +90,7 @@ def label_map(model_names, data_names, model_path: str, dataset: str):
 def build_parser() -> argparse.ArgumentParser:
     from training.data import DATASETS, SOURCES
 
-    p = argparse.ArgumentParser(prog="python -m training.evaluate", description=__doc__,
+    p = _cli.ArgumentParser(prog="python -m training.evaluate", description=__doc__,
                                 epilog=EXIT_CODES,
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--model", required=True, help="a .keras file saved by training.fit")

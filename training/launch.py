@@ -118,7 +118,7 @@ def log(msg: str) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _cli.ArgumentParser(
         prog="python -m training.launch", epilog=EPILOG,
         description="Run training.fit as N local workers (MultiWorkerMirroredStrategy over "
                     "loopback), restarting all of them from the last completed epoch when one "

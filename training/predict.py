@@ -133,7 +133,7 @@ def class_names_beside(model_path: str):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m training.predict", description=__doc__,
+    p = _cli.ArgumentParser(prog="python -m training.predict", description=__doc__,
                                 epilog=EXIT_CODES,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True, help="a .keras file (e.g. RUN/best.keras)")

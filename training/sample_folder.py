@@ -10,7 +10,6 @@ Exit status 0 written, 2 bad DIR or option.
 
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
 import sys
@@ -53,7 +52,7 @@ def write_digit_scans(folder: str, count: int | None = None, seed: int = 0) -> i
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m training.sample_folder",
+    parser = _cli.ArgumentParser(prog="python -m training.sample_folder",
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("folder", metavar="DIR", help="the folder to create")
     parser.add_argument("--count", type=_cli.positive_int, default=None,

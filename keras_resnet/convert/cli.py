@@ -62,7 +62,7 @@ class ConvertError(_cli.UsageError, ValueError):
 def main(argv=None) -> int:
     from keras_resnet.archs import ARCHS
 
-    parser = argparse.ArgumentParser(
+    parser = _cli.ArgumentParser(
         prog="python -m keras_resnet.convert",
         description="Convert torchvision-style ResNet weights to a Keras model and back.",
         epilog=EXIT_CODES,

@@ -26,7 +26,9 @@ def test_numbers_out_of_range_are_usage_errors(tmp_path, capsys, flag, value):
     assert info.value.code == 2
     err = capsys.readouterr().err
     assert "Traceback" not in err
-    assert err.strip().splitlines()[-1].startswith(f"python -m export: error: argument {flag}")
+    error, see = err.strip().splitlines()
+    assert error.startswith(f"python -m export: error: argument {flag}")
+    assert see == "see python -m export --help"
     assert list(tmp_path.iterdir()) == []
 
 

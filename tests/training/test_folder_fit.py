@@ -137,7 +137,7 @@ def test_bad_folder_options_are_one_line_exit_2(tmp_path, capsys, extra, message
     args += [a.format(data=data, tmp=empty) for a in extra]
     assert main(args) == 2
     err = capsys.readouterr().err
-    assert "Traceback" not in err and message in err.strip().splitlines()[-1], err
+    assert "Traceback" not in err and message in err.strip().splitlines()[0], err
     assert not os.path.exists(tmp_path / "run" / "state.json")
 
 
