@@ -269,7 +269,8 @@ def format_table(manifest: dict) -> str:
             a["path"],
             _fmt_size(a["size_bytes"]),
             f"{r['max_abs_diff']:.2e}",
-            f"{r['tolerance']:.2e}" if "tolerance" in r else f"agree≥{r['min_agreement']}",
+            f"{r['tolerance']:.2e}" if "tolerance" in r else
+            f"rel {r['relative_logit_error']:.3f}≤{r['max_relative_logit_error']}",
             f"{r['top1_agreement']:.4f}",
         ]
         if has_acc:
