@@ -30,8 +30,8 @@ EXIT_CODES = """exit status:
   0  every artifact written, verified and published with manifest.json in --out
   1  written and published, but an artifact failed its check (see the table and
      manifest.json), or an internal error
-  2  bad input or usage: an option, the model or a data file, or an --out that may not be
-     written (see --out); nothing was written"""
+  2  bad input or usage: an option, the model or a data file, an --out that may not be
+     written (see --out), or a disk that filled up; nothing was written"""
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -16,11 +16,13 @@ the artifacts it lists, nothing else.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
 import secrets
 import shutil
+import sys
 from pathlib import Path
 
 from export.model_io import ExportError
@@ -28,6 +30,10 @@ from export.model_io import ExportError
 MANIFEST = "manifest.json"
 _TEMPORARY = re.compile(r"^\.(?P<name>.+)\.(?P<kind>partial|old)-(?P<pid>\d+)-[0-9a-f]{8}$")
 _SHOWN = 3  # foreign entries named in a refusal
+_DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+# TensorFlow's C++ file writes (SavedModel variables, the TFLite converter's SavedModel) raise
+# its own error class, ResourceExhaustedError, with the operating system's message in the text.
+_DISK_FULL_TEXT = (os.strerror(errno.ENOSPC), os.strerror(errno.EDQUOT))
 
 
 def _mount_point(path: Path) -> bool:
@@ -264,3 +270,31 @@ def publish(staged: Path, out: Path) -> None:
         raise
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def is_disk_full(err: BaseException) -> bool:
+    """Whether ``err`` says the disk (or the user's quota) is full, from Python or TensorFlow."""
+    if isinstance(err, OSError):
+        return err.errno in _DISK_FULL_ERRNOS
+    tf = sys.modules.get("tensorflow")
+    op_error = getattr(getattr(tf, "errors", None), "OpError", None)
+    return (op_error is not None and isinstance(err, op_error)
+            and any(text in str(err) for text in _DISK_FULL_TEXT))
+
+
+def _megabytes(n: float) -> str:
+    return f"{n / 2**20:.1f} MB"
+
+
+def disk_full_error(out: Path, needed_bytes: int | None) -> ExportError:
+    """The one-line refusal for an export to ``out`` that ran out of disk space (its staging
+    folder already removed, so the free space is what the export can have)."""
+    place = out if _mount_point(out) else out.parent
+    try:
+        free = f", {_megabytes(shutil.disk_usage(place).free)} free there"
+    except OSError:
+        free = ""
+    need = f" about {_megabytes(needed_bytes)}" if needed_bytes else " more space"
+    return ExportError(
+        f"no space left on the device holding {str(place)!r} for the export to {str(out)!r}: "
+        f"it needs{need}{free}; nothing was written: free space or choose another --out")

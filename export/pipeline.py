@@ -22,7 +22,14 @@ from export.model_io import (
     num_classes,
     release_memory,
 )
-from export.outdir import MANIFEST, check_out_dir, publish, staging_dir
+from export.outdir import (
+    MANIFEST,
+    check_out_dir,
+    disk_full_error,
+    is_disk_full,
+    publish,
+    staging_dir,
+)
 from export.savedmodel_format import INPUT_NAME, OUTPUT_NAMES
 from export.verification import (
     DEFAULT_BATCH_SIZES,
@@ -94,10 +101,26 @@ def export_all(
                              batch_sizes=batch_sizes, source=source)
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
         publish(tmp, out)
-    except BaseException:
+    except BaseException as err:
         shutil.rmtree(tmp, ignore_errors=True)
+        if is_disk_full(err):
+            raise disk_full_error(out, _bytes_needed(reference, plan)) from None
         raise
     return manifest
+
+
+# Bytes per parameter of each variant's file: float32 weights, float16, int8.
+_BYTES_PER_PARAMETER = {"float32": 4, "float16": 2, "dynamic_int8": 1, "int8": 1}
+
+
+def _bytes_needed(model, plan) -> int:
+    """About the disk space the artifacts of ``plan`` take at the export's peak: their
+    weights, plus the float32 SavedModel the TFLite converter reads while it converts."""
+    params = model.count_params()
+    per_param = sum(_BYTES_PER_PARAMETER.get(variant, 4) for _, variant in plan)
+    if any(fmt == tflite_format.FORMAT for fmt, _ in plan):
+        per_param += 4
+    return int(params * per_param)
 
 
 def _checked_plan(formats, tflite_variants, shape, opset, int8_io, calibration_images,
