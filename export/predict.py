@@ -24,6 +24,12 @@ from training.predict import (EXIT_CODES, PredictError, add_common_arguments, fi
 
 def manifest_for(artifact: Path):
     """(manifest, its artifact entry) of the export that wrote `artifact`, or (None, None)."""
+    manifest, entry, _ = _find_manifest(artifact)
+    return manifest, entry
+
+
+def _find_manifest(artifact: Path):
+    """(manifest, its artifact entry, the manifest's path), or (None, None, None)."""
     target = artifact.resolve()
     for folder in [artifact.resolve().parent, *list(artifact.resolve().parents)[:3]]:
         path = folder / "manifest.json"
@@ -31,10 +37,71 @@ def manifest_for(artifact: Path):
             manifest = json.loads(path.read_text())
         except (OSError, ValueError):
             continue
-        for entry in manifest.get("artifacts", []):
-            if (folder / entry.get("path", "")).resolve() == target:
-                return manifest, entry
-    return None, None
+        entries = manifest.get("artifacts") if isinstance(manifest, dict) else None
+        for entry in entries if isinstance(entries, list) else []:
+            where = entry.get("path") if isinstance(entry, dict) else None
+            if isinstance(where, str) and where and (folder / where).resolve() == target:
+                return manifest, entry, path
+    return None, None, None
+
+
+def _is_count(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+# Larger than any image a model of ours is exported for; a bigger figure is a tampered file.
+MAX_SIDE = 1 << 15
+
+
+def _checked_fields(manifest: dict, path: Path):
+    """(input shape (H, W, C), preprocessing record or None, class names or None) from the
+    manifest, each checked: a manifest edited by hand gets one line naming the field."""
+    def refuse(field, value, expected):
+        raise PredictError(f"{path}: field {field} is {value!r}; expected {expected} (as "
+                           "python -m export writes it: export again to restore it)")
+
+    given = manifest.get("input")
+    shape = given.get("shape") if isinstance(given, dict) else None
+    if not (isinstance(shape, list) and len(shape) == 4 and
+            (shape[0] is None or _is_count(shape[0])) and
+            all(_is_count(d) and d <= MAX_SIDE for d in shape[1:3]) and shape[3] in (1, 3)):
+        refuse("input.shape", shape, f"[null, H, W, C] with H, W in 1..{MAX_SIDE} and C 1 or 3")
+    h, w, c = shape[1:]
+    source = manifest.get("source")
+    run_config = source.get("run_config") if isinstance(source, dict) else None
+    record = run_config.get("preprocessing") if isinstance(run_config, dict) else None
+    if record is not None:
+        field = "source.run_config.preprocessing"
+        if not isinstance(record, dict):
+            refuse(field, record, "an object")
+        for key, want in (("height", h), ("width", w), ("channels", c)):
+            if key in record and record[key] != want:
+                refuse(f"{field}.{key}", record[key], f"{want}, the artifact's input.shape")
+        resize = record.get("resize", "crop")
+        if resize not in ("crop", "stretch"):
+            refuse(f"{field}.resize", resize, "'crop' or 'stretch'")
+        fraction = record.get("crop_fraction", 1.0)
+        if (isinstance(fraction, bool) or not isinstance(fraction, (int, float))
+                or not 0 < fraction <= 1):
+            refuse(f"{field}.crop_fraction", fraction, "a number in (0, 1]")
+    names = manifest.get("class_names")
+    if names is not None and not (isinstance(names, list) and names
+                                  and all(isinstance(n, str) for n in names)):
+        refuse("class_names", names, "a list of class names (strings)")
+    return (h, w, c), record, names
+
+
+def _check_sha256(artifact: Path, entry: dict, path: Path) -> None:
+    """The artifact must be the one the export verified: a changed file or folder is refused."""
+    from export.checks import describe_path
+
+    recorded = entry.get("sha256")
+    _, actual = describe_path(artifact)
+    if recorded != actual:
+        raise PredictError(
+            f"{artifact}: its sha256 {actual[:12]}... differs from the {str(recorded)[:12]}... "
+            f"that {path} records: the artifact was changed after the export; export the model "
+            f"again (python -m export --model MODEL.keras --out {path.parent} --overwrite)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -57,26 +124,26 @@ def _predict(args) -> None:
     artifact = Path(args.artifact)
     if not artifact.exists():
         raise PredictError(f"artifact {artifact} does not exist")
-    manifest, _ = manifest_for(artifact)
+    manifest, entry, manifest_path = _find_manifest(artifact)
     if manifest is None:
         raise PredictError(f"no manifest.json of python -m export lists {artifact} (looked "
                            "beside it and two folders up): it gives the input shape and "
                            "class names")
-    shape = tuple(manifest["input"]["shape"][1:])
+    shape, record, class_names = _checked_fields(manifest, manifest_path)
+    _check_sha256(artifact, entry, manifest_path)
     from export.verification import load_runner
 
     runner = load_runner(artifact)
     from training.preprocessing import ImageError, Preprocessing
 
-    record = (manifest.get("source", {}).get("run_config", {}) or {}).get("preprocessing")
     try:
         prep = (Preprocessing.from_dict(record) if isinstance(record, dict)
                 else Preprocessing.for_shape(shape))
     except (ImageError, TypeError) as e:
         raise PredictError(f"{artifact}: its manifest's preprocessing cannot be used "
                            f"({e})") from None
-    files, rows = predict_files(runner, prep, args.paths, args.top_k,
-                                manifest.get("class_names"), args.batch_size)
+    files, rows = predict_files(runner, prep, args.paths, args.top_k, class_names,
+                                args.batch_size)
     print(report(files, rows, args.json))
 
 
