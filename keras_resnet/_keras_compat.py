@@ -100,7 +100,12 @@ def patch_tf2onnx() -> None:
     """tf2onnx 1.17 uses np.object etc., gone in numpy 2; Keras ships the patch."""
     from keras.src.export.tf2onnx_lib import patch_tf2onnx as patch
 
-    patch()
+    # The patch asks numpy whether np.object exists, which numpy 2 answers with a FutureWarning
+    # that says nothing to our users.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"In the future `np\.object` will be defined",
+                                category=FutureWarning)
+        patch()
 
 
 @contextlib.contextmanager

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import os
 import time
+import warnings
 
 import numpy as np
 
@@ -60,7 +61,12 @@ def evaluate_model(model, dataset, info, class_names=None, label_map=None) -> di
 
 def _savefig(fig, path: str) -> None:
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    # A class name in a script the default font lacks (CJK, emoji) is drawn as a box; the
+    # figure is still right, and the warning would break the promise of a quiet stderr.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"Glyph \d+ .* missing from font",
+                                category=UserWarning)
+        fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
     atomic_write_bytes(path, buf.getvalue())
 
 
