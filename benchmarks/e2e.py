@@ -107,8 +107,7 @@ def _train_on_batch_worker(fit_args: list, steps: int, warmup: int, queue) -> No
     try:
         from training import data as datasets
         from training.config import parse_args
-        from training.fit import build_model
-        from training.recipe import compile_model, make_loss, make_optimizer
+        from training.recipe import build_model, compile_model, make_loss, make_optimizer
 
         import keras
 

@@ -105,17 +105,12 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def evaluate(model_path: str, dataset: str | None = None, split: str = "test",
-             data_dir: str | None = None, source: str = "auto", batch_size: int = 256,
-             out: str | None = None) -> dict:
-    from training import data as datasets
-    from training import report
-    from training.console import log
-    from training.modelio import load_model
+def _data_of(model_path: str, dataset: str | None, data_dir: str | None, source: str):
+    """(the run record beside the model, dataset, data_dir, source, val_fraction, the other
+    training.data options): the run's own options apply when evaluating on its dataset."""
+    from training.data import DATASETS
     from training.runrecord import RunRecord, RunRecordError
 
-    if not os.path.isfile(model_path):
-        raise ModelNotFound(f"no model file {model_path}")
     try:
         record = RunRecord.beside(model_path)
     except RunRecordError as e:
@@ -123,19 +118,31 @@ def evaluate(model_path: str, dataset: str | None = None, split: str = "test",
     dataset = dataset or (record.dataset if record else None)
     if dataset is None:
         raise EvaluateError(f"--dataset is needed: no config.json next to {model_path}")
-    if dataset not in datasets.DATASETS:
-        raise EvaluateError(f"--dataset {dataset!r} is not one of {sorted(datasets.DATASETS)}")
-    # The run's own data options apply only when evaluating on the run's own dataset.
+    if dataset not in DATASETS:
+        raise EvaluateError(f"--dataset {dataset!r} is not one of {sorted(DATASETS)}")
     own = record.data_options(data_dir) if record and record.dataset == dataset else {}
     if dataset == "folder" and "image_shape" not in own:
         raise EvaluateError(f"--dataset folder needs the config.json that training.fit wrote "
-                         f"next to {model_path} (it holds the image size)")
+                            f"next to {model_path} (it holds the image size)")
     if source != "auto" or "source" not in own:
         own["source"] = source
     own.setdefault("data_dir", data_dir)
     val_fraction = own.pop("val_fraction", 0.1)
-    data_dir, source = own.pop("data_dir"), own.pop("source")
-    synthetic = own
+    return record, dataset, own.pop("data_dir"), own.pop("source"), val_fraction, own
+
+
+def evaluate(model_path: str, dataset: str | None = None, split: str = "test",
+             data_dir: str | None = None, source: str = "auto", batch_size: int = 256,
+             out: str | None = None) -> dict:
+    from training import data as datasets
+    from training import report
+    from training.console import log
+    from training.modelio import load_model
+
+    if not os.path.isfile(model_path):
+        raise ModelNotFound(f"no model file {model_path}")
+    record, dataset, data_dir, source, val_fraction, synthetic = _data_of(
+        model_path, dataset, data_dir, source)
     stem = os.path.splitext(os.path.basename(model_path))[0]
     default_out = os.path.join(os.path.dirname(os.path.abspath(model_path)),
                                f"eval-{stem}-{dataset}")

@@ -1,14 +1,108 @@
-"""The training recipe every run compiles: learning-rate schedule, optimizer with weight decay on
-kernels only, loss (with label smoothing), and the one compile call (shared with benchmarks.e2e).
+"""What a run trains and how: its model (new, or holding --weights), the learning-rate schedule,
+the optimizer with weight decay on kernels only, the loss (with label smoothing), and the one
+compile call (shared with benchmarks.e2e).
 """
 
 from __future__ import annotations
 
 import functools
+import os
+import warnings
 
-from keras_resnet import _imports
+from keras_resnet import _cli, _imports
 
 from training.config import TrainConfig
+from training.console import log
+from training.modelio import load_model
+
+
+class RunError(_cli.UsageError, ValueError):
+    """A run that cannot start as asked (its options, --weights, its run directory); the
+    message says what to change."""
+
+
+class RunFileMissing(_cli.UsageError, FileNotFoundError):
+    """A file the run starts from (--weights, a resumed run's config.json) does not exist."""
+
+
+def build_model(cfg: TrainConfig, info, start_weights: bool = True):
+    """The run's model: from scratch, or from --weights (loaded only when `start_weights`: a
+    resumed run loads its own checkpoint instead), with --freeze-stages applied."""
+    from keras_resnet import build_resnet, freeze
+
+    if cfg.weights:
+        model = model_from_weights(cfg, info, load=start_weights)
+    else:
+        try:
+            model = build_resnet(
+                cfg.arch, input_shape=info.image_size, num_classes=info.num_classes,
+                stem=cfg.stem, width=cfg.width, zero_init_residual=cfg.zero_init_residual,
+                normalization=(list(info.mean), list(info.std)), class_names=info.class_names)
+        except ValueError as e:  # the options (--stem, --width, the data's image size) do not fit
+            raise RunError(str(e)) from None
+    if cfg.freeze_stages >= 0:
+        freeze(model, cfg.freeze_stages)
+    return model
+
+
+def model_from_weights(cfg: TrainConfig, info, load: bool = True):
+    """A model for the run's images and classes holding --weights: every tensor but a classifier
+    of another class count. A torchvision checkpoint brings its own stem, width and ImageNet
+    normalization; a .keras model its own stem, width and normalization."""
+    if not os.path.isfile(cfg.weights):
+        raise RunFileMissing(f"--weights {cfg.weights} does not exist")
+    if cfg.weights.endswith(".keras"):
+        return _from_keras_file(cfg, info, load)
+    return _from_torch_file(cfg, info, load)
+
+
+def _from_keras_file(cfg: TrainConfig, info, load: bool):
+    from keras_resnet import model_config, model_from_keras_weights
+
+
+    model, skipped = model_from_keras_weights(load_model(cfg.weights), cfg.arch, info.image_size,
+                                              info.num_classes, info.class_names, load=load)
+    if load:
+        config = model_config(model)
+        log(f"weights from {cfg.weights} ({config['stem']} stem, width {config['width']})"
+            + (f"; not loaded (other shapes): {', '.join(skipped)}" if skipped else ""))
+    return model
+
+
+def _from_torch_file(cfg: TrainConfig, info, load: bool):
+    from keras_resnet.convert import IMAGENET_NORMALIZATION, from_torch, infer_config, \
+        read_state_dict
+
+    path = cfg.weights
+    try:
+        found = infer_config(read_state_dict(path)[0])
+    except ValueError as e:
+        raise RunError(f"--weights {path}: {e}") from None
+    if found["in_channels"] != info.image_size[2]:
+        raise RunError(f"--weights {path} takes {found['in_channels']}-channel images; the "
+                       f"data has {info.image_size[2]} (use --channels {found['in_channels']})")
+    same_classes = found["num_classes"] == info.num_classes
+    normalization = IMAGENET_NORMALIZATION if found["in_channels"] == 3 else None
+    with warnings.catch_warnings():
+        # strict=False warns about the classifier it leaves out; the log line below says so.
+        warnings.simplefilter("ignore", UserWarning)
+        try:
+            model = from_torch(path, cfg.arch, input_shape=info.image_size,
+                               num_classes=info.num_classes, include_top=True,
+                               normalization=normalization, strict=same_classes,
+                               class_names=info.class_names)
+        except ValueError as e:
+            raise RunError(f"--weights {path}: {e}") from None
+    if load:
+        log(f"weights from {path} ({cfg.arch}, {found['stem']} stem, width {found['width']}"
+            + (", ImageNet normalization" if normalization else "") + ")"
+            + ("" if same_classes else f"; classifier replaced: the weights have "
+               f"{found['num_classes']} classes, the data {info.num_classes}"))
+    return model
+
+
+# --------------------------------------------------------------------------------------------
+# Run
 
 
 def decayed_variables(model) -> list:
