@@ -191,6 +191,18 @@ def at_least(low: int):
     return lambda text: _int_at_least(text, low)
 
 
+def int_in_range(low: int, high: int):
+    """argparse type: an integer in ``low..high``, for options whose larger values could only
+    exhaust memory (a model width, a class count)."""
+    def parse(text: str) -> int:
+        value = _int_at_least(text, low)
+        if value > high:
+            raise argparse.ArgumentTypeError(f"must be at most {high}, got {value}")
+        return value
+
+    return parse
+
+
 def _int_at_least(text: str, low: int) -> int:
     try:
         value = int(text)

@@ -188,6 +188,12 @@ def format_table(model: keras.Model) -> str:
     return "\n".join(lines)
 
 
+# 16x torchvision's widest (wide_resnet50_2's 128): ResNet-152 there holds ~15 billion
+# parameters; larger values only end in an allocation failure.
+MAX_WIDTH = 1024
+MAX_CLASSES = 100_000  # ImageNet-21k has 21,841
+
+
 def main(argv=None) -> int:
     parser = _cli.ArgumentParser(
         prog="python -m keras_resnet.summary",
@@ -198,13 +204,13 @@ def main(argv=None) -> int:
                         help="architecture (default: %(default)s)")
     parser.add_argument("--input-shape", type=parse_shape, default=(224, 224, 3),
                         help="H,W,C of one image (default: 224,224,3)")
-    parser.add_argument("--num-classes", type=_cli.positive_int, default=1000,
-                        help="classifier size (default: %(default)s)")
+    parser.add_argument("--num-classes", type=_cli.int_in_range(1, MAX_CLASSES), default=1000,
+                        help=f"classifier size, 1..{MAX_CLASSES} (default: %(default)s)")
     parser.add_argument("--stem", default="imagenet", choices=STEMS,
                         help="imagenet: 7x7/2 conv + max-pool; cifar: 3x3/1 conv "
                              "(default: %(default)s)")
-    parser.add_argument("--width", type=_cli.positive_int, default=64,
-                        help="base channel count (default: %(default)s)")
+    parser.add_argument("--width", type=_cli.int_in_range(1, MAX_WIDTH), default=64,
+                        help=f"base channel count, 1..{MAX_WIDTH} (default: %(default)s)")
     parser.add_argument("--no-top", action="store_true",
                         help="without the pooling + classifier head")
     _cli.add_log_level_argument(parser)
@@ -220,6 +226,15 @@ def _summarize(parser, args) -> None:
                              include_top=not args.no_top)
     except ValueError as e:  # the options together (e.g. a size too small for the arch)
         parser.error(str(e))
+    except Exception as e:
+        import tensorflow as tf
+
+        if not isinstance(e, tf.errors.ResourceExhaustedError):
+            raise
+        raise _cli.UsageError(
+            f"not enough memory for the weights of {args.arch} at --width {args.width} with "
+            f"--num-classes {args.num_classes}: choose a smaller --width or --num-classes"
+        ) from None
     print(f"{model.name}: input {args.input_shape}, stem {args.stem!r}, width {args.width}")
     print(format_table(model))
 

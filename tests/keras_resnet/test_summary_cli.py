@@ -10,6 +10,8 @@ CASES = [
     (["--width", "0"], "--width: must be positive"),
     (["--width", "-8"], "--width: must be positive"),
     (["--width", "wide"], "--width: expected an integer"),
+    (["--width", "100000"], "--width: must be at most 1024"),
+    (["--num-classes", "10000000"], "--num-classes: must be at most 100000"),
     (["--num-classes", "0"], "--num-classes: must be positive"),
     (["--input-shape", "0,0,3"], "--input-shape: height, width and channels must be positive"),
     (["--input-shape", "224,224"], "--input-shape: needs 3 values"),
@@ -51,3 +53,22 @@ def test_one_shape_parser_for_every_cli():
     assert keras_resnet.summary.parse_shape is keras_resnet._cli.parse_shape
     assert benchmarks.bench.parse_shape is keras_resnet._cli.parse_shape
     assert keras_resnet._cli.parse_shape(" 28, 28,1") == (28, 28, 1)
+
+
+def test_a_model_too_big_for_memory_is_one_line(monkeypatch, capsys):
+    """What the bounds let through can still exceed this machine's memory: TensorFlow's
+    allocation failure is the user's to fix, not a traceback."""
+    import tensorflow as tf
+
+    from keras_resnet import builder, summary
+    from tests import harness
+
+    def build_resnet(*args, **kwargs):
+        raise tf.errors.ResourceExhaustedError(
+            None, None, "OOM when allocating tensor with shape[3,3,8192,8192]")
+
+    monkeypatch.setattr(builder, "build_resnet", build_resnet)
+    result = harness.run_cli(summary.main, capsys, "--arch", "resnet152", "--width", "1024")
+    assert result.code == 2
+    line = harness.one_line(result.err, "error: not enough memory")
+    assert "--width 1024" in line and "smaller --width" in line
