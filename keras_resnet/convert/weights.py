@@ -81,7 +81,8 @@ def load_torch_state_dict(model, state_dict, strict: bool = True) -> dict:
 
 
 def unusable_values(sd: Mapping, keys) -> str:
-    """What makes these tensors unusable as weights (non-float, NaN/inf), or ""."""
+    """What makes these tensors unusable as weights (non-float, NaN/inf, a negative BatchNorm
+    running variance), or ""."""
     floats = [k for k in keys if _is_float(sd[k].dtype)]
     not_float = [f"{k} ({sd[k].dtype})" for k in keys if k not in set(floats)]
     non_finite = [k for k in floats if not np.isfinite(sd[k].astype(np.float32)).all()]
@@ -93,6 +94,14 @@ def unusable_values(sd: Mapping, keys) -> str:
         )
     if non_finite:
         parts.append(f"{len(non_finite)} tensor(s) hold NaN or inf: {some_names(non_finite)}")
+    # A variance below zero makes BatchNorm divide by the square root of a negative number:
+    # NaN outputs, which a parity check then reports only as "differs by up to nan".
+    negative = [k for k in floats if k.endswith(".running_var") and k not in set(non_finite)
+                and (sd[k].astype(np.float32) < 0).any()]
+    if negative:
+        parts.append(f"{len(negative)} BatchNorm running variance(s) hold negative values "
+                     f"(a variance is never below 0: the checkpoint is damaged): "
+                     f"{some_names(negative)}")
     return "; ".join(parts)
 
 

@@ -91,6 +91,19 @@ def test_non_finite_weights_are_refused_and_named_before_writing(good, tmp_path,
     assert sorted(os.listdir(tmp_path)) == ["w.safetensors"]
 
 
+def test_a_negative_batchnorm_running_variance_is_refused_by_name(good, tmp_path, capsys):
+    sd = {k: v.copy() for k, v in good["sd"].items()}
+    sd["layer2.0.bn1.running_var"][3] = -0.5
+    src = save_safetensors(sd, tmp_path / "w.safetensors")
+    code, _, err = run_cli(capsys, *from_torch_args(src, tmp_path / "m.keras"))
+    assert code == 2
+    assert_one_line_error(err, src, "layer2.0.bn1.running_var", "negative")
+    assert sorted(os.listdir(tmp_path)) == ["w.safetensors"]
+    # The library refuses it too, so training.fit --weights and every other caller do.
+    with pytest.raises(ValueError, match=r"negative values .*layer2\.0\.bn1\.running_var"):
+        convert.from_torch(sd, "resnet18", input_shape=SHAPE)
+
+
 def test_non_finite_weights_in_a_keras_model_are_refused_before_writing(tmp_path, capsys):
     model = build_resnet("resnet18", input_shape=SHAPE, num_classes=3, stem="cifar", width=8)
     kernel = model.get_layer("predictions").kernel
