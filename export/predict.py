@@ -64,7 +64,8 @@ def _checked_fields(manifest: dict, path: Path):
     shape = given.get("shape") if isinstance(given, dict) else None
     if not (isinstance(shape, list) and len(shape) == 4 and
             (shape[0] is None or _is_count(shape[0])) and
-            all(_is_count(d) and d <= MAX_SIDE for d in shape[1:3]) and shape[3] in (1, 3)):
+            all(_is_count(d) and d <= MAX_SIDE for d in shape[1:3]) and
+            _is_count(shape[3]) and shape[3] in (1, 3)):
         refuse("input.shape", shape, f"[null, H, W, C] with H, W in 1..{MAX_SIDE} and C 1 or 3")
     h, w, c = shape[1:]
     source = manifest.get("source")
@@ -75,7 +76,9 @@ def _checked_fields(manifest: dict, path: Path):
         if not isinstance(record, dict):
             refuse(field, record, "an object")
         for key, want in (("height", h), ("width", w), ("channels", c)):
-            if key in record and record[key] != want:
+            value = record.get(key, want)
+            # None: a run of a size-agnostic model, whose images are not resized.
+            if not (_is_count(value) and value == want or value is None and key != "channels"):
                 refuse(f"{field}.{key}", record[key], f"{want}, the artifact's input.shape")
         resize = record.get("resize", "crop")
         if resize not in ("crop", "stretch"):
