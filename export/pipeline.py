@@ -45,25 +45,12 @@ MANIFEST_VERSION = 1
 RANDOM_VERIFY_IMAGES = 32
 
 
-def export_all(
-    model,
-    out,
-    formats=FORMATS,
-    tflite_variants=tflite_format.VARIANTS,
-    images=None,
-    labels=None,
-    calibration_images=None,
-    class_names=None,
-    opset: int = DEFAULT_OPSET,
-    int8_io: str = "float32",
-    overwrite: bool = False,
-    batch_sizes=DEFAULT_BATCH_SIZES,
-    latency_runs: int = 20,
-    data_description: str | None = None,
-    calibration_description: str | None = None,
-    source: dict | None = None,
-    log=print,
-) -> dict:
+def export_all(model, out, formats=FORMATS, tflite_variants=tflite_format.VARIANTS,
+               images=None, labels=None, calibration_images=None, class_names=None,
+               opset: int = DEFAULT_OPSET, int8_io: str = "float32", overwrite: bool = False,
+               batch_sizes=DEFAULT_BATCH_SIZES, latency_runs: int = 20,
+               data_description: str | None = None, calibration_description: str | None = None,
+               source: dict | None = None, log=print) -> dict:
     """Writes every requested artifact into ``out``, verifies each, writes ``manifest.json``.
 
     Everything is written into a temporary folder beside ``out`` (inside it when it is a mount
