@@ -239,7 +239,7 @@ def test_cache_and_resize_are_refused_for_other_datasets(capsys):
     assert main(["--dataset", "folder", "--data-dir", ".", "--image-size", "8,8",
                  "--cache", "/no/such/folder/cache"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert "--cache /no/such/folder/cache: the folder /no/such/folder does not exist" in err[-1]
+    assert "--cache /no/such/folder/cache: the folder /no/such/folder does not exist" in err[0]
 
 
 @pytest.mark.slow  # trains on 1797 scans for the default 10 epochs
