@@ -225,7 +225,7 @@ def _run_locked(cfg: TrainConfig, run_dir: str, extra_callbacks, placement, out:
         # Built before the record is written: starting weights that cannot be used stop the
         # run before it writes anything.
         model = _compiled_model(cfg, data, setup, run_dir, resume_entry)
-        _write_run_record(cfg, run_dir, out, data, setup)
+        _write_run_record(cfg, run_dir, out, data, setup, _architecture(cfg, model))
         done = _fit(cfg, data, setup, model, out, resume_entry, extra_callbacks)
     _check_divergence(done, run_dir)
     if not placement.is_chief:
@@ -276,7 +276,22 @@ def _data(cfg: TrainConfig, placement, initial_epoch: int):
     return data
 
 
-def _write_run_record(cfg: TrainConfig, run_dir: str, out: str, data, setup: Setup) -> None:
+def _architecture(cfg: TrainConfig, model) -> dict:
+    """The stem and width the model has: starting weights bring their own, whatever --stem and
+    --width say (said in one line when they differ)."""
+    from keras_resnet import model_config
+
+    config = model_config(model)
+    built = {"stem": config["stem"], "width": config["width"]}
+    asked = {"stem": cfg.stem, "width": cfg.width}
+    if built != asked:
+        log(f"--weights {cfg.weights} bring stem {built['stem']!r} and width {built['width']}: "
+            f"--stem {cfg.stem} --width {cfg.width} do not apply (the run records the model's)")
+    return built
+
+
+def _write_run_record(cfg: TrainConfig, run_dir: str, out: str, data, setup: Setup,
+                      architecture: dict) -> None:
     """RUN/config.json (through training.runrecord) and, for files, RUN/split.json."""
     info, placement = data.info, setup.placement
     write_record(out, {
@@ -284,7 +299,7 @@ def _write_run_record(cfg: TrainConfig, run_dir: str, out: str, data, setup: Set
         "num_classes": info.num_classes, "input_shape": list(info.image_size),
         "mean": list(info.mean), "std": list(info.std), "precision": setup.precision,
         "precision_reason": setup.precision_reason, "jit_compile": setup.jit_compile,
-        "stem": cfg.stem, "width": cfg.width,
+        **architecture,
         "data_source": data.source, "synthetic": info.synthetic,
         "num_train": data.num_train, "num_val": data.num_val, "num_test": data.num_test,
         "steps_per_epoch": data.steps_per_epoch, **placement.record(),

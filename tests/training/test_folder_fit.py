@@ -72,7 +72,8 @@ def test_train_val_test_folders_use_the_val_folder(tmp_path):
 
 
 @pytest.mark.slow
-def test_start_from_torchvision_weights_with_a_new_classifier_and_frozen_stages(tmp_path):
+def test_start_from_torchvision_weights_with_a_new_classifier_and_frozen_stages(tmp_path,
+                                                                               capsys):
     import torch  # requirements-dev.txt: only the tests need it
     import torchvision
 
@@ -85,6 +86,11 @@ def test_start_from_torchvision_weights_with_a_new_classifier_and_frozen_stages(
     run = tmp_path / "run"
     assert fit(tmp_path, "--data-dir", str(data), "--run-dir", str(run), "--weights",
                str(tmp_path / "start.pth"), "--freeze-stages", "1") == 0
+    # The weights bring their width and stem: the record says what was trained, not --width 4.
+    config = json.loads((run / "config.json").read_text())
+    assert (config["stem"], config["width"]) == ("imagenet", 64)
+    assert config["options"]["width"] == 4
+    assert "--stem imagenet --width 4 do not apply" in capsys.readouterr().out
     import keras
 
     model = keras.models.load_model(run / "best.keras")
