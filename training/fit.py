@@ -110,8 +110,11 @@ def _check_resume_config(run_dir: str, cfg: TrainConfig) -> None:
     path = os.path.join(run_dir, "config.json")
     if not os.path.isfile(path):
         raise RunFileMissing(f"Cannot resume: {path} does not exist")
-    with open(path) as f:
-        saved = json.load(f)["options"]
+    try:
+        with open(path) as f:
+            saved = json.load(f)["options"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise RunError(f"Cannot resume: {path} is not a training.fit run record ({e})") from None
     now = recorded_options(cfg)
     # The cosine schedule is laid out over the run's total steps: changing --epochs would move
     # the learning rate under a resumed run, so there it must stay as it was.

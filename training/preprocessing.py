@@ -259,12 +259,16 @@ def open_image_file(path):
     if kind:
         _fail(path, kind, f"{path} is {kind}; image files are regular files")
     f = os.fdopen(fd, "rb")
-    kind = not_regular(os.fstat(fd).st_mode)
-    if kind:
+    try:
+        kind = not_regular(os.fstat(fd).st_mode)
+        if not kind:
+            os.set_blocking(fd, True)
+            return f
+    except BaseException:
         f.close()
-        _fail(path, kind, f"{path} is {kind}; image files are regular files")
-    os.set_blocking(fd, True)
-    return f
+        raise
+    f.close()
+    _fail(path, kind, f"{path} is {kind}; image files are regular files")
 
 
 def check_header(f, path, limit: int | None = None) -> None:

@@ -59,9 +59,12 @@ def model_from_weights(cfg: TrainConfig, info, load: bool = True):
 def _from_keras_file(cfg: TrainConfig, info, load: bool):
     from keras_resnet import model_config, model_from_keras_weights
 
-
-    model, skipped = model_from_keras_weights(load_model(cfg.weights), cfg.arch, info.image_size,
-                                              info.num_classes, info.class_names, load=load)
+    try:
+        model, skipped = model_from_keras_weights(load_model(cfg.weights), cfg.arch,
+                                                  info.image_size, info.num_classes,
+                                                  info.class_names, load=load)
+    except ValueError as e:  # the weights' stem does not fit the data's images, ...
+        raise RunError(f"--weights {cfg.weights}: {e}") from None
     if load:
         config = model_config(model)
         log(f"weights from {cfg.weights} ({config['stem']} stem, width {config['width']})"
@@ -99,10 +102,6 @@ def _from_torch_file(cfg: TrainConfig, info, load: bool):
             + ("" if same_classes else f"; classifier replaced: the weights have "
                f"{found['num_classes']} classes, the data {info.num_classes}"))
     return model
-
-
-# --------------------------------------------------------------------------------------------
-# Run
 
 
 def decayed_variables(model) -> list:
@@ -189,7 +188,7 @@ def _register_loss():
 
 
 def __getattr__(name: str):
-    # PEP 562: training.fit.SparseSmoothedCrossentropy without loading Keras at import.
+    # PEP 562: training.recipe.SparseSmoothedCrossentropy without loading Keras at import.
     if name == "SparseSmoothedCrossentropy":
         return _register_loss()
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -186,3 +186,13 @@ def test_load_pipelines_train_val_test_all_have_static_shapes(tmp_path):
         for ds in (data.train, data.val, data.test):
             assert ds.element_spec[0].shape[1:].is_fully_defined(), (name, ds.element_spec)
             assert tuple(ds.element_spec[0].shape[1:]) == data.info.image_size
+
+
+def test_a_drawn_val_split_with_no_usable_image_is_a_data_error():
+    from training.data import DataError
+    from training.data.splits import held_out
+
+    with pytest.raises(DataError, match="none of the 2 images drawn for the val split"):
+        held_out("val", 10, 0.2, None, "of photos", keep=[False] * 10)
+    assert list(held_out("train", 10, 0.2, 3, "of photos")) == sorted(
+        held_out("train", 10, 0.2, 3, "of photos"))

@@ -287,6 +287,9 @@ def test_cli_exit_codes_and_messages(tmp_path, monkeypatch, capsys):
         dataset="digits", run_dir=str(empty)).to_dict()}))
     assert fit.main(["--dataset", "digits", "--run-dir", str(empty), "--resume"]) == 2
     assert "Nothing to resume" in capsys.readouterr().err
+    (empty / "config.json").write_text("{not json")
+    assert fit.main(["--dataset", "digits", "--run-dir", str(empty), "--resume"]) == 2
+    assert "is not a training.fit run record" in capsys.readouterr().err
     # Options the model cannot be built with are the user's to change, not a bug.
     small = ["--dataset", "synthetic", "--synthetic-shape", "8,8,1", "--epochs", "1",
              "--width", "4", "--run-dir", str(tmp_path / "small")]

@@ -55,7 +55,7 @@ def load_arrays(name: str, split: str = "train", data_dir: str | None = None,
                         "use load() or load_pipelines()")
     data = open_source(name, data_dir, source, image_shape, num_classes)
     images, labels = data.arrays(split, val_fraction, subset if split == "train" else None)
-    return images, labels, data.origin
+    return images, labels, data.origin_of(split)
 
 
 def make_pipeline(images, labels, batch_size: int, *, shuffle: bool, augmentation: str,

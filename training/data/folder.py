@@ -383,7 +383,8 @@ class FileItems(Items):
             lambda i, r, x, y: (i[0], r[0], x, y))
 
     def prepare(self) -> None:
-        self.tensors = self._tensors()
+        if not hasattr(self, "tensors"):  # once for every pipeline over these items
+            self.tensors = self._tensors()
 
     def epochs(self, one_epoch, plan: Plan, augment: bool, seed: int, epochs: int | None,
                initial_epoch: int):

@@ -110,7 +110,7 @@ class Items:
         return _fold_in(epoch_seed, i)
 
     def prepare(self) -> None:
-        """Makes what every epoch reads (eagerly, before the epochs are traced)."""
+        """Makes what every epoch reads, once, eagerly: before the epochs are traced."""
 
     def epochs(self, one_epoch, plan: Plan, augment: bool, seed: int, epochs: int | None,
                initial_epoch: int):

@@ -63,8 +63,9 @@ class ArrayItems(Items):
     def prepare(self) -> None:
         import tensorflow as tf
 
-        self.tensors = (tf.constant(self.images, dtype=tf.uint8),
-                        tf.constant(self.labels, dtype=tf.int32))
+        if not hasattr(self, "tensors"):  # once for every pipeline over these items
+            self.tensors = (tf.constant(self.images, dtype=tf.uint8),
+                            tf.constant(self.labels, dtype=tf.int32))
 
     def epoch_batches(self, plan: Plan, epoch_seed, augment: bool, order=None):
         import tensorflow as tf
@@ -91,11 +92,14 @@ class TableSource(Source):
 
     @property
     def origin(self) -> str:
-        return self.official("train")[2]
+        return self.origin_of("train")
+
+    def origin_of(self, split: str) -> str:
+        return self.official("test" if split == "test" else "train")[2]
 
     def arrays(self, split: str, val_fraction: float = 0.1, subset: int | None = None):
         """uint8 images (N, H, W, C) and int32 labels of "train", "val" or "test"."""
-        check_split(split)
+        check_split(split, val_fraction)
         if split == "test":
             return self.official("test")[:2]
         images, labels, _ = self.official("train")
@@ -164,7 +168,7 @@ class FolderSource(Source):
         return val_fraction > 0 or "val" in self.data.files
 
     def items(self, split: str, val_fraction: float = 0.1, subset: int | None = None) -> Items:
-        check_split(split)
+        check_split(split, val_fraction)
         files = folder.split_files(self.data, split, val_fraction, subset)
         return folder.FileItems(self.data, files, split, self.cache)
 

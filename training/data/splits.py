@@ -9,9 +9,11 @@ from training.data.errors import DataError
 from training.data.table import SPLIT_SEED, SPLITS
 
 
-def check_split(split: str) -> None:
+def check_split(split: str, val_fraction: float) -> None:
     if split not in SPLITS:
         raise DataError(f"Unknown split {split!r}; expected one of {list(SPLITS)}")
+    if not 0.0 <= val_fraction < 1.0:
+        raise DataError(f"val_fraction must be in [0, 1), got {val_fraction}")
 
 
 def held_out(split: str, n: int, val_fraction: float, subset: int | None, what: str,
@@ -22,16 +24,20 @@ def held_out(split: str, n: int, val_fraction: float, subset: int | None, what: 
     so that an item left out (an undecodable file) does not move the others between splits.
     `what` names the data in messages ("of mnist", "of /data/photos").
     """
-    if not 0.0 <= val_fraction < 1.0:
-        raise DataError(f"val_fraction must be in [0, 1), got {val_fraction}")
     keep = np.ones(n, bool) if keep is None else np.asarray(keep, bool)
     order = np.random.default_rng(seed).permutation(n)
     n_val = int(round(n * val_fraction))
     if split == "val":
         if n_val == 0:
             raise DataError("split='val' needs val_fraction > 0")
-        return np.array([i for i in np.sort(order[:n_val]) if keep[i]], np.int64)
-    idx = np.array([i for i in order[n_val:] if keep[i]], np.int64)
+        held = np.sort(order[:n_val])
+        held = held[keep[held]]
+        if len(held) == 0:
+            raise DataError(f"none of the {n_val} images drawn for the val split {what} can be "
+                            "used: choose another --val-fraction, or give a val/ folder")
+        return held
+    idx = order[n_val:]
+    idx = idx[keep[idx]]
     held = (f" ({n} in its training split, {n_val} of them held out by --val-fraction "
             f"{val_fraction})" if n_val else "")
     if len(idx) == 0:
