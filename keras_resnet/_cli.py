@@ -164,6 +164,22 @@ def after_double_dash(args) -> list[str]:
     return args[1:] if args[:1] == ["--"] else args
 
 
+def positive_env_int(name: str, unit: str, error, default=None, environ=None):
+    """The positive whole number in environment variable `name` (underscores allowed), or
+    `default` when it is unset; any other value raises `error` with one line naming it."""
+    text = (os.environ if environ is None else environ).get(name, "").strip()
+    if not text:
+        return default
+    try:
+        value = int(text.replace("_", ""))
+    except ValueError:
+        value = 0
+    if value < 1:
+        default_text = "" if default is None else f" (the default is {default})"
+        raise error(f"{name}={text!r} is not a positive whole number of {unit}{default_text}")
+    return value
+
+
 def add_log_level_argument(parser: argparse.ArgumentParser) -> None:
     """Adds ``--log-level`` (documented in the CLI's --help)."""
     # SUPPRESS: no "(default: None)" from ArgumentDefaultsHelpFormatter; absent unless given.

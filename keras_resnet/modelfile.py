@@ -11,6 +11,7 @@ import json
 import os
 import zipfile
 
+from keras_resnet import _cli
 from keras_resnet._cli import UsageError
 from keras_resnet.archs import ARCHS, NUM_STAGES
 
@@ -69,17 +70,7 @@ def resnet_parameters(config: dict) -> int:
 
 def _weights_override() -> int | None:
     """$KERAS_RESNET_MAX_WEIGHTS_BYTES, if it is set."""
-    text = os.environ.get(MAX_WEIGHTS_VARIABLE, "").strip()
-    if not text:
-        return None
-    try:
-        value = int(text.replace("_", ""))
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise ModelFileError(f"{MAX_WEIGHTS_VARIABLE}={text!r} is not a positive whole number "
-                             "of bytes")
-    return value
+    return _cli.positive_env_int(MAX_WEIGHTS_VARIABLE, "bytes", ModelFileError)
 
 
 def _max_weights_bytes(config_json: bytes, override: int | None) -> tuple[int, str]:

@@ -31,7 +31,7 @@ import os
 import re
 import stat
 
-from keras_resnet._cli import UsageError
+from keras_resnet._cli import UsageError, positive_env_int
 
 # The suffixes tf.io.decode_image reads (TIFF is not among them).
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
@@ -216,17 +216,8 @@ def training_view(base, prep: Preprocessing, seed):
 def max_image_pixels() -> int:
     """The most pixels (width x height x frames) an image file may declare: $KERAS_RESNET_MAX_
     IMAGE_PIXELS, else DEFAULT_MAX_IMAGE_PIXELS."""
-    text = os.environ.get(MAX_PIXELS_VARIABLE, "").strip()
-    if not text:
-        return DEFAULT_MAX_IMAGE_PIXELS
-    try:
-        value = int(text.replace("_", ""))
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise ImageError(f"{MAX_PIXELS_VARIABLE}={text!r} is not a positive whole number of "
-                         f"pixels (the default is {DEFAULT_MAX_IMAGE_PIXELS})")
-    return value
+    return positive_env_int(MAX_PIXELS_VARIABLE, "pixels", ImageError,
+                            DEFAULT_MAX_IMAGE_PIXELS)
 
 
 _KINDS = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a device"),
