@@ -8,8 +8,8 @@ random colour fields with noise, quality 90: photo-like file sizes), as two clas
 then times, as training.fit runs them:
 - the decode check that runs once before training (training.data.folder.check: every file decoded
   and measured, undecodable ones named);
-- the training pipeline (the training pipeline of training.data with augmentation: random-resized crop and
-  flip for "crop", resize plus batch-wise rotation and shift for "stretch");
+- the training pipeline (training.data's, with augmentation: random-resized crop and flip for
+  "crop", resize plus batch-wise rotation and shift for "stretch");
 - the evaluation pipeline (resize and centre crop, or resize).
 Each pipeline runs `--passes` times; the first pass (tracing, file cache of the OS) is left
 out of the figure. Images/s are divided by the logical CPUs this process may use (tf.data

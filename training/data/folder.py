@@ -32,7 +32,7 @@ import numpy as np
 from training import preprocessing
 from training.console import log as _log
 from training.data.errors import FolderError
-from training.data.pipeline import Items, Plan, _fold_in
+from training.data.pipeline import Items, Plan, fold_in, fresh_key
 from training.data.splits import held_out
 from training.data.table import SPLIT_SEED
 from training.preprocessing import IMAGE_SUFFIXES, ImageError, Preprocessing, is_image_name
@@ -327,7 +327,7 @@ class FileItems(Items):
 
     def batch_seed(self, epoch_seed, i):
         # Kept apart from the per-image seeds, which fold in positions 0..n-1 of the epoch.
-        return _fold_in(_fold_in(epoch_seed, 2**31 - 1), i)
+        return fold_in(fold_in(epoch_seed, 2**31 - 1), i)
 
     def _stored(self, augment: bool):
         """path, label -> the deterministic part of an image's view, label."""
@@ -376,7 +376,7 @@ class FileItems(Items):
         prep = self.data.prep
         if augment and prep.resize == "crop":
             ds = ds.map(lambda i, r, j, xy: (i, r, j, (preprocessing.training_view(
-                xy[0], prep, _fold_in(epoch_seed, j)), xy[1])),
+                xy[0], prep, fold_in(epoch_seed, j)), xy[1])),
                 num_parallel_calls=autotune, deterministic=True)
         ds = ds.map(lambda i, r, j, xy: (i, r, xy[0], xy[1]))
         return ds.batch(plan.slice_size, plan.drop_remainder).map(
@@ -401,8 +401,7 @@ class FileItems(Items):
         if epochs is None:
             order = kept.shuffle(buffer, seed=seed, reshuffle_each_iteration=True) \
                 if plan.shuffle else kept
-            return tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).take(1) \
-                .flat_map(lambda key: one_epoch(key, order))
+            return fresh_key(seed).flat_map(lambda key: one_epoch(key, order))
 
         # One dataset per epoch with a Python shuffle seed: Dataset.shuffle refuses a tensor
         # seed once a global seed of 0 is set (keras.utils.set_random_seed(0)).

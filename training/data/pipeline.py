@@ -107,7 +107,7 @@ class Items:
         raise NotImplementedError
 
     def batch_seed(self, epoch_seed, i):
-        return _fold_in(epoch_seed, i)
+        return fold_in(epoch_seed, i)
 
     def prepare(self) -> None:
         """Makes what every epoch reads, once, eagerly: before the epochs are traced."""
@@ -123,11 +123,18 @@ class Items:
         if epochs is not None:
             keys = tf.data.Dataset.range(initial_epoch, epochs)
         else:
-            keys = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).take(1)
+            keys = fresh_key(seed)
         return keys.flat_map(one_epoch)
 
 
-def _fold_in(seed, i):
+def fresh_key(seed: int):
+    """A dataset of one epoch key, drawn anew (seeded) each time it is iterated."""
+    import tensorflow as tf
+
+    return tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).take(1)
+
+
+def fold_in(seed, i):
     import tensorflow as tf
 
     return tf.random.experimental.stateless_fold_in(seed, i)

@@ -221,8 +221,14 @@ def open_source(name: str, data_dir: str | None = None, source: str = "auto",
     info = DATASETS[name]
     if name == "folder":
         folder.check_cache(cache)
-        folder.scan(data_dir)  # its one-line errors before the shape's
-        data = _checked_folder(os.path.abspath(data_dir), _folder_shape(image_shape), resize)
+        if not data_dir or not os.path.isdir(data_dir):
+            folder.scan(data_dir)  # its one-line error
+        try:
+            shape = _folder_shape(image_shape)
+        except folder.FolderError:
+            folder.scan(data_dir)  # a folder's own errors come before the shape's
+            raise
+        data = _checked_folder(os.path.abspath(data_dir), shape, resize)
         return FolderSource(data, cache)
     if cache is not None:
         raise DataError(f"--cache is for --dataset folder; {name} is held in memory already")
