@@ -35,10 +35,14 @@ class TrainConfig:
                      list(STEMS))
     width: int = _opt(64, "base channel count (stage i has width*2**(i-1) filters; 64 = paper)")
     zero_init_residual: bool = _opt(False, "start each block's last BN gamma at zero")
-    weights: str | None = _opt(None, "start from these weights: a torchvision/PyTorch ResNet "
-                               "checkpoint (.pth/.safetensors; its arch, stem, width and ImageNet "
+    weights: str | None = _opt(None, "start from these weights: a weight-set name "
+                               "(IMAGENET1K_V1, IMAGENET1K_V2, DEFAULT: the best of --arch; "
+                               "torchvision's ResNet50_Weights.IMAGENET1K_V2; or one added by "
+                               "keras_resnet.weights.register; downloaded once into "
+                               "$KERAS_HOME/models), a torchvision/PyTorch ResNet checkpoint "
+                               "(.pth/.safetensors; its arch, stem, width and ImageNet "
                                "normalization are used) or a .keras model; the classifier is "
-                               "replaced when the class count differs", metavar="FILE")
+                               "replaced when the class count differs", metavar="NAME|FILE")
     freeze_stages: int = _opt(-1, "freeze the stem and stages 1..K (0 = the stem only; frozen "
                               "batch norm stays in inference mode); -1 = train everything",
                               metavar="K")
@@ -104,7 +108,10 @@ class TrainConfig:
                                 "schedule (epochs, may be fractional)")
     label_smoothing: float = _opt(0.0, "label smoothing of the cross-entropy loss")
     # Execution
-    precision: str = _opt("auto", "'auto' = mixed_float16 on a GPU, float32 on CPU (printed)",
+    precision: str = _opt("auto", "'auto' = mixed_float16 on a GPU; on a CPU mixed_bfloat16 where "
+                          "it computes bfloat16 natively (avx512_bf16 or amx_bf16, oneDNN not "
+                          "capped below it), float32 elsewhere (choice and reason printed and "
+                          "recorded)",
                           list(PRECISIONS))
     jit_compile: str = _opt("auto", "XLA compilation of the train step: 'on', 'off' or 'auto' "
                             "(= on with a GPU, off on CPU, where XLA measured several times "
@@ -185,8 +192,11 @@ class TrainConfig:
             raise ValueError(f"--freeze-stages must be -1 (none) or 0..4, got "
                              f"{self.freeze_stages}")
         if self.weights is not None and not self.weights.endswith(WEIGHT_SUFFIXES):
-            raise ValueError(f"--weights {self.weights}: expected a {', '.join(WEIGHT_SUFFIXES)} "
-                             "file")
+            from training.weightsets import is_name
+
+            if not is_name(self.weights):
+                raise ValueError(f"--weights {self.weights}: expected a weight-set name (e.g. "
+                                 f"IMAGENET1K_V2) or a {', '.join(WEIGHT_SUFFIXES)} file")
         return self
 
     def folder_image_shape(self) -> tuple:

@@ -57,11 +57,17 @@ class TrainingDiverged(_cli.DivergedError, RuntimeError):
 
 
 def resolve_precision(requested: str, gpus: list) -> tuple[str, str]:
+    """(precision, reason): "auto" is mixed_float16 with a GPU, and on a CPU mixed_bfloat16
+    where it computes bfloat16 natively (keras_resnet.fast.default_cpu_precision), else
+    float32."""
     if requested != "auto":
         return requested, "requested"
     if gpus:
         return "mixed_float16", f"auto: {len(gpus)} GPU(s) visible"
-    return "float32", "auto: no GPU visible"
+    from keras_resnet.fast import default_cpu_precision
+
+    precision, why = default_cpu_precision()
+    return precision, f"auto: no GPU visible; {why}"
 
 
 def resolve_jit_compile(requested: str, gpus: list) -> bool:

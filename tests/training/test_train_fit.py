@@ -179,10 +179,17 @@ def test_nan_loss_stops_cleanly_and_keeps_the_last_good_checkpoint(tmp_path):
 
 
 @pytest.mark.slow
-def test_mixed_bfloat16_trains_on_cpu(tmp_path):
+def test_mixed_bfloat16_trains_on_cpu(tmp_path, monkeypatch):
+    from keras_resnet import fast
+
+    # --precision auto on a CPU that computes bfloat16 (whatever this machine's flags)
+    monkeypatch.setattr(fast, "cpu_flags", lambda cpuinfo=None: frozenset({"avx512_bf16"}))
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
     run_dir = str(tmp_path / "bf16")
-    metrics = run(TrainConfig(run_dir=run_dir, epochs=2, precision="mixed_bfloat16", **TINY))
-    assert json.load(open(os.path.join(run_dir, "config.json")))["precision"] == "mixed_bfloat16"
+    metrics = run(TrainConfig(run_dir=run_dir, epochs=2, **TINY))
+    record = json.load(open(os.path.join(run_dir, "config.json")))
+    assert record["precision"] == "mixed_bfloat16" and record["options"]["precision"] == "auto"
+    assert "avx512_bf16" in record["precision_reason"] and metrics["precision"] == "mixed_bfloat16"
     assert math.isfinite(metrics["test_loss"]) and metrics["test_accuracy"] is None  # synthetic
     assert "synthetic" in metrics["note"]
     history = cb.read_resume_state(run_dir)["history"]
