@@ -40,15 +40,20 @@ _EXPORTS = {
     "model_from_keras_weights": "keras_resnet.transfer",
 }
 
+# public subpackages, imported on first use: keras_resnet.weights (named weight sets)
+_SUBMODULES = ("weights",)
+
 __all__ = [
     "ARCHS", "STEMS", "BN_EPSILON", "BN_MOMENTUM", "BasicBlock", "Bottleneck", "ResNet",
     "build_resnet", "feature_extractor", "freeze", "min_input_size", "model_config",
     "model_from_keras_weights", "output_stride", "stem_for_kernel", "resnet18", "resnet34",
-    "resnet50", "resnet101", "resnet152",
+    "resnet50", "resnet101", "resnet152", "weights",
 ]
 
 
 def __getattr__(name: str):
+    if name in _SUBMODULES:
+        return importlib.import_module(f"{__name__}.{name}")
     if name not in _EXPORTS:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     value = getattr(importlib.import_module(_EXPORTS[name]), name)

@@ -122,7 +122,7 @@ def _normalization_layer(mean, std, channels: int):
 def build_resnet(
     arch: str,
     input_shape: Sequence[int | None] = (224, 224, 3),
-    num_classes: int = 1000,
+    num_classes: int | None = None,
     include_top: bool = True,
     pooling: str | None = "avg",
     classifier_activation: str | None = None,
@@ -132,6 +132,7 @@ def build_resnet(
     normalization: tuple | None = None,
     class_names: Sequence[str] | None = None,
     name: str | None = None,
+    weights=None,
 ) -> "ResNet":
     """Builds a torchvision-equivalent ResNet (v1.5): a functional ``ResNet`` model.
 
@@ -139,7 +140,8 @@ def build_resnet(
         arch: one of ``ARCHS`` ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152").
         input_shape: (height, width, channels); any channel count (1 for MNIST, 3 for RGB).
             Height/width may be None for a size-agnostic model.
-        num_classes: size of the classifier (only with ``include_top``).
+        num_classes: size of the classifier (only with ``include_top``); default 1000, or the
+            class count of the named ``weights``.
         include_top: add global pooling and the ``predictions`` Dense layer.
         pooling: "avg" or "max" global pooling, or None (only used without the top: the
             model then returns the last stage's feature map).
@@ -153,17 +155,49 @@ def build_resnet(
         class_names: optional name of each output class (``num_classes`` distinct strings),
             kept in the model's config so that a saved .keras file can name its predictions.
         name: model name; defaults to ``arch``.
+        weights: None (random initialization), the name of a weight set for ``arch``
+            (``"IMAGENET1K_V1"``, ``"IMAGENET1K_V2"``, ``"DEFAULT"``: torchvision's best; or one
+            added with ``keras_resnet.weights.register``; downloaded once to
+            ``$KERAS_HOME/models``, its hash checked, then cached), a ``WeightSet``, or a
+            torchvision-style checkpoint file (.pth/.pt/.bin/.ckpt, .safetensors). A named set
+            also sets the defaults of ``normalization`` (its mean and std: the model takes raw
+            0..255 pixels; feed it ``keras_resnet.weights.transform(name)``'s output),
+            ``num_classes`` and ``class_names`` (its categories). With ``include_top=False``
+            the backbone is loaded; with another ``num_classes`` the backbone is loaded and the
+            classifier starts fresh (fine-tuning). Raises ``keras_resnet.weights.WeightsError``
+            (a ValueError, one line) when the weights cannot be had or do not fit.
 
     The model remembers these arguments (``model.builder_config``, ``model.arch``,
     ``model.class_names``); ``keras.models.load_model`` gives them back once ``keras_resnet``
     is imported.
     """
-    return ResNet(
-        arch, input_shape=input_shape, num_classes=num_classes, include_top=include_top,
-        pooling=pooling, classifier_activation=classifier_activation, stem=stem, width=width,
-        zero_init_residual=zero_init_residual, normalization=normalization,
-        class_names=class_names, name=name,
+    weight_set = None
+    if weights is not None:
+        from keras_resnet import weights as named
+
+        _check_arch(arch)
+        if isinstance(weights, named.WeightSet) or named.looks_like_name(weights):
+            weight_set = named.get(weights, arch)
+            # A malformed input_shape is left to the model's own check.
+            channels = input_shape[-1] if isinstance(input_shape, (list, tuple)) and len(
+                input_shape) == 3 else 3
+            named.loading.check_buildable(weight_set, {
+                "arch": arch, "stem": stem, "width": width, "input_shape": [channels]})
+            if normalization is None:
+                normalization = weight_set.normalization
+            if num_classes is None:
+                num_classes = weight_set.num_classes
+            if class_names is None and include_top and num_classes == weight_set.num_classes:
+                class_names = list(weight_set.categories)
+    model = ResNet(
+        arch, input_shape=input_shape, num_classes=1000 if num_classes is None else num_classes,
+        include_top=include_top, pooling=pooling, classifier_activation=classifier_activation,
+        stem=stem, width=width, zero_init_residual=zero_init_residual,
+        normalization=normalization, class_names=class_names, name=name,
     )
+    if weights is not None:
+        named.load_into(model, weights if weight_set is None else weight_set)
+    return model
 
 
 def _check_class_names(class_names, num_classes: int, include_top: bool):

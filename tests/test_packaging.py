@@ -32,6 +32,8 @@ def test_wheel_holds_the_packages_and_the_console_scripts(tmp_path):
     assert {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")} == {
         "keras_resnet", "training", "export"}
     assert "keras_resnet/convert/cli.py" in names  # subpackages too
+    # Data files: the ImageNet category names of the named weight sets.
+    assert "keras_resnet/weights/imagenet_categories.txt" in names
     entry_points = zipfile.ZipFile(wheel).read(
         next(n for n in names if n.endswith("entry_points.txt"))).decode()
     for script, target in project["scripts"].items():

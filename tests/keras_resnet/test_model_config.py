@@ -147,6 +147,11 @@ def test_build_resnet_takes_exactly_the_model_class_arguments():
     cls = dict(inspect.signature(ResNet.__init__).parameters)
     del cls["self"]
     loader_only = {"trainable", "dtype", "frozen_layers"}  # what a loaded config also carries
+    builder_only = {"weights"}  # a built model holds its weights: the config need not name them
     assert set(cls) - set(built) == loader_only
-    assert list(built) == [p for p in cls if p not in loader_only]
-    assert {p: built[p].default for p in built} == {p: cls[p].default for p in built}
+    assert set(built) - set(cls) == builder_only
+    assert [p for p in built if p not in builder_only] == [p for p in cls if p not in loader_only]
+    # num_classes: None is 1000, or the class count of the named weights.
+    assert built["num_classes"].default is None and cls["num_classes"].default == 1000
+    assert {p: built[p].default for p in cls if p in built and p != "num_classes"} == {
+        p: cls[p].default for p in cls if p in built and p != "num_classes"}

@@ -1,0 +1,337 @@
+"""The weight sets known by name: torchvision's (``_torchvision``) and the user's (``register``).
+
+Standard library only: the CLIs resolve a name (and tell a name from a file) before loading
+TensorFlow.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+import re
+import threading
+import urllib.parse
+from collections.abc import Sequence
+from importlib import resources
+
+from keras_resnet import _cli
+from keras_resnet.archs import ARCHS
+from keras_resnet.weights._torchvision import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    TORCHVISION_DEFAULTS,
+    TORCHVISION_WEIGHTS,
+)
+
+DEFAULT = "DEFAULT"
+# The checkpoint formats the converter reads (keras_resnet.convert.formats) and the Keras files
+# the CLIs take: a --weights value ending so is a file, never a name.
+CHECKPOINT_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt", ".safetensors")
+FILE_SUFFIXES = (*CHECKPOINT_SUFFIXES, ".keras", ".h5", ".npz")
+# torch.hub's HASH_REGEX: the hex digits between the last "-" and the suffix of a file name.
+_HASH_IN_NAME = re.compile(r"-([a-f0-9]+)\.")
+_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]*")
+_HEX = re.compile(r"[0-9a-f]+")
+MIN_HASH_DIGITS = 8
+
+
+class WeightsError(_cli.UsageError, ValueError):
+    """A weight set that cannot be had as asked (an unknown name, a failed download, a file
+    whose hash differs): one line, naming what to do. The CLIs exit 2 with it."""
+
+
+class WeightsUnavailable(WeightsError):
+    """The checkpoint could not be had (offline, blocked, a server error, an unwritable cache):
+    the message names the URL and the exact cache path where the file can be placed by hand."""
+
+
+class WeightsHashMismatch(WeightsError):
+    """A checkpoint whose sha256 does not start with the set's hash: refused, nothing cached."""
+
+
+@dataclasses.dataclass(frozen=True)
+class WeightSet:
+    """One named set of weights for one arch, with its evaluation transform and classes.
+
+    ``sha256``: the full sha256 of the file, or a prefix of it (torchvision publishes the first
+    8 hex digits in the file name); a file is used only if its sha256 starts with it.
+    ``resize_size``, ``crop_size``, ``mean``, ``std``: torchvision's ``ImageClassification``
+    (shorter side resized to ``resize_size`` with antialiased bilinear interpolation, center crop
+    ``crop_size``, ``(x / 255 - mean) / std``). The figures (``num_params``, ``acc1``/``acc5``
+    on ImageNet-1K val, ``gflops``, ``file_size_mb``, ``recipe``) are torchvision's, None for
+    the user's own sets.
+    """
+
+    name: str
+    arch: str
+    url: str
+    sha256: str
+    categories: tuple[str, ...] = dataclasses.field(repr=False)
+    resize_size: int = 256
+    crop_size: int = 224
+    mean: tuple[float, ...] = IMAGENET_MEAN
+    std: tuple[float, ...] = IMAGENET_STD
+    num_params: int | None = None
+    acc1: float | None = None
+    acc5: float | None = None
+    gflops: float | None = None
+    file_size_mb: float | None = None
+    recipe: str | None = None
+    docs: str = dataclasses.field(default="", repr=False)
+    builtin: bool = False
+
+    @property
+    def qualified_name(self) -> str:
+        """``ResNet50_Weights.IMAGENET1K_V2`` (torchvision's spelling) for torchvision's sets,
+        ``resnet50.NAME`` for the user's: unique across archs, accepted by ``get``."""
+        if self.builtin:
+            return f"ResNet{self.arch[len('resnet'):]}_Weights.{self.name}"
+        return f"{self.arch}.{self.name}"
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.categories)
+
+    @property
+    def file_name(self) -> str:
+        """The name of the downloaded file in the cache: the URL's own name when it holds a
+        prefix of the hash (torchvision's, so torch.hub's cache and ours agree), else the
+        URL's name with the first 8 hex digits of the hash added."""
+        base = _url_file_name(self.url)
+        found = _HASH_IN_NAME.search(base)
+        if found and (self.sha256.startswith(found.group(1))
+                      or found.group(1).startswith(self.sha256)):
+            return base
+        stem, suffix = os.path.splitext(base)
+        return f"{stem}-{self.sha256[:MIN_HASH_DIGITS]}{suffix}"
+
+    @property
+    def normalization(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """(mean, std) in raw 0..255 pixel units: ``build_resnet(normalization=...)``."""
+        return (tuple(m * 255 for m in self.mean), tuple(s * 255 for s in self.std))
+
+    def transform_config(self) -> dict:
+        """The evaluation transform as plain data (JSON-ready): what ``transform`` takes."""
+        return {"resize_size": self.resize_size, "crop_size": self.crop_size,
+                "interpolation": "bilinear", "antialias": True,
+                "mean": list(self.mean), "std": list(self.std)}
+
+    def describe(self) -> dict:
+        """Everything known about the set as plain data (for a run record or a manifest)."""
+        return {"name": self.name, "qualified_name": self.qualified_name, "arch": self.arch,
+                "url": self.url, "sha256": self.sha256, "num_classes": self.num_classes,
+                "num_params": self.num_params,
+                "metrics": {"ImageNet-1K": {"acc@1": self.acc1, "acc@5": self.acc5}}
+                if self.acc1 is not None else None,
+                "gflops": self.gflops, "file_size_mb": self.file_size_mb, "recipe": self.recipe,
+                "transform": self.transform_config(), "builtin": self.builtin}
+
+
+def _url_file_name(url: str) -> str:
+    return os.path.basename(urllib.parse.urlsplit(url).path)
+
+
+@functools.cache
+def imagenet_categories() -> tuple[str, ...]:
+    """The 1000 ImageNet-1K class names in torchvision's order (``weights.meta["categories"]``),
+    read from the package's data file."""
+    text = (resources.files("keras_resnet.weights") / "imagenet_categories.txt").read_text(
+        encoding="utf-8")
+    names = tuple(line for line in text.splitlines() if line)
+    if len(names) != 1000:  # a damaged install: say so rather than misname every class
+        raise RuntimeError(f"keras_resnet/weights/imagenet_categories.txt holds {len(names)} "
+                           "names, not 1000: reinstall keras_resnet")
+    return names
+
+
+_lock = threading.Lock()
+_user: dict[tuple[str, str], WeightSet] = {}  # (arch, name) -> the user's set
+
+
+@functools.cache
+def _builtin() -> dict[tuple[str, str], WeightSet]:
+    table = {}
+    for row in TORCHVISION_WEIGHTS:
+        ws = WeightSet(sha256=_HASH_IN_NAME.search(_url_file_name(row["url"])).group(1),
+                       categories=imagenet_categories(), builtin=True, **row)
+        table[(ws.arch, ws.name)] = ws
+    return table
+
+
+def all_weights() -> list[WeightSet]:
+    """Every known set: torchvision's, then the user's in the order registered."""
+    with _lock:
+        return [*_builtin().values(), *_user.values()]
+
+
+def names(arch: str | None = None) -> list[str]:
+    """The names ``get`` takes for ``arch`` (every arch when None), ``DEFAULT`` included."""
+    sets = [ws for ws in all_weights() if arch is None or ws.arch == arch]
+    found = list(dict.fromkeys(ws.name for ws in sets))
+    if arch is None or arch in TORCHVISION_DEFAULTS:
+        found.append(DEFAULT)
+    return found
+
+
+def looks_like_name(text) -> bool:
+    """Whether a ``--weights``/``weights=`` value is a weight set's name rather than a file.
+
+    A name is a single word of letters, digits, ``_``, ``-`` and ``.`` (``IMAGENET1K_V2``,
+    ``DEFAULT``, ``ResNet50_Weights.IMAGENET1K_V2``, a registered ``my-set``) that is not an
+    existing path and does not end in a model or checkpoint file suffix (.keras, .h5, .pth,
+    .safetensors...). Unknown names count as names too, so that a typo is told the known
+    names instead of "no such file".
+    """
+    if not isinstance(text, str) or not _NAME.fullmatch(text):
+        return False
+    if text.lower().endswith(FILE_SUFFIXES) or os.path.exists(text):
+        return False
+    return True
+
+
+def _split_qualified(name: str) -> tuple[str | None, str]:
+    """(arch, name) of ``ResNet50_Weights.IMAGENET1K_V2`` or ``resnet50.NAME``; (None, name)
+    for a plain name."""
+    head, dot, tail = name.partition(".")
+    if dot and tail:
+        m = re.fullmatch(r"resnet(\d+)(?:_weights)?", head.lower())
+        if m and f"resnet{m.group(1)}" in ARCHS:
+            return f"resnet{m.group(1)}", tail
+    return None, name
+
+
+def get(name, arch: str | None = None) -> WeightSet:
+    """The weight set called ``name`` for ``arch``.
+
+    ``name``: ``IMAGENET1K_V1``, ``IMAGENET1K_V2``, ``DEFAULT`` (torchvision's best set for the
+    arch), a name given to ``register``, or the qualified ``ResNet50_Weights.IMAGENET1K_V2`` /
+    ``resnet50.NAME``, which name the arch themselves; a ``WeightSet`` is returned as it is.
+    Names are matched exactly, then ignoring case. ``arch`` may be left out when the name
+    belongs to one arch only.
+
+    Raises WeightsError (one line) for an unknown name, a name of another arch, or a name that
+    several archs have while ``arch`` is None.
+    """
+    if isinstance(name, WeightSet):
+        if arch is not None and name.arch != arch:
+            raise WeightsError(f"weight set {name.qualified_name} is for {name.arch}, not {arch}")
+        return name
+    if not isinstance(name, str) or not name:
+        raise WeightsError(f"a weight set's name must be a non-empty string, got {name!r}")
+    if arch is not None and arch not in ARCHS:
+        raise WeightsError(f"unknown arch {arch!r}; expected one of {sorted(ARCHS)}")
+    named_arch, short = _split_qualified(name)
+    if named_arch is not None:
+        if arch is not None and named_arch != arch:
+            raise WeightsError(f"weight set {name} is for {named_arch}, not {arch}")
+        arch = named_arch
+    sets = all_weights()
+    if short.upper() == DEFAULT:
+        if arch is None:
+            raise WeightsError("weights 'DEFAULT' needs an arch (torchvision's best set for it: "
+                               + ", ".join(f"{a} {n}" for a, n in TORCHVISION_DEFAULTS.items())
+                               + ")")
+        short = TORCHVISION_DEFAULTS[arch]
+    matches = [ws for ws in sets if ws.name == short]
+    if not matches:
+        matches = [ws for ws in sets if ws.name.lower() == short.lower()]
+    if arch is not None:
+        mine = [ws for ws in matches if ws.arch == arch]
+        if mine:
+            return mine[0]
+        known = ", ".join(names(arch))
+        if matches:
+            others = ", ".join(ws.arch for ws in matches)
+            raise WeightsError(f"weight set {name!r} is not one of {arch}'s ({known}); it "
+                               f"exists for {others}")
+        raise WeightsError(f"unknown weight set {name!r} for {arch}; known: {known}"
+                           f"{_not_a_file(name)}")
+    if len(matches) == 1:
+        return matches[0]
+    if matches:
+        raise WeightsError(
+            f"weight set {name!r} exists for {', '.join(ws.arch for ws in matches)}: give the "
+            f"arch, or the full name ({', '.join(ws.qualified_name for ws in matches)})")
+    raise WeightsError(f"unknown weight set {name!r}; known: "
+                       + ", ".join(dict.fromkeys(ws.qualified_name for ws in sets))
+                       + _not_a_file(name))
+
+
+def categories(name, arch: str | None = None) -> list[str]:
+    """The class names of weight set ``name`` (see ``get``), in the order of its logits."""
+    return list(get(name, arch).categories)
+
+
+def _not_a_file(name: str) -> str:
+    return f" (and no file named {name!r} exists)" if looks_like_name(name) else ""
+
+
+def _check_hash(sha256) -> str:
+    if not isinstance(sha256, str) or not _HEX.fullmatch(sha256.lower()) \
+            or not MIN_HASH_DIGITS <= len(sha256) <= 64:
+        raise ValueError(f"sha256 must be the file's sha256 in hex, whole (64 digits) or its "
+                         f"first {MIN_HASH_DIGITS} or more digits, got {sha256!r}")
+    return sha256.lower()
+
+
+def register(name: str, *, arch: str, url: str, sha256: str,
+             categories: Sequence[str] | None = None, resize_size: int = 256,
+             crop_size: int = 224, mean: Sequence[float] = IMAGENET_MEAN,
+             std: Sequence[float] = IMAGENET_STD) -> WeightSet:
+    """Adds a weight set usable by name wherever torchvision's are (in this process).
+
+    ``url``: where the checkpoint is (http(s)://, file://); a torchvision-style state_dict
+    saved as .pth/.pt/.bin/.ckpt (read with ``torch.load(weights_only=True)``) or
+    .safetensors. ``sha256``: the file's full sha256 or a prefix of at least 8 hex digits.
+    ``categories``: the name of each class the checkpoint's classifier predicts (default: the
+    1000 ImageNet-1K categories). ``resize_size``, ``crop_size``, ``mean``, ``std``: the
+    evaluation transform (torchvision's ``ImageClassification``).
+
+    Registering a name again for the same arch replaces the user's earlier set; torchvision's
+    names cannot be replaced. Returns the new ``WeightSet``.
+    """
+    if arch not in ARCHS:
+        raise ValueError(f"unknown arch {arch!r}; expected one of {sorted(ARCHS)}")
+    if not isinstance(name, str) or not _NAME.fullmatch(name) or "." in name \
+            or name.upper() == DEFAULT or name.lower().endswith(FILE_SUFFIXES):
+        raise ValueError(f"a weight set's name must be a word of letters, digits, '_' and '-' "
+                         f"(not {DEFAULT!r}), got {name!r}")
+    if (arch, name) in _builtin() or any(
+            k[0] == arch and k[1].lower() == name.lower() for k in _builtin()):
+        raise ValueError(f"{name!r} is torchvision's {arch} weight set; register yours under "
+                         "another name")
+    sha256 = _check_hash(sha256)
+    if not isinstance(url, str) or urllib.parse.urlsplit(url).scheme not in ("http", "https",
+                                                                             "file"):
+        raise ValueError(f"url must be an http://, https:// or file:// URL, got {url!r}")
+    if not _url_file_name(url).lower().endswith(CHECKPOINT_SUFFIXES):
+        raise ValueError(f"url must name a checkpoint file ({', '.join(CHECKPOINT_SUFFIXES)}), "
+                         f"got {url!r}")
+    if categories is None:
+        categories = imagenet_categories()
+    elif isinstance(categories, str) or not isinstance(categories, Sequence):
+        raise ValueError(f"categories must be a list of class names, got {categories!r}")
+    categories = tuple(categories)
+    bad = [c for c in categories if not isinstance(c, str) or not c]
+    if bad or not categories or len(set(categories)) != len(categories):
+        raise ValueError("categories must be distinct non-empty strings, one per class")
+    for label, value in (("resize_size", resize_size), ("crop_size", crop_size)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{label} must be a positive integer, got {value!r}")
+    if resize_size < crop_size:
+        raise ValueError(f"resize_size {resize_size} must be at least crop_size {crop_size}")
+    mean, std = tuple(float(m) for m in mean), tuple(float(s) for s in std)
+    if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
+        raise ValueError(f"mean and std must be 3 values each (std positive), got {mean}, {std}")
+    ws = WeightSet(name=name, arch=arch, url=url, sha256=sha256, categories=categories,
+                   resize_size=resize_size, crop_size=crop_size, mean=mean, std=std)
+    with _lock:
+        _user[(arch, name)] = ws
+    return ws
+
+
+def unregister(name: str, arch: str) -> None:
+    """Removes a set added by ``register`` (no error when there is none)."""
+    with _lock:
+        _user.pop((arch, name), None)

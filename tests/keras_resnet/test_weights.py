@@ -1,0 +1,337 @@
+"""Named weight sets (keras_resnet.weights): download, hash check, conversion, cache, loading.
+
+Offline: every download is from a server on 127.0.0.1 (tests/weights_server.py) serving a
+torchvision ResNet-18 checkpoint saved by torch with random weights, registered under a name
+with its hash. KERAS_HOME is a temporary folder in every test.
+"""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from keras_resnet import build_resnet, resnet18
+from keras_resnet import weights as kw
+from tests.conftest import REPO, logit_tolerance
+from tests.weights_server import served_checkpoint, torchvision_resnet18, weights_server  # noqa: F401
+
+CATEGORIES = [f"class {i}" for i in range(10)]
+
+
+@pytest.fixture(autouse=True)
+def _own_cache(tmp_path, monkeypatch):
+    """A fresh cache, no mirror, a short stall timeout, and no set left registered."""
+    home = tmp_path / "keras_home"
+    monkeypatch.setenv("KERAS_HOME", str(home))
+    monkeypatch.delenv(kw.URL_VAR, raising=False)
+    monkeypatch.setenv("KERAS_RESNET_DOWNLOAD_TIMEOUT", "2")
+    before = {(ws.arch, ws.name) for ws in kw.all_weights()}
+    yield home
+    for ws in kw.all_weights():
+        if (ws.arch, ws.name) not in before:
+            kw.unregister(ws.name, ws.arch)
+
+
+def cache_files():
+    folder = kw.cache_dir()
+    return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+
+
+def register_tiny(server, checkpoint, mode="ok", name="tiny", file="tiny-resnet18.pth",
+                  **kwargs):
+    url = server.serve(file, checkpoint.body, mode)
+    kwargs.setdefault("sha256", checkpoint.sha256)
+    return kw.register(name, arch="resnet18", url=url, categories=CATEGORIES,
+                       resize_size=73, crop_size=64, **kwargs)
+
+
+def photo():
+    from sklearn.datasets import load_sample_images
+
+    return load_sample_images().images[0]  # china.jpg, 427x640 uint8
+
+
+# ------------------------------------------------------------------------------------------
+# The journey: download, check, convert, cache, load; torchvision's logits.
+
+
+def test_download_check_convert_cache_and_torchvision_logits(weights_server, served_checkpoint):
+    import torch
+    from PIL import Image
+    from torchvision.transforms._presets import ImageClassification
+
+    ws = register_tiny(weights_server, served_checkpoint)
+    model = build_resnet("resnet18", input_shape=(64, 64, 3), weights="tiny")
+    assert weights_server.count("tiny-resnet18.pth") == 1
+    assert cache_files() == sorted([ws.file_name, kw.converted_path(ws).name])
+    assert ws.file_name == f"tiny-resnet18-{served_checkpoint.sha256[:8]}.pth"
+    # The set's defaults: its categories, its normalization (raw 0..255 pixels in).
+    assert model.class_names == tuple(CATEGORIES)
+    assert model.builder_config["normalization"] == [list(v) for v in ws.normalization]
+
+    net = torchvision_resnet18(10)
+    tv_transform = ImageClassification(crop_size=64, resize_size=73)
+    image = photo()
+    x_torch = tv_transform(Image.fromarray(image))[None]
+    with torch.no_grad():
+        want = net(x_torch).numpy()
+    # The same input: torchvision's crop, in raw pixels, through our normalization layer.
+    mean, std = np.array(ws.mean), np.array(ws.std)
+    raw = (x_torch[0].numpy().transpose(1, 2, 0) * std + mean) * 255
+    got = np.asarray(model(raw[None].astype("float32"), training=False))
+    assert np.abs(got - want).max() <= logit_tolerance(want)
+    # Our transform: within its pixel bound of torchvision's, so the logits stay close.
+    ours = np.asarray(model(kw.transform("tiny")(image)[None], training=False))
+    assert np.abs(ours - want).max() <= 0.02 * np.abs(want).max()
+    assert ours.argmax() == want.argmax()
+
+    # The second load reads the converted copy: no request, and no .pth needed.
+    os.remove(kw.cache_path(ws))
+    again = resnet18(input_shape=(64, 64, 3), weights="tiny")
+    assert weights_server.count("tiny-resnet18.pth") == 1
+    for a, b in zip(model.weights, again.weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
+def test_second_fetch_of_a_cached_file_makes_no_request(weights_server, served_checkpoint):
+    register_tiny(weights_server, served_checkpoint)
+    path = kw.fetch("tiny", progress=False)
+    assert kw.fetch("resnet18.tiny") == path
+    assert weights_server.count("tiny-resnet18.pth") == 1
+
+
+def test_include_top_false_and_another_class_count_keep_the_backbone(weights_server,
+                                                                       served_checkpoint):
+    register_tiny(weights_server, served_checkpoint)
+    full = build_resnet("resnet18", input_shape=(64, 64, 3), weights="tiny")
+    backbone = build_resnet("resnet18", input_shape=(64, 64, 3), include_top=False,
+                            weights="tiny")
+    fresh = build_resnet("resnet18", input_shape=(64, 64, 3), num_classes=3, weights="tiny")
+    assert backbone.class_names is None and fresh.class_names is None
+    assert kw.load_into(full, "tiny", include_top=False)["head"] == "new"
+    assert fresh.get_layer("predictions").units == 3
+    for model in (backbone, fresh):
+        for layer in model.layers:
+            if layer.weights and layer.name != "predictions":
+                for a, b in zip(layer.weights, full.get_layer(layer.name).weights):
+                    np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=layer.name)
+    assert weights_server.count("tiny-resnet18.pth") == 1
+
+
+def test_a_local_checkpoint_file_is_accepted(served_checkpoint):
+    model = build_resnet("resnet18", input_shape=(64, 64, 3), num_classes=10,
+                         weights=served_checkpoint.path)
+    from keras_resnet.convert import torch_key_map
+
+    report = kw.load_into(model, str(served_checkpoint.path))
+    assert report == {"weights": str(served_checkpoint.path), "head": "loaded",
+                      "loaded": len(torch_key_map(model))}
+    assert cache_files() == []
+
+
+# ------------------------------------------------------------------------------------------
+# Failures: one line naming the URL and the exact cache path, and nothing cached.
+
+
+def one_line(err) -> str:
+    text = str(err.value)
+    assert "\n" not in text, text
+    return text
+
+
+@pytest.mark.parametrize("mode", ["tampered", "truncate"])
+def test_a_file_whose_hash_differs_is_refused_and_nothing_is_cached(mode, weights_server,
+                                                                      served_checkpoint):
+    body = bytearray(served_checkpoint.body)
+    if mode == "tampered":
+        body[len(body) // 2] ^= 0xFF
+    url = weights_server.serve("tiny-resnet18.pth", bytes(body),
+                               "truncate" if mode == "truncate" else "ok")
+    kw.register("tiny", arch="resnet18", url=url, sha256=served_checkpoint.sha256)
+    with pytest.raises(kw.WeightsHashMismatch) as err:
+        resnet18(input_shape=(64, 64, 3), weights="tiny")
+    line = one_line(err)
+    assert f"downloaded from {url} has sha256" in line and "nothing was cached" in line
+    assert cache_files() == []
+
+
+@pytest.mark.parametrize("mode", ["stop", "stall", "404"])
+def test_a_failed_download_is_one_line_with_the_url_and_the_cache_path(
+        mode, weights_server, served_checkpoint):
+    if mode == "404":
+        ws = kw.register("tiny", arch="resnet18", url=f"{weights_server.base_url}/missing.pth",
+                         sha256=served_checkpoint.sha256)
+    else:
+        weights_server.stall_s = 4  # beyond KERAS_RESNET_DOWNLOAD_TIMEOUT=2
+        ws = register_tiny(weights_server, served_checkpoint, mode)
+    with pytest.raises(kw.WeightsUnavailable) as err:
+        kw.fetch("tiny", progress=False)
+    line = one_line(err)
+    assert line.startswith(f"could not download {ws.url} (")
+    assert f"place it at {kw.cache_path(ws)} " in line
+    assert cache_files() == []
+
+
+def test_an_unreachable_server_then_a_file_placed_by_hand(served_checkpoint):
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/tiny-resnet18.pth"
+    ws = kw.register("tiny", arch="resnet18", url=url, sha256=served_checkpoint.sha256[:12],
+                     categories=CATEGORIES)
+    with pytest.raises(kw.WeightsUnavailable) as err:
+        resnet18(input_shape=(64, 64, 3), num_classes=10, weights="tiny")
+    line = one_line(err)
+    assert url in line and str(kw.cache_path(ws)) in line and "refused" in line.lower()
+    assert cache_files() == []
+    # Placed where the message says, the file is checked and used without a download.
+    kw.cache_path(ws).write_bytes(served_checkpoint.body)
+    resnet18(input_shape=(64, 64, 3), num_classes=10, weights="tiny")
+    # A wrong file placed by hand is refused, naming it.
+    os.remove(kw.converted_path(ws))
+    kw.cache_path(ws).write_bytes(served_checkpoint.body[:-10])
+    with pytest.raises(kw.WeightsError, match=f"the file at {kw.cache_path(ws)} has sha256"):
+        kw.state_dict("tiny")
+
+
+def test_the_mirror_variable_replaces_torchvisions_base_url(weights_server, monkeypatch,
+                                                            tmp_path):
+    ws = kw.get("DEFAULT", "resnet18")
+    assert kw.download_url(ws) == "https://download.pytorch.org/models/resnet18-f37072fd.pth"
+    monkeypatch.setenv(kw.URL_VAR, weights_server.base_url + "/mirror/")
+    assert kw.download_url(ws) == weights_server.base_url + "/mirror/resnet18-f37072fd.pth"
+    monkeypatch.setenv(kw.URL_VAR, str(tmp_path))
+    assert kw.download_url(ws) == (tmp_path / "resnet18-f37072fd.pth").as_uri()
+    # The mirror is asked, and its file (not torchvision's) is refused by torchvision's hash.
+    monkeypatch.setenv(kw.URL_VAR, weights_server.base_url + "/mirror")
+    weights_server.serve("mirror/resnet18-f37072fd.pth", b"not the weights")
+    with pytest.raises(kw.WeightsError, match="expected f37072fd"):
+        kw.fetch("IMAGENET1K_V1", "resnet18", progress=False)
+    assert weights_server.count("mirror/resnet18-f37072fd.pth") == 1
+    assert cache_files() == []
+
+
+def test_a_model_that_cannot_hold_the_set_is_refused_before_any_download():
+    with pytest.raises(kw.WeightsError, match="stem 'cifar'"):
+        build_resnet("resnet18", input_shape=(32, 32, 3), stem="cifar", weights="DEFAULT")
+    with pytest.raises(kw.WeightsError, match="1 input channel"):
+        build_resnet("resnet18", input_shape=(64, 64, 1), weights="IMAGENET1K_V1")
+    with pytest.raises(kw.WeightsError, match="not one of resnet18's"):
+        build_resnet("resnet18", weights="IMAGENET1K_V2")
+    assert cache_files() == []
+
+
+def test_a_registered_checkpoint_of_another_arch_is_named(weights_server, served_checkpoint):
+    url = weights_server.serve("tiny-resnet18.pth", served_checkpoint.body)
+    kw.register("wrong", arch="resnet34", url=url, sha256=served_checkpoint.sha256,
+                categories=CATEGORIES)
+    with pytest.raises(kw.WeightsError, match="holds a resnet18 .* the model is a resnet34"):
+        build_resnet("resnet34", input_shape=(64, 64, 3), weights="wrong")
+
+
+# ------------------------------------------------------------------------------------------
+# Names.
+
+
+def test_names_and_files_are_told_apart(tmp_path):
+    for text in ("IMAGENET1K_V2", "DEFAULT", "ResNet50_Weights.IMAGENET1K_V2", "my-set"):
+        assert kw.looks_like_name(text), text
+    existing = tmp_path / "IMAGENET1K_V1"
+    existing.write_text("")
+    for text in ("model.keras", "w.pth", "w.safetensors", "runs/a/model.keras", str(existing),
+                 "", None):
+        assert not kw.looks_like_name(text), text
+
+
+def test_get_resolves_names_defaults_and_qualified_names():
+    assert kw.get("DEFAULT", "resnet50").name == "IMAGENET1K_V2"
+    assert kw.get("DEFAULT", "resnet34").name == "IMAGENET1K_V1"
+    assert kw.get("imagenet1k_v2", "resnet101").url.endswith("resnet101-cd907fc2.pth")
+    ws = kw.get("ResNet152_Weights.IMAGENET1K_V1")
+    assert (ws.arch, ws.name, ws.sha256) == ("resnet152", "IMAGENET1K_V1", "394f9c45")
+    assert kw.get("IMAGENET1K_V1", "resnet18") is kw.get("resnet18.IMAGENET1K_V1")
+    assert ws.describe()["transform"] == {"resize_size": 256, "crop_size": 224,
+                                          "interpolation": "bilinear", "antialias": True,
+                                          "mean": [0.485, 0.456, 0.406],
+                                          "std": [0.229, 0.224, 0.225]}
+
+
+@pytest.mark.parametrize("name,arch,match", [
+    ("IMAGENET1K_V2", None, "exists for resnet50, resnet101, resnet152: give the arch"),
+    ("IMAGENET1K_V3", "resnet50", "unknown weight set 'IMAGENET1K_V3' for resnet50; known: "
+                                  "IMAGENET1K_V1, IMAGENET1K_V2, DEFAULT"),
+    ("DEFAULT", None, "needs an arch"),
+    ("ResNet50_Weights.IMAGENET1K_V2", "resnet18", "is for resnet50, not resnet18"),
+])
+def test_get_errors_are_one_line(name, arch, match):
+    with pytest.raises(kw.WeightsError, match=match) as err:
+        kw.get(name, arch)
+    one_line(err)
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(name="IMAGENET1K_V1"), "torchvision's resnet18 weight set"),
+    (dict(name="DEFAULT"), "must be a word"),
+    (dict(sha256="abc"), "8 or more digits"),
+    (dict(sha256="zz" * 8), "sha256 must be"),
+    (dict(url="ftp://host/w.pth"), "http://, https:// or file://"),
+    (dict(url="https://host/w.zip"), "must name a checkpoint file"),
+    (dict(categories=["a", "a"]), "distinct"),
+    (dict(resize_size=100, crop_size=224), "at least crop_size"),
+    (dict(arch="resnet99"), "unknown arch"),
+])
+def test_register_checks_its_arguments(kwargs, match):
+    args = dict(name="mine", arch="resnet18", url="https://host/mine.pth", sha256="ab" * 4)
+    args.update(kwargs)
+    with pytest.raises(ValueError, match=match):
+        kw.register(args.pop("name"), **args)
+
+
+def test_a_registered_full_hash_names_the_cached_file():
+    ws = kw.register("mine", arch="resnet50", url="https://host/path/mine.pth?x=1",
+                     sha256="AB" * 32)
+    assert ws.sha256 == "ab" * 32 and ws.file_name == "mine-abababab.pth"
+    assert kw.get("mine").arch == "resnet50"
+    assert ws.categories == kw.imagenet_categories()
+    # Registering the same name again replaces the user's set.
+    assert kw.register("mine", arch="resnet50", url="https://host/b.pth", sha256="cd" * 4) \
+        is kw.get("mine", "resnet50")
+
+
+# ------------------------------------------------------------------------------------------
+# Two processes loading the same set at once.
+
+_LOADER = textwrap.dedent("""
+    import sys
+    import torch  # before TensorFlow (tests/conftest.py)
+    from keras_resnet import build_resnet, weights
+    url, sha = sys.argv[1:3]
+    weights.register("tiny", arch="resnet18", url=url, sha256=sha,
+                     categories=[f"c{i}" for i in range(10)])
+    model = build_resnet("resnet18", input_shape=(32, 32, 3), weights="tiny")
+    print("ok", model.count_params())
+""")
+
+
+@pytest.mark.slow
+def test_two_processes_loading_the_same_set_at_once_both_succeed(weights_server,
+                                                                   served_checkpoint):
+    weights_server.chunk, weights_server.chunk_delay_s = 1 << 20, 0.05  # ~2 s each: overlap
+    url = weights_server.serve("tiny-resnet18.pth", served_checkpoint.body)
+    env = {**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    procs = [subprocess.Popen([sys.executable, "-c", _LOADER, url, served_checkpoint.sha256],
+                              env=env, cwd=REPO, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    for p, (out, err) in zip(procs, outs):
+        assert p.returncode == 0, err[-2000:]
+        assert out.startswith("ok ")
+    ws = kw.register("tiny", arch="resnet18", url=url, sha256=served_checkpoint.sha256,
+                     categories=CATEGORIES)
+    assert cache_files() == sorted([ws.file_name, kw.converted_path(ws).name])
+    assert kw.sha256_of(kw.cache_path(ws)) == served_checkpoint.sha256
