@@ -1,0 +1,74 @@
+"""keras_resnet.weights' built-in table against the installed torchvision's own
+(``torchvision.models.ResNet*_Weights``): names, URLs, hashes, figures, transforms, categories,
+defaults; and each set's parameter count against our model's."""
+
+import sys
+
+import numpy as np
+import pytest
+
+from keras_resnet import build_resnet
+from keras_resnet import weights as kw
+from tests.conftest import ALL_ARCHS
+
+
+def _torchvision():
+    sys.modules.setdefault("triton", None)  # see test_convert._torch
+    import torchvision
+
+    return torchvision
+
+
+def torchvision_table() -> dict:
+    """{(arch, name): torchvision's Weights} for every ResNet weight set."""
+    models = _torchvision().models
+    return {(arch, w.name): w for arch in ALL_ARCHS for w in models.get_model_weights(arch)}
+
+
+def test_the_same_sets_as_torchvision():
+    ours = {(ws.arch, ws.name) for ws in kw.all_weights() if ws.builtin}
+    assert ours == set(torchvision_table())
+    models = _torchvision().models
+    for arch in ALL_ARCHS:
+        assert kw.get("DEFAULT", arch).name == models.get_model_weights(arch).DEFAULT.name
+
+
+@pytest.mark.parametrize("key", sorted(torchvision_table()), ids=lambda k: f"{k[0]}-{k[1]}")
+def test_every_figure_is_torchvisions(key):
+    from torch.hub import HASH_REGEX
+
+    tv = torchvision_table()[key]
+    ws = kw.get(key[1], key[0])
+    meta, t = tv.meta, tv.transforms()
+    assert ws.url == tv.url
+    assert ws.sha256 == HASH_REGEX.search(tv.url.rsplit("/", 1)[1]).group(1)
+    assert ws.file_name == tv.url.rsplit("/", 1)[1]
+    assert ws.qualified_name == f"{type(tv).__name__}.{tv.name}"
+    assert ws.num_params == meta["num_params"]
+    assert (ws.acc1, ws.acc5) == (meta["_metrics"]["ImageNet-1K"]["acc@1"],
+                                  meta["_metrics"]["ImageNet-1K"]["acc@5"])
+    assert ws.gflops == meta["_ops"] and ws.file_size_mb == meta["_file_size"]
+    assert ws.recipe == meta["recipe"]
+    assert ws.categories == tuple(meta["categories"])
+    assert [ws.resize_size] == t.resize_size and [ws.crop_size] == t.crop_size
+    assert list(ws.mean) == t.mean and list(ws.std) == t.std
+    assert t.interpolation.value == "bilinear" and t.antialias is True
+
+
+# resnet18 every day; the bigger builds (1 to 6 s each) in the slow run.
+@pytest.mark.parametrize("arch", [
+    pytest.param(a, marks=[pytest.mark.slow] if a != "resnet18" else []) for a in ALL_ARCHS])
+def test_parameter_counts_are_our_models(arch):
+    model = build_resnet(arch, input_shape=(None, None, 3))
+    # torchvision counts parameters, not buffers: BatchNorm's moving statistics are left out.
+    trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
+    for ws in kw.all_weights():
+        if ws.builtin and ws.arch == arch:
+            assert trainable == ws.num_params, ws.qualified_name
+
+
+def test_the_categories_file_is_torchvisions_list():
+    from torchvision.models._meta import _IMAGENET_CATEGORIES
+
+    assert kw.imagenet_categories() == tuple(_IMAGENET_CATEGORIES)
+    assert kw.categories("DEFAULT", "resnet50") == list(_IMAGENET_CATEGORIES)
