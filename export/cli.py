@@ -43,7 +43,17 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EXIT_CODES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--model", required=True, help="the trained .keras file (e.g. RUN/best.keras)")
+    from keras_resnet.archs import ARCHS
+    from training.weightsets import NAMES_HELP
+
+    model = p.add_mutually_exclusive_group(required=True)
+    model.add_argument("--model", help="the trained .keras file (e.g. RUN/best.keras)")
+    model.add_argument("--weights", metavar="NAME",
+                       help=f"instead of --model: {NAMES_HELP}; the manifest records the set, "
+                       "its categories and its evaluation transform (export.predict applies it)")
+    p.add_argument("--arch", choices=sorted(ARCHS),
+                   help="the architecture of --weights NAME (where the name alone does not say "
+                   "it, e.g. IMAGENET1K_V2 or DEFAULT)")
     p.add_argument("--out", required=True,
                    help="output folder; must be absent, empty, or with --overwrite a previous "
                    "export. Never the folder holding --model or one above it, the current "
@@ -190,14 +200,10 @@ def _eval_arrays(name, n, load_kwargs=None):
 
 
 def run(args) -> int:
-    model_path = Path(args.model)
     out = Path(args.out)
     # Cheap checks first: fail before loading TensorFlow models or data.
     formats, variants = _checked_options(args)
-    check_out_dir(out, args.overwrite, model=model_path, log=_log)
-
-    record = run_record(model_path) if model_path.exists() else None
-    model = load_model(model_path)
+    model, record, source = _model(args, out)
     shape = input_spec(model)
     dataset, load_kwargs = _data_source(args, record)
     need_int8 = "tflite" in formats and "int8" in variants
@@ -229,10 +235,30 @@ def run(args) -> int:
         latency_runs=args.latency_runs,
         data_description=data_desc,
         calibration_description=calib_desc,
-        source=_source(model_path, model, record),
+        source=source,
         log=_log,
     )
     return _report(manifest, out)
+
+
+def _model(args, out: Path):
+    """(model, its run record or None, the manifest's source) of --model FILE or --weights NAME,
+    once --out was found writable."""
+    if args.weights:
+        from training import weightsets
+
+        weight_set = weightsets.resolve(args.weights, args.arch)
+        check_out_dir(out, args.overwrite, log=_log)
+        model = weightsets.pretrained_model(weight_set)
+        return model, None, weightsets.manifest_source(weight_set, model)
+    if args.arch:
+        raise ExportError(f"--arch is for --weights NAME; --model {args.model} holds its own "
+                          "architecture")
+    model_path = Path(args.model)
+    check_out_dir(out, args.overwrite, model=model_path, log=_log)
+    record = run_record(model_path) if model_path.exists() else None
+    model = load_model(model_path)
+    return model, record, _source(model_path, model, record)
 
 
 def _checked_options(args) -> tuple[list[str], list[str]]:

@@ -4,8 +4,9 @@ Runtime, .tflite in LiteRT).
 
 The output is that of `python -m training.predict` for the Keras model (the same
 training.preprocessing functions, with the preprocessing the training run recorded, which
-`python -m export` copies into the manifest; without one, the default for the artifact's input
-size), so a deploy script can compare the two. Class names come from the manifest.json that
+`python -m export` copies into the manifest; for an export of a named weight set, its
+evaluation transform; else the default for the artifact's input size), so a deploy script can
+compare the two. Class names come from the manifest.json that
 `python -m export` wrote (looked for beside the artifact and up to two folders above).
 """
 
@@ -107,6 +108,39 @@ def _check_sha256(artifact: Path, entry: dict, path: Path) -> None:
             f"again (python -m export --model MODEL.keras --out {path.parent} --overwrite)")
 
 
+def _preprocessing(manifest: dict, path: Path, artifact: Path, shape, record):
+    """What brings image files to the artifact's input: the evaluation transform of the weight
+    set it was exported from, else the run's recorded preprocessing, else the default for its
+    input shape."""
+    from training.preprocessing import ImageError, Preprocessing
+
+    source = manifest.get("source")
+    config = source.get("transform") if isinstance(source, dict) else None
+    if config is not None:
+        return _transform(config, path, shape)
+    try:
+        return (Preprocessing.from_dict(record) if isinstance(record, dict)
+                else Preprocessing.for_shape(shape))
+    except (ImageError, TypeError) as e:
+        raise PredictError(f"{artifact}: its manifest's preprocessing cannot be used "
+                           f"({e})") from None
+
+
+def _transform(config, path: Path, shape):
+    """The weight set's evaluation transform that the manifest records, checked."""
+    from training.weightsets import transform
+
+    crop = config.get("crop_size") if isinstance(config, dict) else None
+    try:
+        if shape != (crop, crop, 3):
+            raise ValueError(f"crop_size {crop!r} is not the artifact's input "
+                             f"{shape[0]}x{shape[1]}x{shape[2]}")
+        return transform(config)
+    except (TypeError, ValueError) as e:
+        raise PredictError(f"{path}: field source.transform cannot be used ({e}); export "
+                           "again to restore it") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _cli.ArgumentParser(prog="python -m export.predict", description=__doc__,
                                 epilog=EXIT_CODES,
@@ -137,14 +171,7 @@ def _predict(args) -> None:
     from export.verification import load_runner
 
     runner = load_runner(artifact)
-    from training.preprocessing import ImageError, Preprocessing
-
-    try:
-        prep = (Preprocessing.from_dict(record) if isinstance(record, dict)
-                else Preprocessing.for_shape(shape))
-    except (ImageError, TypeError) as e:
-        raise PredictError(f"{artifact}: its manifest's preprocessing cannot be used "
-                           f"({e})") from None
+    prep = _preprocessing(manifest, manifest_path, artifact, shape, record)
     files, rows = predict_files(runner, prep, args.paths, args.top_k, class_names,
                                 args.batch_size)
     print(report(files, rows, args.json))

@@ -1,4 +1,6 @@
 """`python -m training.predict --model RUN/best.keras PATH...`: top-k classes of image files.
+`python -m training.predict --arch resnet50 --weights IMAGENET1K_V2 PATH...`: the same with a
+named weight set (ImageNet's class names, the set's own evaluation transform), no run needed.
 
 PATH is an image file or a folder (searched recursively for .png, .jpg, .jpeg, .bmp, .gif,
 .webp). Each image goes through training.preprocessing, as in training's evaluation: decoded
@@ -76,13 +78,17 @@ def find_images(paths) -> list[str]:
 
 
 def load_images(files, preprocessing):
-    """float32 (N, H, W, C) raw pixels of image files: training.preprocessing.load_images, with
-    its errors as PredictError. `preprocessing` is a Preprocessing or an input shape (H, W, C;
-    then the default for that size)."""
+    """float32 (N, H, W, C) model inputs of image files: training.preprocessing.load_images, with
+    its errors as PredictError. `preprocessing` is a Preprocessing, an input shape (H, W, C;
+    then the default for that size) or a named weight set's transform (a callable)."""
     from training.preprocessing import ImageError, Preprocessing
     from training.preprocessing import load_images as load
 
     try:
+        if callable(preprocessing):
+            from training.weightsets import load_transformed
+
+            return load_transformed(files, preprocessing)
         if not isinstance(preprocessing, Preprocessing):
             preprocessing = Preprocessing.for_shape(preprocessing)
         return load(files, preprocessing)
@@ -136,7 +142,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = _cli.ArgumentParser(prog="python -m training.predict", description=__doc__,
                                 epilog=EXIT_CODES,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", required=True, help="a .keras file (e.g. RUN/best.keras)")
+    from keras_resnet.archs import ARCHS
+    from training.weightsets import NAMES_HELP
+
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--model", help="a .keras file (e.g. RUN/best.keras)")
+    source.add_argument("--weights", metavar="NAME",
+                        help=f"instead of --model: {NAMES_HELP}; ImageNet's class names and "
+                        "the set's evaluation transform (resize, centre crop) are used")
+    p.add_argument("--arch", choices=sorted(ARCHS),
+                   help="the architecture of --weights NAME (needed where the name alone does "
+                   "not say it, e.g. IMAGENET1K_V2 or DEFAULT)")
     add_common_arguments(p)
     return p
 
@@ -147,6 +163,11 @@ def main(argv=None) -> int:
 
 
 def _predict(args) -> None:
+    if args.weights:
+        return _predict_named(args)
+    if args.arch:
+        raise PredictError(f"--arch is for --weights NAME; --model {args.model} holds its own "
+                           "architecture")
     find_images(args.paths)  # before loading TensorFlow: a wrong path fails fast
     from training.modelio import load_model
     from training.runrecord import preprocessing_for
@@ -164,6 +185,18 @@ def _predict(args) -> None:
     files, rows = predict_files(run_logits, prep, args.paths, args.top_k,
                                 model_class_names(model, args.model), args.batch_size,
                                 probabilities=softmax_out)
+    print(report(files, rows, args.json))
+
+
+def _predict_named(args) -> None:
+    from training import weightsets
+
+    weight_set = weightsets.resolve(args.weights, args.arch)
+    find_images(args.paths)  # before a download: a wrong path fails fast
+    model = weightsets.pretrained_model(weight_set)
+    files, rows = predict_files(lambda images: model.predict(images, verbose=0),
+                                weightsets.transform(weight_set), args.paths, args.top_k,
+                                list(weight_set.categories), args.batch_size)
     print(report(files, rows, args.json))
 
 

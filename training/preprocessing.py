@@ -314,6 +314,12 @@ def check_image_file(path, limit: int | None = None) -> None:
 
 def load_image(path: str, prep: Preprocessing):
     """float32 (H, W, C) numpy model input of one image file."""
+    return read_image(path, prep.channels, lambda image: model_input(image, prep)).numpy()
+
+
+def read_image(path: str, channels: int, then=None):
+    """The uint8 (h, w, channels) tensor of one image file (see decode), or `then(image)`;
+    every failure, of reading, decoding or of `then`, is an ImageError naming the file."""
     import tensorflow as tf
 
     limit = max_image_pixels()
@@ -325,7 +331,8 @@ def load_image(path: str, prep: Preprocessing):
         reason = f"cannot be read: {e.strerror or e}"
         raise ImageError(f"{path} {reason}", reason) from None
     try:
-        return model_input(decode(tf.constant(contents), prep.channels), prep).numpy()
+        image = decode(tf.constant(contents), channels)
+        return image if then is None else then(image)
     except tf.errors.OpError as e:
         reason = f"not a decodable image: {_reason(e)}"
         raise ImageError(f"{path} is not a readable image ({_reason(e)})", reason) from None

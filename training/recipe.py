@@ -11,7 +11,7 @@ import warnings
 
 from keras_resnet import _cli, _imports
 
-from training.config import TrainConfig
+from training.config import WEIGHT_SUFFIXES, TrainConfig
 from training.console import log
 from training.modelio import load_model
 
@@ -47,13 +47,54 @@ def build_model(cfg: TrainConfig, info, start_weights: bool = True):
 
 def model_from_weights(cfg: TrainConfig, info, load: bool = True):
     """A model for the run's images and classes holding --weights: every tensor but a classifier
-    of another class count. A torchvision checkpoint brings its own stem, width and ImageNet
-    normalization; a .keras model its own stem, width and normalization."""
+    of another class count. A named set and a torchvision checkpoint bring their own stem, width
+    and ImageNet normalization; a .keras model its own stem, width and normalization."""
+    found = weight_set(cfg)
+    if found is not None:
+        return _from_weight_set(found, cfg, info, load)
     if not os.path.isfile(cfg.weights):
         raise RunFileMissing(f"--weights {cfg.weights} does not exist")
     if cfg.weights.endswith(".keras"):
         return _from_keras_file(cfg, info, load)
     return _from_torch_file(cfg, info, load)
+
+
+def weight_set(cfg: TrainConfig):
+    """The set --weights names (checked against --arch), or None for a file or no --weights."""
+    from training import weightsets
+
+    if cfg.weights is None or cfg.weights.endswith(WEIGHT_SUFFIXES) or not weightsets.is_name(
+            cfg.weights):
+        return None
+    return weightsets.resolve(cfg.weights, cfg.arch)
+
+
+def weights_record(cfg: TrainConfig) -> dict:
+    """What config.json says of a named --weights set (its resolved name, URL, hash, figures)."""
+    found = weight_set(cfg)
+    return {} if found is None else {"weight_set": found.describe()}
+
+
+def _from_weight_set(found, cfg: TrainConfig, info, load: bool):
+    from keras_resnet.weights import WeightsError
+
+    from training import weightsets
+
+    if info.image_size[2] != 3:
+        raise RunError(f"--weights {cfg.weights} takes RGB images; the data has "
+                       f"{info.image_size[2]} channel(s) (use --channels 3)")
+    try:
+        model = weightsets.pretrained_model(found, info.image_size, info.num_classes,
+                                            info.class_names, load=load)
+    except WeightsError:
+        raise
+    except ValueError as e:  # the data's image size does not fit the set's architecture
+        raise RunError(f"--weights {cfg.weights}: {e}") from None
+    if load:
+        same = info.num_classes == found.num_classes
+        log(f"weights {found.arch} {found.name} ({found.url})"
+            + ("" if same else f"; new classifier for the data's {info.num_classes} classes"))
+    return model
 
 
 def _from_keras_file(cfg: TrainConfig, info, load: bool):

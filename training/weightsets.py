@@ -39,15 +39,15 @@ def pretrained_model(weight_set, input_shape=None, num_classes=None, class_names
     if input_shape is None:
         input_shape = (weight_set.crop_size, weight_set.crop_size, 3)
     same_head = num_classes is None or num_classes == weight_set.num_classes
-    if load:
-        weights.fetch(weight_set)  # a download that fails, before anything is built
+    if load and not weights.converted_path(weight_set).is_file():
+        weights.fetch(weight_set)  # a download that fails fails before the model is built
     model = build_resnet(
         weight_set.arch, input_shape=input_shape,
         num_classes=weight_set.num_classes if num_classes is None else num_classes,
         normalization=weight_set.normalization,
         class_names=weight_set.categories if class_names is None and same_head else class_names)
     if load:
-        weights.load_into(model, weight_set, include_top=same_head)
+        weights.load_into(model, weight_set)  # the classifier too where the classes are the set's
     return model
 
 
