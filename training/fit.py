@@ -26,7 +26,7 @@ from training.data import load_pipelines
 from training.distribute import DistributeError, WriteDir, make_placement
 from training.modelio import load_model
 from training.recipe import (RunError, RunFileMissing, build_model, compile_model, make_loss,
-                             make_optimizer)
+                             make_optimizer, weight_set, weights_record)
 from training.rundir import RunDirError, RunLock, atomic_write_json
 from training.runrecord import write_record
 
@@ -140,6 +140,7 @@ def run(cfg: TrainConfig, extra_callbacks=()) -> dict:
     Only one process at a time may use a run directory (RUN/fit.lock, see rundir.RunLock).
     """
     cfg = dataclasses.replace(cfg).validate()
+    weight_set(cfg)  # a --weights name that is unknown or of another --arch: before TensorFlow
     try:
         placement = make_placement(cfg.strategy, cfg.cpu_replicas)
     except RuntimeError as e:
@@ -315,7 +316,7 @@ def _write_run_record(cfg: TrainConfig, run_dir: str, out: str, data, setup: Set
         "batchnorm": cfg.batchnorm if placement.num_replicas > 1 else "single device",
         "gpus": [g.name for g in setup.gpus],
         "run_dir": os.path.abspath(run_dir), "command": command_line(cfg),
-        "options": recorded_options(cfg),
+        "options": recorded_options(cfg), **weights_record(cfg),
         "versions": library_versions("tensorflow-datasets", "scikit-learn", "matplotlib"),
         **data.dataset.record(),
     })
