@@ -22,6 +22,11 @@ re-check each function below against the new release:
   (TF2 has no public way to freeze a ConcreteFunction).
 - ``tflite_ops_details``: ai_edge_litert's ``Interpreter._get_ops_details()`` (its public API
   lists tensors, not ops).
+- ``model_state`` / ``write_keras_archive``: ``keras.src.saving.saving_lib`` (``_save_state``,
+  ``H5IOStore`` and its ``make``/``__setitem__`` protocol, the archive's member names) and
+  ``serialization_lib.serialize_keras_object``: what ``Model.save`` writes, split into a copy
+  of the variables taken at once and the writing of the file later (Keras has no public way
+  to save a snapshot, nor to leave the optimizer out of a .keras file).
 """
 
 from __future__ import annotations
@@ -142,3 +147,81 @@ def variables_to_constants_as_graph(concrete_function):
 def tflite_ops_details(interpreter) -> list[dict]:
     """Every op of a LiteRT interpreter's graph: its ``op_name``, ``inputs``, ``outputs``."""
     return interpreter._get_ops_details()
+
+
+_recorder_class = None
+
+
+def _recorder():
+    """An H5IOStore (``_save_state`` accepts nothing else) that keeps host copies of the
+    variables it is given instead of writing them."""
+    global _recorder_class
+    if _recorder_class is None:
+        import numpy as np
+        from keras import ops
+        from keras.src.saving import saving_lib
+
+        class Recorder(saving_lib.H5IOStore):
+            def __init__(self):  # noqa: D107  no HDF5 file: nothing is written
+                self.entries = []
+                self._values = None
+
+            def __bool__(self):
+                return True
+
+            def make(self, path, metadata=None):
+                self._values = {}
+                self.entries.append((path, metadata, self._values))
+                return self
+
+            def __setitem__(self, key, value):
+                self._values[key] = np.array(ops.convert_to_numpy(value), copy=True)
+
+            def close(self):
+                pass
+
+        _recorder_class = Recorder
+    return _recorder_class()
+
+
+def model_state(model) -> tuple[dict, list]:
+    """(config, entries) of what ``model.save`` would write now: the serialized model and
+    ``[(path in the weights file, metadata, {name: numpy copy})]`` of every variable (model,
+    optimizer, metrics), copied to host memory so that training may go on while a file is
+    written from them (``write_keras_archive``)."""
+    from keras.src.saving import saving_lib
+    from keras.src.saving.serialization_lib import ObjectSharingScope, serialize_keras_object
+
+    with ObjectSharingScope():
+        config = serialize_keras_object(model)
+    store = _recorder()
+    saving_lib._save_state(model, weights_store=store, assets_store=None, inner_path="",
+                           visited_saveables=set())
+    return config, store.entries
+
+
+def write_keras_archive(fileobj, config: dict, entries) -> None:
+    """A .keras file of ``config`` and ``entries`` (``model_state``) written to ``fileobj``,
+    as ``Model.save`` writes it: keras.models.load_model and Model.load_weights read it."""
+    import datetime
+    import json
+    import zipfile
+
+    import keras
+    from keras.src.saving import saving_lib
+
+    metadata = {"keras_version": keras.__version__,
+                "date_saved": datetime.datetime.now().strftime("%Y-%m-%d@%H:%M:%S")}
+    with zipfile.ZipFile(fileobj, "w") as archive:
+        with archive.open(saving_lib._METADATA_FILENAME, "w") as f:
+            f.write(json.dumps(metadata).encode())
+        with archive.open(saving_lib._CONFIG_FILENAME, "w") as f:
+            f.write(json.dumps(config).encode())
+        store = saving_lib.H5IOStore(saving_lib._VARS_FNAME_H5, archive=archive, mode="w")
+        try:
+            for path, meta, values in entries:
+                store.make(path, metadata=meta)
+                for key, value in values.items():
+                    store[key] = value
+        finally:
+            store.close()

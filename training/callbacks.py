@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import json
@@ -13,6 +12,7 @@ import time
 import keras
 
 from keras_resnet._provenance import sha256_file
+from training.checkpoints import BackgroundWriter, Snapshot, publish
 from training.rundir import (RunDirError, atomic_write_bytes, atomic_write_json,  # noqa: F401
                              clean_temporaries, remove_quietly, temp_path, write_error)
 
@@ -22,26 +22,10 @@ BEST = "best.keras"
 LOG_CSV = "log.csv"
 
 
-@contextlib.contextmanager
-def staged_model_file(model: keras.Model, path: str):
-    """Saves `model` beside `path` under a temporary name and yields that file's sha256; `path`
-    is replaced when the block ends without an error and left as it was otherwise, so a block
-    can record the digest (state.json) before the file it describes appears."""
-    tmp = temp_path(path)  # Keras wants the .keras suffix, kept by the temporary name
-    try:
-        model.save(tmp)
-        yield sha256_file(tmp)
-        os.replace(tmp, path)
-    except OSError as e:
-        raise write_error(path, e) from e
-    finally:
-        remove_quietly(tmp)
-
-
 def atomic_save_model(model: keras.Model, path: str) -> str:
-    """Saves `model` to `path` whole or not at all; returns the file's sha256."""
-    with staged_model_file(model, path) as digest:
-        return digest
+    """Saves `model` to `path` whole or not at all (as RunCheckpoint writes last.keras);
+    returns the file's sha256."""
+    return Snapshot(model).write(path)
 
 
 def _float(v):
@@ -120,12 +104,17 @@ def log_csv_bytes(history: dict) -> bytes:
 class RunCheckpoint(keras.callbacks.Callback):
     """Writes best.keras / last.keras atomically, log.csv, and a state file to resume from.
 
-    Order per epoch: best.keras (if improved), log.csv with every completed epoch's row (so a
-    kill cannot lose a row that the checkpoint counts), then state.json holding the previous and
-    the new entry, each with the sha256 of the last.keras it describes, then last.keras is
-    replaced. A kill -9 at any point leaves a last.keras that matches one of the two entries, so
-    resume knows the epoch, history and best score that belong to the weights it loads, and
-    rewrites log.csv from that history (dropping the row of an epoch it will train again).
+    Order per epoch: best.keras (if improved: the model's weights without the optimizer state),
+    log.csv with every completed epoch's row (so a kill cannot lose a row that the checkpoint
+    counts), then state.json holding the previous and the new entry, each with the sha256 of
+    the last.keras it describes, then last.keras (with the optimizer state) is replaced. A kill
+    -9 at any point leaves a last.keras that matches one of the two entries, so resume knows the
+    epoch, history and best score that belong to the weights it loads, and rewrites log.csv from
+    that history (dropping the row of an epoch it will train again).
+
+    The files are written from a copy of the variables taken at the epoch's end, in a
+    background thread (training.checkpoints), in that order; ``close()`` waits for them and
+    must be called when training ends, however it ends (``on_train_end`` does it on success).
     """
 
     def __init__(self, run_dir: str, monitor: str = "val_accuracy", nan_guard: NanGuard = None,
@@ -137,6 +126,7 @@ class RunCheckpoint(keras.callbacks.Callback):
         self.entry = initial_state or {"epoch": 0, "history": {}, "best": None,
                                        "best_epoch": None, "sha256": None}
         atomic_write_bytes(os.path.join(run_dir, LOG_CSV), log_csv_bytes(self.entry["history"]))
+        self.writer = BackgroundWriter()
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
@@ -146,19 +136,56 @@ class RunCheckpoint(keras.callbacks.Callback):
         for key, value in logs.items():
             history.setdefault(key, []).append(_float(value))
         best, best_epoch = self.entry["best"], self.entry["best_epoch"]
-        best_sha256 = self.entry.get("best_sha256")
         score = _float(logs.get(self.monitor))
-        if score is not None and math.isfinite(score) and (best is None or score > best):
+        improved = score is not None and math.isfinite(score) and (best is None or score > best)
+        if improved:
             best, best_epoch = score, epoch + 1
-            best_sha256 = atomic_save_model(self.model, os.path.join(self.run_dir, BEST))
-        atomic_write_bytes(os.path.join(self.run_dir, LOG_CSV), log_csv_bytes(history))
-        with staged_model_file(self.model, os.path.join(self.run_dir, LAST)) as digest:
-            new = {"epoch": epoch + 1, "history": history, "best": best,
-                   "best_epoch": best_epoch, "best_sha256": best_sha256, "monitor": self.monitor,
-                   "sha256": digest, "time": time.time()}
-            atomic_write_json(os.path.join(self.run_dir, STATE_FILE),
-                              {"entries": [self.entry, new]})
+        previous = self.entry
+        new = {"epoch": epoch + 1, "history": history, "best": best, "best_epoch": best_epoch,
+               "best_sha256": None, "monitor": self.monitor, "sha256": None, "time": time.time()}
+        snapshot = Snapshot(self.model)
+        self.writer.submit(*self._epoch_writes(snapshot, improved, previous, new))
         self.entry = new
+
+    def _epoch_writes(self, snapshot: Snapshot, improved: bool, previous: dict, new: dict):
+        """(the epoch's writes in their order, the cleanup after them); the digests are filled
+        into `new` as its files are written (`previous`'s are there: its writes finished before
+        these start)."""
+        last = os.path.join(self.run_dir, LAST)
+        staged = []
+
+        def best():
+            new["best_sha256"] = (snapshot.write(os.path.join(self.run_dir, BEST),
+                                                 weights_only=True)
+                                  if improved else previous.get("best_sha256"))
+
+        def log_csv():
+            atomic_write_bytes(os.path.join(self.run_dir, LOG_CSV),
+                               log_csv_bytes(new["history"]))
+
+        def stage_last():
+            tmp, new["sha256"] = snapshot.stage(last)
+            staged.append(tmp)
+
+        def state():
+            atomic_write_json(os.path.join(self.run_dir, STATE_FILE),
+                              {"entries": [previous, new]})
+
+        def publish_last():
+            publish(staged.pop(), last)
+
+        def cleanup():
+            for tmp in staged:
+                remove_quietly(tmp)
+
+        return [best, log_csv, stage_last, state, publish_last], cleanup
+
+    def on_train_end(self, logs=None):
+        self.writer.wait()
+
+    def close(self, quiet: bool = False) -> None:
+        """Waits for the checkpoint writes under way (see BackgroundWriter.close)."""
+        self.writer.close(quiet)
 
 
 RESTART = "start again without --resume (in a new --run-dir, or after moving this one away)"
@@ -239,15 +266,28 @@ class LearningRateLog(keras.callbacks.Callback):
 
 
 class EpochTimer(keras.callbacks.Callback):
-    """Seconds spent in the training part of each epoch (validation excluded)."""
+    """Seconds spent in the training part of each epoch (validation excluded), in its
+    validation, and in the whole epoch: from its start to the next one's (validation and the
+    checkpoint's hand-over included; the last epoch ends with training)."""
 
     def __init__(self):
         super().__init__()
         self.train_seconds = []
+        self.validation_seconds = []
+        self.epoch_seconds = []
         self._start = None
+        self._epoch_start = None
+        self._test_start = None
 
     def on_epoch_begin(self, epoch, logs=None):
-        self._start = time.perf_counter()
+        now = time.perf_counter()
+        self._end_epoch(now)
+        self._start = self._epoch_start = now
+
+    def _end_epoch(self, now):
+        if self._epoch_start is not None:
+            self.epoch_seconds.append(now - self._epoch_start)
+            self._epoch_start = None
 
     def _stop(self):
         if self._start is not None:
@@ -256,9 +296,18 @@ class EpochTimer(keras.callbacks.Callback):
 
     def on_test_begin(self, logs=None):
         self._stop()
+        self._test_start = time.perf_counter()
+
+    def on_test_end(self, logs=None):
+        if self._test_start is not None:
+            self.validation_seconds.append(time.perf_counter() - self._test_start)
+            self._test_start = None
 
     def on_epoch_end(self, epoch, logs=None):
         self._stop()
+
+    def on_train_end(self, logs=None):
+        self._end_epoch(time.perf_counter())
 
 
 class ScalarTensorBoard(keras.callbacks.Callback):

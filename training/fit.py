@@ -374,8 +374,15 @@ def _fit(cfg: TrainConfig, data, setup: Setup, model, out: str, resume_entry,
                  *extra_callbacks]
     distribute.build_for_fit(model, placement, data.info.image_size)
     start = time.perf_counter()
-    if initial_epoch < cfg.epochs:
-        _model_fit(model, train, cfg, data, placement, initial_epoch, callbacks)
+    try:
+        if initial_epoch < cfg.epochs:
+            _model_fit(model, train, cfg, data, placement, initial_epoch, callbacks)
+    except BaseException:
+        # The epochs' files finish before the run directory's lock is released; their own
+        # error would hide the one that stopped training.
+        checkpoint.close(quiet=True)
+        raise
+    checkpoint.close()
     wall = time.perf_counter() - start
     return Training(checkpoint, timer, nan_guard, wall)
 
@@ -450,6 +457,10 @@ def _report(cfg: TrainConfig, run_dir: str, data, setup: Setup, done: Training) 
         train_images_per_s_after_first_epoch=(
             data.num_train * (len(seconds) - 1) / sum(seconds[1:]) if len(seconds) > 1
             else None),
+        # Whole epochs (validation and checkpoints included) and their validation parts, for
+        # benchmarks.e2e; validation_images: how many images each validation pass saw.
+        epoch_seconds=done.timer.epoch_seconds, validation_seconds=done.timer.validation_seconds,
+        validation_images=data.num_val if data.val is not None else data.num_test,
         precision=setup.precision, device="GPU" if setup.gpus else "CPU",
     )
     files = report.write_report(run_dir, metrics, info, entry["history"],

@@ -90,6 +90,20 @@ def test_report_files_hold_what_they_claim(digits_run):
     assert state["epoch"] == 3 and saved["best_epoch"] == state["best_epoch"]
 
 
+def test_best_keras_holds_the_weights_and_last_keras_what_resume_needs(digits_run):
+    run_dir = digits_run[0]
+    best = _weights(os.path.join(run_dir, "best.keras"))
+    last = _weights(os.path.join(run_dir, "last.keras"))
+    assert best and not [k for k in best if k.startswith("optimizer")]
+    assert [k for k in last if k.startswith("optimizer")]
+    assert {k for k in last if not k.startswith("optimizer")} == set(best)
+    with zipfile.ZipFile(os.path.join(run_dir, "best.keras")) as z:
+        assert "compile_config" not in json.loads(z.read("config.json"))
+    assert cb.intact_checkpoints(run_dir) == {"last.keras": 3, "best.keras": 
+                                              json.load(open(os.path.join(
+                                                  run_dir, "metrics.json")))["best_epoch"]}
+
+
 def test_evaluate_cli_writes_the_same_report(digits_run, tmp_path):
     from training import evaluate
 

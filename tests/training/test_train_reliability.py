@@ -18,6 +18,7 @@ import keras
 import numpy as np
 import pytest
 
+from keras_resnet import _keras_compat
 from training import callbacks as cb
 from training import evaluate, fit
 from training.data import DataFormatError, DatasetError, load_arrays
@@ -445,12 +446,11 @@ def _temporaries(run_dir):
 def test_disk_full_while_saving_a_checkpoint(tmp_path, monkeypatch, capsys):
     run_dir = str(tmp_path / "full")
 
-    def save(self, path, *args, **kwargs):
-        with open(path, "wb") as f:
-            f.write(b"\0" * (3 << 20))
+    def save(fileobj, *args, **kwargs):
+        fileobj.write(b"\0" * (3 << 20))
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(keras.Model, "save", save)
+    monkeypatch.setattr(_keras_compat, "write_keras_archive", save)
     assert exit_code(fit.main, argv(TINY, run_dir=run_dir)) == 2
     line = error_line(capsys)
     assert run_dir in line and "No space left" in line
