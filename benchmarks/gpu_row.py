@@ -1,0 +1,79 @@
+"""One row of ``python -m benchmarks.gpu``, in its own process: ``python -m benchmarks.gpu_row
+SPEC.json RESULT.json``.
+
+A process per row because JAX's peak-memory counter cannot be reset, and so that a crash, a hang
+or a failed compilation of one row costs that row only. The result file is rewritten after each
+phase (inference first, then training), so a row stopped at its time limit keeps the figures it
+had. Inference comes first so that its peak memory is its own; training's includes it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import sys
+import time
+
+# Before anything can import Keras: this process is the library on JAX, never TensorFlow.
+os.environ["KERAS_BACKEND"] = "jax"
+
+MODES = ("infer", "train")
+
+
+def measure(step, sync, batch: int, warmup: int, steps: int, repeats: int) -> dict:
+    """Images/s of ``step`` (one batch): ``warmup`` untimed steps (the first one compiles),
+    then the median of ``repeats`` timed runs of ``steps`` steps, each ended by ``sync``."""
+    start = time.perf_counter()
+    step()
+    sync()
+    first = time.perf_counter() - start
+    for _ in range(warmup - 1):
+        step()
+    sync()
+    seconds = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(steps):
+            step()
+        sync()
+        seconds.append(time.perf_counter() - start)
+    median = statistics.median(seconds)
+    return {"images_per_s": batch * steps / median, "median_s": median, "seconds": seconds,
+            "first_step_s": first, "steps": steps, "repeats": repeats, "warmup": warmup}
+
+
+def write_json(path: str, data: dict) -> None:
+    """Writes ``data`` to ``path`` through a temporary name, so a reader sees all or nothing."""
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w") as f:
+        json.dump(data, f, indent=1)
+    os.replace(tmp, path)
+
+
+def run(spec: dict, out_path: str) -> None:
+    if spec["framework"] == "keras":
+        from benchmarks import gpu_keras as framework
+    else:
+        from benchmarks import gpu_torch as framework
+    runner = framework.Runner(spec)
+    result = {"device_name": runner.device_name, "platform": runner.platform,
+              "versions": runner.versions(), "notes": list(runner.notes)}
+    for mode in MODES:
+        if mode not in spec["modes"]:
+            continue
+        figures, note = runner.measure(mode)
+        if figures is not None:
+            figures["peak_mib"] = runner.peak_mib()
+        result[mode] = figures
+        if note:
+            result["notes"].append(note)
+        result["tensorflow_loaded"] = "tensorflow" in sys.modules
+        write_json(out_path, result)
+    result["tensorflow_loaded"] = "tensorflow" in sys.modules
+    write_json(out_path, result)
+
+
+if __name__ == "__main__":
+    with open(sys.argv[1]) as f:
+        run(json.load(f), sys.argv[2])
