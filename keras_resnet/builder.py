@@ -9,6 +9,7 @@ from typing import Sequence
 import keras
 
 from keras_resnet import _keras_compat
+from keras_resnet import weights as named_weights
 from keras_resnet.archs import ARCHS, NUM_STAGES, STEMS
 from keras_resnet.blocks import BasicBlock, Bottleneck, make_bn, make_conv
 
@@ -155,40 +156,21 @@ def build_resnet(
         class_names: optional name of each output class (``num_classes`` distinct strings),
             kept in the model's config so that a saved .keras file can name its predictions.
         name: model name; defaults to ``arch``.
-        weights: None (random initialization), the name of a weight set for ``arch``
-            (``"IMAGENET1K_V1"``, ``"IMAGENET1K_V2"``, ``"DEFAULT"``: torchvision's best; or one
-            added with ``keras_resnet.weights.register``; downloaded once to
-            ``$KERAS_HOME/models``, its hash checked, then cached), a ``WeightSet``, or a
-            torchvision-style checkpoint file (.pth/.pt/.bin/.ckpt, .safetensors). A named set
-            also sets the defaults of ``normalization`` (its mean and std: the model takes raw
-            0..255 pixels; feed it ``keras_resnet.weights.transform(name)``'s output),
-            ``num_classes`` and ``class_names`` (its categories). With ``include_top=False``
-            the backbone is loaded; with another ``num_classes`` the backbone is loaded and the
-            classifier starts fresh (fine-tuning). Raises ``keras_resnet.weights.WeightsError``
-            (a ValueError, one line) when the weights cannot be had or do not fit.
+        weights: None (random), a weight set's name (``"IMAGENET1K_V2"``, ``"DEFAULT"``: see
+            ``keras_resnet.weights``) or a torchvision-style checkpoint file. A name also sets
+            the defaults of ``normalization``, ``num_classes`` and ``class_names``;
+            ``include_top=False`` or another ``num_classes`` load the backbone only
+            (fine-tuning). Raises ``keras_resnet.weights.WeightsError`` (a ValueError).
 
     The model remembers these arguments (``model.builder_config``, ``model.arch``,
     ``model.class_names``); ``keras.models.load_model`` gives them back once ``keras_resnet``
     is imported.
     """
     weight_set = None
-    if weights is not None:
-        from keras_resnet import weights as named
-
-        _check_arch(arch)
-        if isinstance(weights, named.WeightSet) or named.looks_like_name(weights):
-            weight_set = named.get(weights, arch)
-            # A malformed input_shape is left to the model's own check.
-            channels = input_shape[-1] if isinstance(input_shape, (list, tuple)) and len(
-                input_shape) == 3 else 3
-            named.loading.check_buildable(weight_set, {
-                "arch": arch, "stem": stem, "width": width, "input_shape": [channels]})
-            if normalization is None:
-                normalization = weight_set.normalization
-            if num_classes is None:
-                num_classes = weight_set.num_classes
-            if class_names is None and include_top and num_classes == weight_set.num_classes:
-                class_names = list(weight_set.categories)
+    if weights is not None:  # a named set's defaults, and the checks before any download
+        weight_set, num_classes, normalization, class_names = _named_weights_defaults(
+            weights, arch, input_shape, num_classes, include_top, stem, width, normalization,
+            class_names)
     model = ResNet(
         arch, input_shape=input_shape, num_classes=1000 if num_classes is None else num_classes,
         include_top=include_top, pooling=pooling, classifier_activation=classifier_activation,
@@ -196,8 +178,33 @@ def build_resnet(
         normalization=normalization, class_names=class_names, name=name,
     )
     if weights is not None:
-        named.load_into(model, weights if weight_set is None else weight_set)
+        named_weights.load_into(model, weights if weight_set is None else weight_set)
     return model
+
+
+def _named_weights_defaults(weights, arch, input_shape, num_classes, include_top, stem, width,
+                            normalization, class_names):
+    """(weight set or None for a file, num_classes, normalization, class_names): a named set's
+    defaults for what the caller left out, after checking, before any download, that the
+    model can hold it."""
+    _check_arch(arch)
+    if not (isinstance(weights, named_weights.WeightSet) or named_weights.looks_like_name(weights)):
+        return None, num_classes, normalization, class_names
+    weight_set = named_weights.get(weights, arch)
+    # A malformed input_shape is left to the model's own check.
+    channels = input_shape[-1] if isinstance(input_shape, (list, tuple)) and len(
+        input_shape) == 3 else 3
+    named_weights.loading.check_buildable(weight_set, {
+        "arch": arch, "stem": stem, "width": width, "input_shape": [channels]})
+    if normalization is None:
+        normalization = weight_set.normalization
+    if num_classes is None:
+        num_classes = weight_set.num_classes
+    if class_names is None and include_top and num_classes == weight_set.num_classes:
+        class_names = list(weight_set.categories)
+    if not named_weights.converted_path(weight_set).is_file():
+        named_weights.fetch(weight_set)  # a failed download fails before the model is built
+    return weight_set, num_classes, normalization, class_names
 
 
 def _check_class_names(class_names, num_classes: int, include_top: bool):

@@ -5,7 +5,7 @@ on 127.0.0.1 only, counts the requests per path, and can misbehave on purpose: `
 (a short file with an honest Content-Length), ``"stop"`` (the full Content-Length, half the
 body, then the connection is closed) and ``"stall"`` (half the body, then silence for
 ``stall_s`` seconds). ``served_checkpoint`` is a torchvision ResNet-18 with random weights and
-random BatchNorm statistics (10 classes), saved by ``torch.save``, with its sha256.
+random BatchNorm statistics (10 classes, tests/keras_resnet/test_convert.py's), saved by ``torch.save``, with its sha256.
 """
 
 from __future__ import annotations
@@ -110,25 +110,12 @@ class Checkpoint:
         return self.path.read_bytes()
 
 
-def torchvision_resnet18(num_classes: int, seed: int = 0):
-    """torchvision's resnet18 in eval mode, random weights and BatchNorm statistics (so no
-    layer is an identity)."""
-    import sys
+def torchvision_resnet18(num_classes: int = 10, seed: int = 0):
+    """torchvision's resnet18 in eval mode with random weights and BatchNorm statistics."""
+    from tests.keras_resnet.test_convert import torchvision_model
 
-    import torch
-    sys.modules.setdefault("triton", None)  # see tests/keras_resnet/test_convert.py: _torch
-    import torchvision
-
-    torch.manual_seed(seed)
-    net = torchvision.models.resnet18(num_classes=num_classes)
-    with torch.no_grad():
-        for m in net.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_mean.uniform_(-0.5, 0.5)
-                m.running_var.uniform_(0.5, 2.0)
-                m.weight.uniform_(0.5, 1.5)
-                m.bias.uniform_(-0.5, 0.5)
-    return net.eval()
+    assert num_classes == 10  # what torchvision_model builds
+    return torchvision_model("resnet18", cifar=False, channels=3, seed=seed)
 
 
 @pytest.fixture(scope="session")

@@ -42,6 +42,23 @@ def check_buildable(ws: WeightSet, config: dict) -> None:
                      "; build it with stem='imagenet', width=64 and 3 input channels")
 
 
+def _with_head(model, sd, take_theirs: bool):
+    """("loaded", "new" or "none", the state_dict to load): with the checkpoint's classifier,
+    with the model's own (its fresh values go in with the rest), or without one."""
+    from keras_resnet.convert.names import to_torch_layout, torch_key_map
+
+    key_map = {key: (var, kind) for key, var, kind in torch_key_map(model)}
+    if "fc.weight" not in key_map:
+        return "none", {k: v for k, v in sd.items() if not k.startswith("fc.")}
+    if take_theirs:
+        return "loaded", sd
+    sd = dict(sd)
+    for key in ("fc.weight", "fc.bias"):
+        var, kind = key_map[key]
+        sd[key] = to_torch_layout(var.numpy(), kind)
+    return "new", sd
+
+
 def load_into(model, weights, *, include_top: bool = True, progress: bool = True) -> dict:
     """Loads ``weights`` into a keras_resnet model built for them; returns what was loaded.
 
@@ -62,7 +79,6 @@ def load_into(model, weights, *, include_top: bool = True, progress: bool = True
     from keras_resnet.builder import model_config
     from keras_resnet.convert.architecture import infer_config
     from keras_resnet.convert.formats import read_state_dict
-    from keras_resnet.convert.names import to_torch_layout, torch_key_map
     from keras_resnet.convert.weights import load_torch_state_dict
     from keras_resnet.weights.download import state_dict
 
@@ -87,18 +103,8 @@ def load_into(model, weights, *, include_top: bool = True, progress: bool = True
     if ws is not None and found["num_classes"] not in (None, ws.num_classes):
         raise WeightsError(f"{label}: the checkpoint's classifier has {found['num_classes']} "
                            f"classes but the weight set names {ws.num_classes} categories")
-    sd = dict(sd)
-    key_map = {key: (var, kind) for key, var, kind in torch_key_map(model)}
-    if "fc.weight" not in key_map:
-        head = "none"
-        sd = {k: v for k, v in sd.items() if not k.startswith("fc.")}
-    elif include_top and found["num_classes"] == config["num_classes"]:
-        head = "loaded"
-    else:  # a new classifier: the model's own fresh values go in with the rest
-        head = "new"
-        for key in ("fc.weight", "fc.bias"):
-            var, kind = key_map[key]
-            sd[key] = to_torch_layout(var.numpy(), kind)
+    head, sd = _with_head(model, sd, include_top and found["num_classes"] == config[
+        "num_classes"])
     try:
         report = load_torch_state_dict(model, sd, strict=True)
     except ValueError as err:

@@ -63,6 +63,8 @@ def test_download_check_convert_cache_and_torchvision_logits(weights_server, ser
     from PIL import Image
     from torchvision.transforms._presets import ImageClassification
 
+    from keras_resnet.convert import torch_key_map
+
     ws = register_tiny(weights_server, served_checkpoint)
     model = build_resnet("resnet18", input_shape=(64, 64, 3), weights="tiny")
     assert weights_server.count("tiny-resnet18.pth") == 1
@@ -88,52 +90,65 @@ def test_download_check_convert_cache_and_torchvision_logits(weights_server, ser
     assert np.abs(ours - want).max() <= 0.02 * np.abs(want).max()
     assert ours.argmax() == want.argmax()
 
-    # The second load reads the converted copy: no request, and no .pth needed.
+    # Later loads: the cached file without a request; the converted copy without the .pth.
+    assert kw.fetch("resnet18.tiny", progress=False) == kw.cache_path(ws)
     os.remove(kw.cache_path(ws))
-    again = resnet18(input_shape=(64, 64, 3), weights="tiny")
+    sd = kw.state_dict("tiny")
     assert weights_server.count("tiny-resnet18.pth") == 1
-    for a, b in zip(model.weights, again.weights):
-        np.testing.assert_array_equal(a.numpy(), b.numpy())
-
-
-def test_second_fetch_of_a_cached_file_makes_no_request(weights_server, served_checkpoint):
-    register_tiny(weights_server, served_checkpoint)
-    path = kw.fetch("tiny", progress=False)
-    assert kw.fetch("resnet18.tiny") == path
-    assert weights_server.count("tiny-resnet18.pth") == 1
-
-
-def test_include_top_false_and_another_class_count_keep_the_backbone(weights_server,
-                                                                       served_checkpoint):
-    register_tiny(weights_server, served_checkpoint)
-    full = build_resnet("resnet18", input_shape=(64, 64, 3), weights="tiny")
-    backbone = build_resnet("resnet18", input_shape=(64, 64, 3), include_top=False,
-                            weights="tiny")
-    fresh = build_resnet("resnet18", input_shape=(64, 64, 3), num_classes=3, weights="tiny")
-    assert backbone.class_names is None and fresh.class_names is None
-    assert kw.load_into(full, "tiny", include_top=False)["head"] == "new"
-    assert fresh.get_layer("predictions").units == 3
-    for model in (backbone, fresh):
-        for layer in model.layers:
-            if layer.weights and layer.name != "predictions":
-                for a, b in zip(layer.weights, full.get_layer(layer.name).weights):
-                    np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=layer.name)
-    assert weights_server.count("tiny-resnet18.pth") == 1
-
-
-def test_a_local_checkpoint_file_is_accepted(served_checkpoint):
-    model = build_resnet("resnet18", input_shape=(64, 64, 3), num_classes=10,
-                         weights=served_checkpoint.path)
-    from keras_resnet.convert import torch_key_map
-
-    report = kw.load_into(model, str(served_checkpoint.path))
+    for key, value in net.state_dict().items():
+        np.testing.assert_array_equal(sd[key], value.numpy(), err_msg=key)
+    # include_top=False leaves the model's classifier alone.
+    head = [w.numpy() for w in model.get_layer("predictions").weights]
+    model.get_layer("predictions").set_weights([np.zeros_like(w) for w in head])
+    assert kw.load_into(model, "tiny", include_top=False)["head"] == "new"
+    assert not np.any(model.get_layer("predictions").weights[0].numpy())
+    # A local checkpoint file is accepted as well, and caches nothing.
+    before = cache_files()
+    report = kw.load_into(model, served_checkpoint.path)
     assert report == {"weights": str(served_checkpoint.path), "head": "loaded",
                       "loaded": len(torch_key_map(model))}
-    assert cache_files() == []
+    assert cache_files() == before
+
+
+@pytest.mark.slow
+def test_another_class_count_keeps_the_backbone_and_starts_a_new_head(weights_server,
+                                                                        served_checkpoint):
+    from keras_resnet.convert.names import to_keras_layout, torch_key_map
+
+    register_tiny(weights_server, served_checkpoint)
+    model = build_resnet("resnet18", input_shape=(64, 64, 3), num_classes=3, weights="tiny")
+    assert model.class_names is None and model.get_layer("predictions").units == 3
+    head = [w.numpy() for w in model.get_layer("predictions").weights]
+    sd = kw.state_dict("tiny")
+    for key, var, kind in torch_key_map(model):
+        if not key.startswith("fc."):
+            np.testing.assert_array_equal(var.numpy(), to_keras_layout(sd[key], kind), key)
+    # include_top=False leaves even a head of the same size alone.
+    assert kw.load_into(model, "tiny", include_top=False)["head"] == "new"
+    for before, after in zip(head, model.get_layer("predictions").weights):
+        np.testing.assert_array_equal(before, after.numpy())
+    assert weights_server.count("tiny-resnet18.pth") == 1
+
+
+@pytest.mark.slow
+def test_include_top_false_takes_the_backbone(weights_server, served_checkpoint):
+    register_tiny(weights_server, served_checkpoint)
+    full = build_resnet("resnet18", input_shape=(64, 64, 3), weights="tiny")
+    backbone = build_resnet("resnet18", input_shape=(None, None, 3), include_top=False,
+                            pooling=None, weights="tiny")
+    assert backbone.class_names is None and "predictions" not in [
+        layer.name for layer in backbone.layers]
+    for layer in backbone.layers:
+        for a, b in zip(layer.weights, full.get_layer(layer.name).weights):
+            np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=layer.name)
 
 
 # ------------------------------------------------------------------------------------------
-# Failures: one line naming the URL and the exact cache path, and nothing cached.
+# Failures: one line naming the URL and the exact cache path, and nothing cached. What is
+# served need not be a checkpoint: the hash is checked before anything reads the file.
+
+NOT_A_CHECKPOINT = np.random.default_rng(0).bytes(300_000)
+NOT_A_CHECKPOINT_SHA256 = __import__("hashlib").sha256(NOT_A_CHECKPOINT).hexdigest()
 
 
 def one_line(err) -> str:
@@ -142,31 +157,32 @@ def one_line(err) -> str:
     return text
 
 
+def register_bytes(server, mode="ok", body=NOT_A_CHECKPOINT):
+    url = server.serve("bytes.pth", body, mode)
+    return kw.register("tiny", arch="resnet18", url=url, sha256=NOT_A_CHECKPOINT_SHA256,
+                       categories=CATEGORIES)
+
+
 @pytest.mark.parametrize("mode", ["tampered", "truncate"])
-def test_a_file_whose_hash_differs_is_refused_and_nothing_is_cached(mode, weights_server,
-                                                                      served_checkpoint):
-    body = bytearray(served_checkpoint.body)
+def test_a_file_whose_hash_differs_is_refused_and_nothing_is_cached(mode, weights_server):
+    body = bytearray(NOT_A_CHECKPOINT)
     if mode == "tampered":
         body[len(body) // 2] ^= 0xFF
-    url = weights_server.serve("tiny-resnet18.pth", bytes(body),
-                               "truncate" if mode == "truncate" else "ok")
-    kw.register("tiny", arch="resnet18", url=url, sha256=served_checkpoint.sha256)
+    ws = register_bytes(weights_server, "truncate" if mode == "truncate" else "ok", bytes(body))
     with pytest.raises(kw.WeightsHashMismatch) as err:
-        resnet18(input_shape=(64, 64, 3), weights="tiny")
+        resnet18(input_shape=(64, 64, 3), weights="tiny")  # refused before the model is built
     line = one_line(err)
-    assert f"downloaded from {url} has sha256" in line and "nothing was cached" in line
+    assert f"downloaded from {ws.url} has sha256" in line and "nothing was cached" in line
     assert cache_files() == []
 
 
-@pytest.mark.parametrize("mode", ["stop", "stall", "404"])
-def test_a_failed_download_is_one_line_with_the_url_and_the_cache_path(
-        mode, weights_server, served_checkpoint):
+@pytest.mark.parametrize("mode", ["stop", "404", pytest.param("stall", marks=pytest.mark.slow)])
+def test_a_failed_download_is_one_line_with_the_url_and_the_cache_path(mode, weights_server):
+    weights_server.stall_s = 4  # beyond KERAS_RESNET_DOWNLOAD_TIMEOUT=2
+    ws = register_bytes(weights_server, mode)
     if mode == "404":
         ws = kw.register("tiny", arch="resnet18", url=f"{weights_server.base_url}/missing.pth",
-                         sha256=served_checkpoint.sha256)
-    else:
-        weights_server.stall_s = 4  # beyond KERAS_RESNET_DOWNLOAD_TIMEOUT=2
-        ws = register_tiny(weights_server, served_checkpoint, mode)
+                         sha256=NOT_A_CHECKPOINT_SHA256)
     with pytest.raises(kw.WeightsUnavailable) as err:
         kw.fetch("tiny", progress=False)
     line = one_line(err)
@@ -175,28 +191,27 @@ def test_a_failed_download_is_one_line_with_the_url_and_the_cache_path(
     assert cache_files() == []
 
 
-def test_an_unreachable_server_then_a_file_placed_by_hand(served_checkpoint):
+def test_an_unreachable_server_then_a_file_placed_by_hand():
     import socket
 
     with socket.socket() as s:  # a port nothing listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    url = f"http://127.0.0.1:{port}/tiny-resnet18.pth"
-    ws = kw.register("tiny", arch="resnet18", url=url, sha256=served_checkpoint.sha256[:12],
-                     categories=CATEGORIES)
+    url = f"http://127.0.0.1:{port}/bytes.pth"
+    ws = kw.register("tiny", arch="resnet18", url=url, sha256=NOT_A_CHECKPOINT_SHA256[:12])
     with pytest.raises(kw.WeightsUnavailable) as err:
-        resnet18(input_shape=(64, 64, 3), num_classes=10, weights="tiny")
+        kw.fetch("tiny", progress=False)
     line = one_line(err)
     assert url in line and str(kw.cache_path(ws)) in line and "refused" in line.lower()
     assert cache_files() == []
     # Placed where the message says, the file is checked and used without a download.
-    kw.cache_path(ws).write_bytes(served_checkpoint.body)
-    resnet18(input_shape=(64, 64, 3), num_classes=10, weights="tiny")
+    kw.cache_path(ws).write_bytes(NOT_A_CHECKPOINT)
+    assert kw.fetch("tiny") == kw.cache_path(ws)
     # A wrong file placed by hand is refused, naming it.
-    os.remove(kw.converted_path(ws))
-    kw.cache_path(ws).write_bytes(served_checkpoint.body[:-10])
-    with pytest.raises(kw.WeightsError, match=f"the file at {kw.cache_path(ws)} has sha256"):
-        kw.state_dict("tiny")
+    kw.cache_path(ws).write_bytes(NOT_A_CHECKPOINT[:-10])
+    with pytest.raises(kw.WeightsHashMismatch,
+                       match=f"the file at {kw.cache_path(ws)} has sha256"):
+        kw.fetch("tiny")
 
 
 def test_the_mirror_variable_replaces_torchvisions_base_url(weights_server, monkeypatch,
@@ -210,7 +225,7 @@ def test_the_mirror_variable_replaces_torchvisions_base_url(weights_server, monk
     # The mirror is asked, and its file (not torchvision's) is refused by torchvision's hash.
     monkeypatch.setenv(kw.URL_VAR, weights_server.base_url + "/mirror")
     weights_server.serve("mirror/resnet18-f37072fd.pth", b"not the weights")
-    with pytest.raises(kw.WeightsError, match="expected f37072fd"):
+    with pytest.raises(kw.WeightsHashMismatch, match="expected f37072fd"):
         kw.fetch("IMAGENET1K_V1", "resnet18", progress=False)
     assert weights_server.count("mirror/resnet18-f37072fd.pth") == 1
     assert cache_files() == []
@@ -226,6 +241,7 @@ def test_a_model_that_cannot_hold_the_set_is_refused_before_any_download():
     assert cache_files() == []
 
 
+@pytest.mark.slow
 def test_a_registered_checkpoint_of_another_arch_is_named(weights_server, served_checkpoint):
     url = weights_server.serve("tiny-resnet18.pth", served_checkpoint.body)
     kw.register("wrong", arch="resnet34", url=url, sha256=served_checkpoint.sha256,
