@@ -4,18 +4,22 @@
     python -m benchmarks.e2e --dataset mnist
     python -m benchmarks.e2e --dataset cifar10 -- --stem cifar --batch-size 64
 
-Three measurements per repeat, one after the other, each in its own process:
+Three measurements per repeat and precision (`--precisions`: float32 and mixed_bfloat16 by
+default), one after the other, each in its own process:
 - fit: `python -m training.fit` with its defaults (augmentation on, its optimizer, batch size and
-  pipeline) plus the options after `--`, on `--steps` batches per epoch for `--epochs` epochs;
-  the rate is training images over the training part of the epochs after the first
-  (metrics.json's `train_images_per_s_after_first_epoch`: tracing and validation excluded,
-  data pipeline and callbacks included).
+  pipeline) plus the options after `--`, on `--steps` batches per epoch for `--epochs` epochs.
+  The main figure is the whole epoch as a user waits for it: training images over the time from
+  one epoch's start to the next's (validation, logs and the checkpoints' cost on training
+  included), over the epochs between the first (tracing) and the last. Beside it: the training
+  part alone (metrics.json's `train_images_per_s_after_first_epoch`) and validation's images/s.
 - train_on_batch: the same model, optimizer and compile (training.fit's own functions) on one
-  fixed batch from the same pipeline, `--steps` steps after warm-up: the model's own speed.
+  fixed batch from the same pipeline, `--steps` steps after warm-up: the model's own speed;
+  then `predict_on_batch` on that batch, the rate validation is compared with.
 - torch: torchvision's ResNet (same architecture and stem), the same optimizer, loss and batch,
   fed by a torch DataLoader over the same uint8 images with the equivalent torchvision
   augmentation (MNIST-like: RandomAffine(10 degrees, 10% shift); CIFAR-like: RandomCrop(32,
-  padding 4) + RandomHorizontalFlip) and normalization, `--steps` steps after one warm-up epoch.
+  padding 4) + RandomHorizontalFlip) and normalization, `--steps` steps after one warm-up epoch;
+  under `torch.autocast("cpu", torch.bfloat16)` for mixed_bfloat16.
 
 Without `--data-dir`, the images are random uint8 written in the dataset's own archive format
 (IDX .gz files or the CIFAR binary tarball) at the real image shape, so that training.fit reads
@@ -44,6 +48,7 @@ from benchmarks.machine import describe
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Datasets whose archive format this benchmark can write (digits and synthetic need no files).
 WRITABLE = ("mnist", "fashion_mnist", "cifar10", "cifar100")
+PRECISIONS = ("float32", "mixed_bfloat16")
 
 
 # ------------------------------------------------------------------------- data files
@@ -99,8 +104,17 @@ def run_fit(fit_args: list, run_dir: str) -> dict:
         raise RuntimeError(f"training.fit exited {proc.returncode}: {proc.stderr[-2000:]}")
     with open(os.path.join(run_dir, "metrics.json")) as f:
         metrics = json.load(f)
+    with open(os.path.join(run_dir, "config.json")) as f:
+        num_train = json.load(f)["num_train"]
+    # Whole epochs between the first (tracing) and the last (whose checkpoint writes would
+    # overlap nothing): training, validation and the checkpoints' cost on training, as a user
+    # waits for them.
+    epochs = metrics["epoch_seconds"][1:-1]
+    val = metrics["validation_seconds"][1:]
     return {"img_s": metrics["train_images_per_s_after_first_epoch"],
-            "img_s_all_epochs": metrics["train_images_per_s"], "wall_s": wall}
+            "epoch_img_s": num_train * len(epochs) / sum(epochs),
+            "val_img_s": metrics["validation_images"] * len(val) / sum(val),
+            "precision": metrics["precision"], "wall_s": wall}
 
 
 def _train_on_batch_worker(fit_args: list, steps: int, warmup: int, queue) -> None:
@@ -112,6 +126,7 @@ def _train_on_batch_worker(fit_args: list, steps: int, warmup: int, queue) -> No
         import keras
 
         cfg = parse_args(fit_args)
+        keras.config.set_dtype_policy(cfg.precision)
         keras.utils.set_random_seed(cfg.seed)
         data = datasets.load_pipelines(cfg.dataset, batch_size=cfg.batch_size,
                                        data_dir=cfg.data_dir, augment=cfg.augment,
@@ -128,7 +143,13 @@ def _train_on_batch_worker(fit_args: list, steps: int, warmup: int, queue) -> No
         start = time.perf_counter()
         for _ in range(steps):
             model.train_on_batch(x, y)
-        queue.put({"img_s": steps * len(y) / (time.perf_counter() - start)})
+        rate = steps * len(y) / (time.perf_counter() - start)
+        for _ in range(warmup):
+            model.predict_on_batch(x)
+        start = time.perf_counter()
+        for _ in range(steps):
+            model.predict_on_batch(x)
+        queue.put({"img_s": rate, "predict_img_s": steps * len(y) / (time.perf_counter() - start)})
     except Exception as e:  # noqa: BLE001 - reported to the parent
         queue.put({"error": f"{type(e).__name__}: {e}"})
 
@@ -184,11 +205,15 @@ def _torch_worker(spec: dict, queue) -> None:
         loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=spec["label_smoothing"])
         model.train()
 
+        bf16 = spec["precision"] == "mixed_bfloat16"
+
         def epoch():
             seen = 0
             for xb, yb in loader:
                 opt.zero_grad(set_to_none=True)
-                loss_fn(model(xb), yb).backward()
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                    loss = loss_fn(model(xb), yb)
+                loss.backward()
                 opt.step()
                 seen += len(yb)
             return seen
@@ -231,8 +256,14 @@ def build_parser() -> argparse.ArgumentParser:
                         "archive format into a temporary folder)")
     p.add_argument("--steps", type=_cli.positive_int, default=30,
                    help="training batches per epoch")
-    p.add_argument("--epochs", type=_cli.at_least(2), default=2,
-                   help="epochs per fit run (the first is warm-up; default 2)")
+    p.add_argument("--epochs", type=_cli.at_least(3), default=3,
+                   help="epochs per fit run (the first is warm-up, the last's checkpoint "
+                        "overlaps nothing: the whole-epoch figure is of those between; "
+                        "default 3)")
+    p.add_argument("--precisions", default=",".join(PRECISIONS),
+                   help="comma-separated training precisions to measure, each with "
+                        "torchvision in the same (bfloat16 autocast for mixed_bfloat16); "
+                        "default %(default)s")
     p.add_argument("--repeats", type=_cli.positive_int, default=3,
                    help="repeats of the three runs (median)")
     p.add_argument("--no-torch", dest="torch", action="store_false",
@@ -252,9 +283,14 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     _cli.configure(a)
     extra = _cli.after_double_dash(a.fit_options)
-    for flag in ("--run-dir", "--subset", "--epochs", "--dataset", "--data-dir", "--resume"):
+    for flag in ("--run-dir", "--subset", "--epochs", "--dataset", "--data-dir", "--resume",
+                 "--precision"):
         if any(opt == flag or opt.startswith(flag + "=") for opt in extra):
             p.error(f"{flag} is set by the benchmark itself; remove it after --")
+    precisions = [x for x in a.precisions.split(",") if x]
+    if not precisions or set(precisions) - set(PRECISIONS):
+        p.error(f"--precisions takes a comma-separated subset of {list(PRECISIONS)}, got "
+                f"{a.precisions!r}")
 
     from training.config import parse_args
     from training.data import DATASETS
@@ -275,44 +311,13 @@ def main(argv=None) -> int:
             write_archive(a.dataset, data_dir, n_train, max(probe.batch_size, 256))
         fit_args = ["--dataset", a.dataset, "--subset", str(subset), "--epochs", str(a.epochs),
                     *(["--data-dir", data_dir] if data_dir else []), *extra]
-        cfg = parse_args(fit_args)
-        info = DATASETS[a.dataset]
-        spec = dict(dataset=a.dataset, data_dir=data_dir, val_fraction=cfg.val_fraction,
-                    subset=subset, augmentation=info.augmentation if cfg.augment else "none",
-                    mean=list(info.mean), std=list(info.std), arch=cfg.arch, stem=cfg.stem,
-                    num_classes=info.num_classes, batch_size=cfg.batch_size,
-                    optimizer=cfg.optimizer, lr=cfg.lr, momentum=cfg.momentum,
-                    nesterov=cfg.nesterov, weight_decay=cfg.weight_decay,
-                    label_smoothing=cfg.label_smoothing, epochs=a.epochs, workers=a.torch_workers)
-        use_torch = a.torch and cfg.width == 64 and info.augmentation in ("mnist", "cifar", "none")
-        if a.torch and not use_torch:
-            print("--width != 64: torchvision has no such option; skipping torch", file=sys.stderr)
-        if use_torch:
-            import importlib.util
-
-            if not (importlib.util.find_spec("torch") and importlib.util.find_spec("torchvision")):
-                print("torch/torchvision not installed: skipping torch", file=sys.stderr)
-                use_torch = False
-        runs = {"fit": [], "train_on_batch": [], **({"torch": []} if use_torch else {})}
-        fit_wall, torch_versions = [], None
-        for r in range(a.repeats):
-            fit = run_fit(fit_args, os.path.join(tmp, f"run{r}"))
-            runs["fit"].append(fit["img_s"])
-            fit_wall.append(fit["wall_s"])
-            runs["train_on_batch"].append(
-                _in_process(_train_on_batch_worker, fit_args, a.steps, 3)["img_s"])
-            if use_torch:
-                res = _in_process(_torch_worker, spec)
-                runs["torch"].append(res["img_s"])
-                torch_versions = res["versions"]
-
-    medians = {k: statistics.median(v) for k, v in runs.items()}
-    result = {"machine": describe(), "fit_command": "python -m training.fit " + " ".join(
-        arg if arg != data_dir or a.data_dir else "TMP/data" for arg in fit_args),
-              "batch_size": cfg.batch_size, "steps_per_epoch": a.steps, "runs": runs,
-              "median_img_s": medians, "fit_wall_s": fit_wall, "torch": torch_versions,
-              "fit_over_train_on_batch": medians["fit"] / medians["train_on_batch"],
-              "fit_over_torch": medians["fit"] / medians["torch"] if use_torch else None}
+        result = {"machine": describe(), "fit_command": "python -m training.fit " + " ".join(
+            arg if arg != data_dir or a.data_dir else "TMP/data" for arg in fit_args),
+            "steps_per_epoch": a.steps, "precisions": {}}
+        for precision in precisions:
+            args = [*fit_args, "--precision", precision]
+            result["precisions"][precision] = _measure(a, args, data_dir, subset, tmp)
+            result["batch_size"] = parse_args(args).batch_size
     print_result(result)
     if a.json:
         with open(a.json + ".tmp", "w") as f:
@@ -321,25 +326,83 @@ def main(argv=None) -> int:
     return 0
 
 
+def _measure(a, fit_args: list, data_dir, subset: int, tmp: str) -> dict:
+    """The three runs, `a.repeats` times, at one precision: medians and their ratios."""
+    from training.config import parse_args
+    from training.data import DATASETS
+
+    cfg = parse_args(fit_args)
+    info = DATASETS[a.dataset]
+    spec = dict(dataset=a.dataset, data_dir=data_dir, val_fraction=cfg.val_fraction,
+                subset=subset, augmentation=info.augmentation if cfg.augment else "none",
+                mean=list(info.mean), std=list(info.std), arch=cfg.arch, stem=cfg.stem,
+                num_classes=info.num_classes, batch_size=cfg.batch_size,
+                optimizer=cfg.optimizer, lr=cfg.lr, momentum=cfg.momentum,
+                nesterov=cfg.nesterov, weight_decay=cfg.weight_decay,
+                label_smoothing=cfg.label_smoothing, epochs=a.epochs, workers=a.torch_workers,
+                precision=cfg.precision)
+    use_torch = _torch_usable(a, cfg, info)
+    keys = ("fit_epoch", "fit_training", "fit_validation", "train_on_batch", "predict_on_batch")
+    runs = {k: [] for k in keys + (("torch",) if use_torch else ())}
+    torch_versions = None
+    for r in range(a.repeats):
+        fit = run_fit(fit_args, os.path.join(tmp, f"run-{cfg.precision}-{r}"))
+        runs["fit_epoch"].append(fit["epoch_img_s"])
+        runs["fit_training"].append(fit["img_s"])
+        runs["fit_validation"].append(fit["val_img_s"])
+        model = _in_process(_train_on_batch_worker, fit_args, a.steps, 3)
+        runs["train_on_batch"].append(model["img_s"])
+        runs["predict_on_batch"].append(model["predict_img_s"])
+        if use_torch:
+            res = _in_process(_torch_worker, spec)
+            runs["torch"].append(res["img_s"])
+            torch_versions = res["versions"]
+    m = {k: statistics.median(v) for k, v in runs.items()}
+    return {"runs": runs, "median_img_s": m, "torch": torch_versions,
+            "fit_over_train_on_batch": m["fit_epoch"] / m["train_on_batch"],
+            "validation_over_prediction": m["fit_validation"] / m["predict_on_batch"],
+            "fit_over_torch": m["fit_epoch"] / m["torch"] if use_torch else None}
+
+
+def _torch_usable(a, cfg, info) -> bool:
+    use_torch = a.torch and cfg.width == 64 and info.augmentation in ("mnist", "cifar", "none")
+    if a.torch and not use_torch:
+        print("--width != 64: torchvision has no such option; skipping torch", file=sys.stderr)
+    if use_torch:
+        import importlib.util
+
+        if not (importlib.util.find_spec("torch") and importlib.util.find_spec("torchvision")):
+            print("torch/torchvision not installed: skipping torch", file=sys.stderr)
+            use_torch = False
+    return use_torch
+
+
 def print_result(res: dict) -> None:
     import keras
     import tensorflow as tf
 
     print(f"\n{res['fit_command']}")
     print(f"  machine: {res['machine']}")
+    torch = next((r["torch"] for r in res["precisions"].values() if r["torch"]), None)
     print(f"  tensorflow {tf.__version__}, keras {keras.__version__}"
-          + (f"; {res['torch']}" if res["torch"] else ""))
-    print(f"  batch {res['batch_size']}, {res['steps_per_epoch']} steps per epoch; median of "
-          f"{len(res['runs']['fit'])} repeats (runs: "
-          + "; ".join(f"{k} " + ", ".join(f"{v:.1f}" for v in vs) for k, vs in res["runs"].items())
-          + ")")
-    m = res["median_img_s"]
-    print(f"  {'training.fit img/s':<24}{m['fit']:>10.1f}")
-    print(f"  {'train_on_batch img/s':<24}{m['train_on_batch']:>10.1f}"
-          f"   fit / train_on_batch = {res['fit_over_train_on_batch']:.2f}")
-    if "torch" in m:
-        print(f"  {'torchvision img/s':<24}{m['torch']:>10.1f}"
-              f"   fit / torchvision = {res['fit_over_torch']:.2f}")
+          + (f"; {torch}" if torch else ""))
+    for precision, r in res["precisions"].items():
+        m = r["median_img_s"]
+        print(f"  {precision}: batch {res['batch_size']}, {res['steps_per_epoch']} steps per "
+              f"epoch; median of {len(r['runs']['fit_epoch'])} repeats (runs: "
+              + "; ".join(f"{k} " + ", ".join(f"{v:.1f}" for v in vs)
+                          for k, vs in r["runs"].items()) + ")")
+        print(f"    {'training.fit img/s, whole epoch':<40}{m['fit_epoch']:>10.1f}"
+              f"   fit / train_on_batch = {r['fit_over_train_on_batch']:.2f}")
+        print(f"    {'training.fit img/s, training part':<40}{m['fit_training']:>10.1f}")
+        print(f"    {'train_on_batch img/s':<40}{m['train_on_batch']:>10.1f}")
+        print(f"    {'validation img/s':<40}{m['fit_validation']:>10.1f}"
+              f"   validation / predict_on_batch = {r['validation_over_prediction']:.2f}")
+        print(f"    {'predict_on_batch img/s':<40}{m['predict_on_batch']:>10.1f}")
+        if "torch" in m:
+            tag = " (bf16 autocast)" if precision == "mixed_bfloat16" else ""
+            print(f"    {'torchvision img/s' + tag:<40}{m['torch']:>10.1f}"
+                  f"   fit / torchvision = {r['fit_over_torch']:.2f}")
 
 
 if __name__ == "__main__":

@@ -171,13 +171,16 @@ def test_e2e_benchmark_block(tmp_path):
             "--dataset mnist --repeats 1 --steps 2 --no-torch -- --width 4 #",
     })
     text = run_bash(e2e, tmp_path)
-    assert text.count("fit / train_on_batch") == 3
+    assert text.count("fit / train_on_batch") == 6  # three commands, two precisions each
     res = json.loads((tmp_path / "e2e.json").read_text())  # the first command's figures
-    assert res["batch_size"] == 8 and res["steps_per_epoch"] == 2
-    assert all(v > 0 for v in res["median_img_s"].values())
-    assert set(res["runs"]) == {"fit", "train_on_batch", "torch"}
-    assert res["fit_over_train_on_batch"] > 0 and "AVX" in res["machine"]
-    assert "python -m training.fit --dataset mnist --subset 16 --epochs 2" in text
+    assert res["batch_size"] == 8 and res["steps_per_epoch"] == 2 and "AVX" in res["machine"]
+    assert set(res["precisions"]) == {"float32", "mixed_bfloat16"}
+    for figures in res["precisions"].values():
+        assert all(v > 0 for v in figures["median_img_s"].values())
+        assert set(figures["runs"]) == {"fit_epoch", "fit_training", "fit_validation",
+                                        "train_on_batch", "predict_on_batch", "torch"}
+        assert figures["fit_over_train_on_batch"] > 0 and figures["fit_over_torch"] > 0
+    assert "python -m training.fit --dataset mnist --subset 16 --epochs 3" in text
 
 
 @pytest.mark.slow  # four model benchmarks, ours and torch's, a step each
