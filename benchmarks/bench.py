@@ -27,6 +27,7 @@ from keras_resnet._cli import parse_shape
 from keras_resnet.archs import ARCHS, STEMS
 
 MODES = ("train", "infer")
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 
 
 def _peak_rss_mib() -> float:
@@ -288,7 +289,9 @@ def main(argv=None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     add_model_arguments(p)
     p.add_argument("--precision", default="float32",
-                   choices=("float32", "mixed_bfloat16", "mixed_float16"))
+                   help="comma-separated dtype policies to measure one after the other, of "
+                        f"{', '.join(PRECISIONS)} (torch: bfloat16 autocast for "
+                        "mixed_bfloat16); default %(default)s")
     p.add_argument("--modes", default="train,infer",
                    help="comma-separated subset of train,infer (default: %(default)s)")
     p.add_argument("--jit", default="default", choices=("default", "on", "off"),
@@ -322,21 +325,28 @@ def main(argv=None) -> int:
             print("torch/torchvision not installed: measuring keras_resnet only",
                   file=sys.stderr)
             a.torch = False
+    precisions = [x for x in a.precision.split(",") if x]
+    if not precisions or set(precisions) - set(PRECISIONS):
+        p.error(f"--precision takes a comma-separated subset of {list(PRECISIONS)}, got "
+                f"{a.precision!r}")
     if a.width != 64 and a.torch:
         print("--width != 64: torchvision has no such option; measuring keras_resnet only",
               file=sys.stderr)
         a.torch = False
-    cfg = dict(arch=a.arch, input_shape=a.input_shape, stem=a.stem, num_classes=a.num_classes,
-               width=a.width,
-               batch=a.batch, precision=a.precision, modes=modes, jit=a.jit, warmup=a.warmup,
-               steps=a.steps, repeats=a.repeats, torch=a.torch,
-               torch_channels_last=a.torch_channels_last, input_gradient=a.input_gradient)
-    res = run(cfg)
-    print_results(res)
+    results = []
+    for precision in precisions:
+        cfg = dict(arch=a.arch, input_shape=a.input_shape, stem=a.stem,
+                   num_classes=a.num_classes, width=a.width, batch=a.batch, precision=precision,
+                   modes=modes, jit=a.jit, warmup=a.warmup, steps=a.steps, repeats=a.repeats,
+                   torch=a.torch, torch_channels_last=a.torch_channels_last,
+                   input_gradient=a.input_gradient)
+        results.append(run(cfg))
+        print_results(results[-1])
+    res = results[0] if len(results) == 1 else {"precisions": results}
     if a.pipeline:
         rate = pipeline_throughput(a.pipeline, a.batch)
         res["pipeline_img_s"] = rate
-        train = res.get("train", {}).get("keras_resnet", {}).get("median_img_s")
+        train = results[0].get("train", {}).get("keras_resnet", {}).get("median_img_s")
         extra = f" = {rate / train:.1f}x the model's training rate" if train else ""
         print(f"  tf.data pipeline ({a.pipeline}, augmented): {rate:.0f} img/s{extra}")
     if a.json:

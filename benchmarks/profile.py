@@ -105,6 +105,9 @@ def main(argv=None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     add_model_arguments(p)
     p.add_argument("--mode", default="train", choices=("train", "infer"))
+    p.add_argument("--precision", default="float32", choices=("float32", "mixed_bfloat16"),
+                   help="the model's dtype policy (mixed_bfloat16: Cast ops show what the "
+                        "float32 variables and the float32 head cost)")
     p.add_argument("--steps", type=_cli.positive_int, default=5,
                    help="profiled steps (and timed steps)")
     p.add_argument("--inter-op", type=_cli.non_negative_int, default=1,
@@ -114,14 +117,17 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     _cli.configure(a)
     cfg = dict(arch=a.arch, input_shape=a.input_shape, stem=a.stem, num_classes=a.num_classes,
-               width=a.width, batch=a.batch, precision="float32", modes=(a.mode,),
+               width=a.width, batch=a.batch, precision=a.precision, modes=(a.mode,),
                jit="default", warmup=3)
     step_ms, ops, macs = profile(cfg, a.steps, a.inter_op or None)
     by_type = collections.Counter()
     for (op_type, _), ms in ops.items():
         by_type[op_type] += ms
     total = sum(by_type.values())
-    print(f"{a.arch} {a.input_shape} stem={a.stem} batch={a.batch} {a.mode}: "
+    from benchmarks.machine import describe
+
+    print(f"{a.arch} {a.input_shape} stem={a.stem} batch={a.batch} {a.mode} {a.precision} "
+          f"({describe()}): "
           f"{step_ms:.1f} ms per step ({a.batch / step_ms * 1e3:.1f} img/s) without the "
           f"profiler; ops sum to {total:.1f} ms per step")
     print(f"\n{'op type':<44}{'ms/step':>10}{'share':>8}")

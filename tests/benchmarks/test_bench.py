@@ -38,6 +38,8 @@ def test_cli_prints_table_and_rejects_bad_modes(capsys, tmp_path):
     assert "input gradient: Conv2DBackpropInput" in out.read_text()  # the A/B switch reached it
     with pytest.raises(SystemExit):
         main(["--modes", "fly"])
+    with pytest.raises(SystemExit):
+        main(["--precision", "float32,float8"])
 
 
 def test_pipeline_throughput_runs_the_training_pipeline():
