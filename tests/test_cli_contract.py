@@ -82,9 +82,10 @@ def test_user_error_classes_keep_their_names_and_library_bases():
     from training.predict import PredictError
     from training.rundir import RunDirError
     from training.runrecord import RunRecordError
+    from keras_resnet.weights import WeightsError
 
     for cls in (DistributeError, PredictError, RunRecordError, ModelFileError, ConvertError,
-                EvaluateError):
+                EvaluateError, WeightsError):
         assert issubclass(cls, _cli.UsageError) and issubclass(cls, ValueError), cls
     assert issubclass(ExportError, _cli.UsageError)
     assert issubclass(RunDirError, _cli.UsageError) and issubclass(RunDirError, RuntimeError)
