@@ -12,7 +12,6 @@ an accuracy. No assertions: it prints figures.
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing as mp
 import os
 import statistics
@@ -21,7 +20,7 @@ import time
 
 # Module level on purpose: the spawned workers re-import this module, and _cli then sets up
 # the same filtering of TensorFlow's load-time log lines there.
-from benchmarks.machine import describe
+from benchmarks.machine import describe, write_json
 from keras_resnet import _cli
 from keras_resnet._cli import parse_shape
 from keras_resnet.archs import ARCHS, STEMS
@@ -350,9 +349,7 @@ def main(argv=None) -> int:
         extra = f" = {rate / train:.1f}x the model's training rate" if train else ""
         print(f"  tf.data pipeline ({a.pipeline}, augmented): {rate:.0f} img/s{extra}")
     if a.json:
-        with open(a.json + ".tmp", "w") as f:
-            json.dump(res, f, indent=2)
-        os.replace(a.json + ".tmp", a.json)
+        write_json(a.json, res)
     return 0
 
 

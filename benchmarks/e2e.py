@@ -43,7 +43,7 @@ import tempfile
 import time
 
 from keras_resnet import _cli
-from benchmarks.machine import describe
+from benchmarks.machine import describe, write_json
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Datasets whose archive format this benchmark can write (digits and synthetic need no files).
@@ -320,9 +320,7 @@ def main(argv=None) -> int:
             result["batch_size"] = parse_args(args).batch_size
     print_result(result)
     if a.json:
-        with open(a.json + ".tmp", "w") as f:
-            json.dump(result, f, indent=2)
-        os.replace(a.json + ".tmp", a.json)
+        write_json(a.json, result)
     return 0
 
 

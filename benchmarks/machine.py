@@ -4,6 +4,7 @@ AVX-512 machines, so a figure without it cannot be compared)."""
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 
@@ -28,3 +29,10 @@ def describe() -> str:
     cap = os.environ.get("ONEDNN_MAX_CPU_ISA")
     return (f"{model}, {os.cpu_count()} logical CPUs, {isa}"
             + (f", ONEDNN_MAX_CPU_ISA={cap}" if cap else ""))
+
+
+def write_json(path: str, figures: dict) -> None:
+    """A benchmark's --json file, written whole or not at all."""
+    with open(path + ".tmp", "w") as f:
+        json.dump(figures, f, indent=2)
+    os.replace(path + ".tmp", path)

@@ -21,7 +21,7 @@ import tempfile
 
 from keras_resnet import _cli
 from benchmarks.e2e import ROOT, _idx
-from benchmarks.machine import describe
+from benchmarks.machine import describe, write_json
 
 PRECISIONS = ("float32", "mixed_bfloat16")
 RECIPE = ("--arch", "resnet18", "--width", "16", "--epochs", "10", "--verbose", "0")
@@ -90,9 +90,7 @@ def main(argv=None) -> int:
         print(f"  {dataset}: float32 {f32:.4f}, mixed_bfloat16 {bf16:.4f} (mean of {a.seeds} "
               f"seeds): difference {100 * (bf16 - f32):+.2f} points")
     if a.json:
-        with open(a.json + ".tmp", "w") as f:
-            json.dump(result, f, indent=2)
-        os.replace(a.json + ".tmp", a.json)
+        write_json(a.json, result)
     return 0
 
 
