@@ -45,16 +45,17 @@ from keras_resnet.weights.registry import (
     imagenet_categories,
     looks_like_name,
     names,
+    keras_home,
     register,
+    saved_path,
     unregister,
 )
 
 __all__ = [
     "DEFAULT", "URL_VAR", "WeightSet", "WeightsError", "WeightsHashMismatch", "WeightsUnavailable",
-    "all_weights", "cache_dir", "cache_path", "categories",
-    "converted_path", "download_url", "fetch", "get", "imagenet_categories", "load_into",
-    "looks_like_name", "names", "register", "sha256_of", "state_dict", "transform",
-    "unregister",
+    "all_weights", "cache_dir", "cache_path", "categories", "converted_path", "download_url",
+    "fetch", "get", "imagenet_categories", "keras_home", "load_into", "looks_like_name", "names",
+    "register", "saved_path", "sha256_of", "state_dict", "transform", "unregister",
 ]
 
 

@@ -19,10 +19,12 @@ exceptions.)
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import os
 import socket
 import sys
+import time
 import urllib.parse
 import uuid
 from pathlib import Path
@@ -34,6 +36,7 @@ from keras_resnet.weights.registry import (
     WeightsHashMismatch,
     WeightsUnavailable,
     get,
+    keras_home,
 )
 
 URL_VAR = "KERAS_RESNET_WEIGHTS_URL"
@@ -42,14 +45,14 @@ TIMEOUT_VAR = "KERAS_RESNET_DOWNLOAD_TIMEOUT"
 # to wait forever).
 DEFAULT_TIMEOUT = 60
 CONVERTED_SUFFIX = ".keras_resnet.safetensors"
+STALE_PART_S = 24 * 3600
 _CHUNK = 1 << 20
 
 
 def cache_dir() -> Path:
     """``$KERAS_HOME/models``, or ``~/.keras/models``: where Keras keeps downloaded weights.
     Read at every call, so a change of ``KERAS_HOME`` takes effect."""
-    home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
-    return Path(home).expanduser() / "models"
+    return keras_home() / "models"
 
 
 def cache_path(ws: WeightSet) -> Path:
@@ -89,6 +92,16 @@ def _timeout() -> int:
 def _temporary(final: Path) -> Path:
     # Hidden, unique per process and call, and with no suffix the cache looks up.
     return final.with_name(f".{final.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.part")
+
+
+def _remove_stale_parts(final: Path) -> None:
+    """Removes what killed downloads of ``final`` left (a process that is killed runs no
+    clean-up); a part younger than a day may be another process's download in progress."""
+    cutoff = time.time() - STALE_PART_S
+    for part in final.parent.glob(f".{glob.escape(final.name)}.*.part"):
+        with contextlib.suppress(OSError):
+            if part.stat().st_mtime < cutoff:
+                part.unlink()
 
 
 def _remove(path: Path) -> None:
@@ -134,6 +147,7 @@ def fetch(name, arch: str | None = None, *, progress: bool = True) -> Path:
         _check_file(ws, final, download_url(ws), downloaded=False)
         return final
     folder = _writable_cache(ws)
+    _remove_stale_parts(final)
     url = download_url(ws)
     part = _temporary(final)
     try:
@@ -202,7 +216,11 @@ def state_dict(name, arch: str | None = None, *, progress: bool = True) -> dict:
     path = fetch(ws, progress=progress)
     try:
         sd, _ = read_state_dict(path)
-    except (ValueError, ImportError) as err:
+    except ImportError:
+        raise WeightsError(f"{ws.qualified_name}: reading its checkpoint {path} the first time "
+                           f"needs PyTorch (pip install torch); later loads read the converted "
+                           f"copy {converted} without it") from None
+    except ValueError as err:
         raise WeightsError(f"{ws.qualified_name}: {' '.join(str(err).split())}") from None
     if not path.name.endswith(SAFETENSORS_SUFFIX):
         _write_converted(ws, sd, converted)

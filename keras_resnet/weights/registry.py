@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import os
 import re
 import threading
 import urllib.parse
 from collections.abc import Sequence
 from importlib import resources
+from pathlib import Path
 
 from keras_resnet import _cli
 from keras_resnet.archs import ARCHS
@@ -160,9 +162,13 @@ def _builtin() -> dict[tuple[str, str], WeightSet]:
 
 
 def all_weights() -> list[WeightSet]:
-    """Every known set: torchvision's, then the user's in the order registered."""
+    """Every known set: torchvision's, those saved by ``register(..., save=True)`` (in
+    ``saved_path()``), then those registered in this process (which win over a saved set of
+    the same arch and name)."""
+    saved = {(ws.arch, ws.name): ws for ws in _read_saved()}
     with _lock:
-        return [*_builtin().values(), *_user.values()]
+        saved.update(_user)
+        return [*_builtin().values(), *saved.values()]
 
 
 def names(arch: str | None = None) -> list[str]:
@@ -278,27 +284,50 @@ def _check_hash(sha256) -> str:
 def register(name: str, *, arch: str, url: str, sha256: str,
              categories: Sequence[str] | None = None, resize_size: int = 256,
              crop_size: int = 224, mean: Sequence[float] = IMAGENET_MEAN,
-             std: Sequence[float] = IMAGENET_STD) -> WeightSet:
-    """Adds a weight set usable by name wherever torchvision's are (in this process).
+             std: Sequence[float] = IMAGENET_STD, save: bool = False) -> WeightSet:
+    """Adds a weight set usable by name wherever torchvision's are.
 
     ``url``: where the checkpoint is (http(s)://, file://); a torchvision-style state_dict
     saved as .pth/.pt/.bin/.ckpt (read with ``torch.load(weights_only=True)``) or
     .safetensors. ``sha256``: the file's full sha256 or a prefix of at least 8 hex digits.
     ``categories``: the name of each class the checkpoint's classifier predicts (default: the
     1000 ImageNet-1K categories). ``resize_size``, ``crop_size``, ``mean``, ``std``: the
-    evaluation transform (torchvision's ``ImageClassification``).
+    evaluation transform (torchvision's ``ImageClassification``). ``save``: also write it to
+    ``saved_path()`` (``$KERAS_HOME/keras_resnet/weights.json``), which every later process
+    reads: the CLIs (``--weights NAME``) then know it too.
 
     Registering a name again for the same arch replaces the user's earlier set; torchvision's
     names cannot be replaced. Returns the new ``WeightSet``.
     """
+    ws = _make_set(name, arch, url, sha256, categories, resize_size, crop_size, mean, std)
+    with _lock:
+        _user[(arch, name)] = ws
+    if save:
+        _write_saved([s for s in _read_saved() if (s.arch, s.name) != (arch, name)] + [ws])
+    return ws
+
+
+def unregister(name: str, arch: str) -> None:
+    """Removes a set added by ``register``, from this process and from ``saved_path()`` (no
+    error when there is none)."""
+    with _lock:
+        _user.pop((arch, name), None)
+    saved = _read_saved()
+    if any((s.arch, s.name) == (arch, name) for s in saved):
+        _write_saved([s for s in saved if (s.arch, s.name) != (arch, name)])
+
+
+def _make_set(name, arch, url, sha256, categories, resize_size, crop_size, mean,
+              std) -> WeightSet:
+    """A user's WeightSet from ``register``'s arguments, checked (ValueError naming what is
+    wrong)."""
     if arch not in ARCHS:
         raise ValueError(f"unknown arch {arch!r}; expected one of {sorted(ARCHS)}")
     if not isinstance(name, str) or not _NAME.fullmatch(name) or "." in name \
             or name.upper() == DEFAULT or name.lower().endswith(FILE_SUFFIXES):
         raise ValueError(f"a weight set's name must be a word of letters, digits, '_' and '-' "
                          f"(not {DEFAULT!r}), got {name!r}")
-    if (arch, name) in _builtin() or any(
-            k[0] == arch and k[1].lower() == name.lower() for k in _builtin()):
+    if any(k[0] == arch and k[1].lower() == name.lower() for k in _builtin()):
         raise ValueError(f"{name!r} is torchvision's {arch} weight set; register yours under "
                          "another name")
     sha256 = _check_hash(sha256)
@@ -308,14 +337,24 @@ def register(name: str, *, arch: str, url: str, sha256: str,
     if not _url_file_name(url).lower().endswith(CHECKPOINT_SUFFIXES):
         raise ValueError(f"url must name a checkpoint file ({', '.join(CHECKPOINT_SUFFIXES)}), "
                          f"got {url!r}")
+    return WeightSet(name=name, arch=arch, url=url, sha256=sha256,
+                     categories=_check_categories(categories),
+                     **_check_transform(resize_size, crop_size, mean, std))
+
+
+def _check_categories(categories) -> tuple[str, ...]:
     if categories is None:
-        categories = imagenet_categories()
-    elif isinstance(categories, str) or not isinstance(categories, Sequence):
+        return imagenet_categories()
+    if isinstance(categories, str) or not isinstance(categories, Sequence):
         raise ValueError(f"categories must be a list of class names, got {categories!r}")
     categories = tuple(categories)
     bad = [c for c in categories if not isinstance(c, str) or not c]
     if bad or not categories or len(set(categories)) != len(categories):
         raise ValueError("categories must be distinct non-empty strings, one per class")
+    return categories
+
+
+def _check_transform(resize_size, crop_size, mean, std) -> dict:
     for label, value in (("resize_size", resize_size), ("crop_size", crop_size)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{label} must be a positive integer, got {value!r}")
@@ -324,14 +363,54 @@ def register(name: str, *, arch: str, url: str, sha256: str,
     mean, std = tuple(float(m) for m in mean), tuple(float(s) for s in std)
     if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
         raise ValueError(f"mean and std must be 3 values each (std positive), got {mean}, {std}")
-    ws = WeightSet(name=name, arch=arch, url=url, sha256=sha256, categories=categories,
-                   resize_size=resize_size, crop_size=crop_size, mean=mean, std=std)
-    with _lock:
-        _user[(arch, name)] = ws
-    return ws
+    return {"resize_size": resize_size, "crop_size": crop_size, "mean": mean, "std": std}
 
 
-def unregister(name: str, arch: str) -> None:
-    """Removes a set added by ``register`` (no error when there is none)."""
-    with _lock:
-        _user.pop((arch, name), None)
+# ------------------------------------------------------------------------------------------
+# Sets saved for every process: a JSON list of register's arguments.
+
+
+def keras_home() -> Path:
+    """``$KERAS_HOME``, or ``~/.keras`` (read at every call, as Keras reads it at import)."""
+    home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
+    return Path(home).expanduser()
+
+
+def saved_path() -> Path:
+    """Where ``register(..., save=True)`` keeps the user's sets for later processes."""
+    return keras_home() / "keras_resnet" / "weights.json"
+
+
+def _read_saved() -> list[WeightSet]:
+    path = saved_path()
+    try:
+        rows = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return []
+    except (OSError, ValueError) as err:
+        raise WeightsError(f"cannot read the saved weight sets {path} ({err}); fix or delete "
+                           "it") from None
+    try:
+        if not isinstance(rows, list):
+            raise ValueError("not a JSON list")
+        return [_make_set(**{**row, "categories": row.get("categories")}) for row in rows]
+    except (TypeError, ValueError) as err:
+        raise WeightsError(f"{path} holds a weight set that register would refuse ({err}); "
+                           "fix or delete it") from None
+
+
+def _write_saved(sets: list[WeightSet]) -> None:
+    path = saved_path()
+    imagenet = imagenet_categories()
+    rows = [{"name": ws.name, "arch": ws.arch, "url": ws.url, "sha256": ws.sha256,
+             "categories": None if ws.categories == imagenet else list(ws.categories),
+             "resize_size": ws.resize_size, "crop_size": ws.crop_size,
+             "mean": list(ws.mean), "std": list(ws.std)} for ws in sets]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    part = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.part")
+    try:
+        part.write_text(json.dumps(rows, indent=1) + "\n", encoding="utf-8")
+        os.replace(part, path)
+    finally:
+        if part.exists():
+            part.unlink()

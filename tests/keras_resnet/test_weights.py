@@ -319,6 +319,79 @@ def test_a_registered_full_hash_names_the_cached_file():
         is kw.get("mine", "resnet50")
 
 
+def test_a_saved_set_is_known_to_later_processes(served_checkpoint):
+    from keras_resnet.weights import registry
+
+    url = served_checkpoint.path.as_uri()  # file:// works as http:// does
+    kw.register("mine", arch="resnet18", url=url, sha256=served_checkpoint.sha256,
+                categories=CATEGORIES, resize_size=80, crop_size=64, save=True)
+    kw.register("other", arch="resnet50", url="https://host/o.pth", sha256="ab" * 4, save=True)
+    registry._user.clear()  # what a new process starts with
+    ws = kw.get("mine")
+    assert (ws.url, ws.categories, ws.resize_size) == (url, tuple(CATEGORIES), 80)
+    assert kw.get("other").categories == kw.imagenet_categories()
+    assert kw.fetch("mine", progress=False).read_bytes() == served_checkpoint.body
+    kw.unregister("mine", "resnet18")
+    with pytest.raises(kw.WeightsError, match="unknown weight set 'mine'"):
+        kw.get("mine")
+    assert [s.name for s in kw.all_weights() if not s.builtin] == ["other"]
+    kw.saved_path().write_text('[{"name": "x", "arch": "resnet18"}]')
+    with pytest.raises(kw.WeightsError, match=f"{kw.saved_path()} holds a weight set that "
+                                              "register would refuse"):
+        kw.get("DEFAULT", "resnet18")
+    kw.saved_path().unlink()
+
+
+def test_without_torch_the_first_read_says_what_to_install(weights_server, served_checkpoint,
+                                                           monkeypatch):
+    ws = register_tiny(weights_server, served_checkpoint)
+    monkeypatch.setitem(sys.modules, "torch", None)  # `import torch` raises ImportError
+    with pytest.raises(kw.WeightsError, match="needs PyTorch \\(pip install torch\\); later "
+                                              "loads read the converted copy") as err:
+        kw.state_dict("tiny")
+    assert str(kw.converted_path(ws)) in one_line(err)
+    assert cache_files() == [ws.file_name]  # the checked download is kept
+
+
+_FETCHER = textwrap.dedent("""
+    import sys
+    from keras_resnet import weights
+    weights.register("tiny", arch="resnet18", url=sys.argv[1], sha256=sys.argv[2])
+    weights.fetch("tiny")
+""")
+
+
+@pytest.mark.slow
+def test_a_killed_download_leaves_nothing_that_counts_as_complete(weights_server):
+    import signal
+    import time
+
+    weights_server.stall_s = 60
+    ws = register_bytes(weights_server, "stall")
+    env = {**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "3",
+           "KERAS_RESNET_DOWNLOAD_TIMEOUT": "120"}
+    proc = subprocess.Popen([sys.executable, "-c", _FETCHER, ws.url, NOT_A_CHECKPOINT_SHA256],
+                            env=env, cwd=REPO, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while not any(n.endswith(".part") and (kw.cache_dir() / n).stat().st_size
+                      for n in cache_files()) and time.monotonic() < deadline:
+            assert proc.poll() is None
+            time.sleep(0.2)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=60)
+    (part,) = cache_files()
+    assert part.startswith(f".{ws.file_name}.") and part.endswith(".part")
+    assert not kw.cache_path(ws).exists()
+    # The next fetch downloads again; a part older than a day is cleared on the way.
+    os.utime(kw.cache_dir() / part, (time.time() - 2 * 86400,) * 2)
+    weights_server.modes["/bytes.pth"] = "ok"
+    assert kw.fetch("tiny", progress=False).read_bytes() == NOT_A_CHECKPOINT
+    assert cache_files() == [ws.file_name]
+
+
 # ------------------------------------------------------------------------------------------
 # Two processes loading the same set at once.
 
