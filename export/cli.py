@@ -20,6 +20,7 @@ from export.model_io import ExportError, input_spec, load_model, num_classes
 from export.outdir import check_out_dir
 from export.pipeline import FORMATS, export_all, format_table
 from export.tflite_format import DEFAULT_CALIBRATION_SIZE, IO_DTYPES, VARIANTS
+from training.weightsets import add_arguments
 
 DEFAULT_VARIANTS = ",".join(VARIANTS)
 from export.verification import DEFAULT_BATCH_SIZES
@@ -43,17 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EXIT_CODES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    from keras_resnet.archs import ARCHS
-    from training.weightsets import NAMES_HELP
-
-    model = p.add_mutually_exclusive_group(required=True)
-    model.add_argument("--model", help="the trained .keras file (e.g. RUN/best.keras)")
-    model.add_argument("--weights", metavar="NAME",
-                       help=f"instead of --model: {NAMES_HELP}; the manifest records the set, "
-                       "its categories and its evaluation transform (export.predict applies it)")
-    p.add_argument("--arch", choices=sorted(ARCHS),
-                   help="the architecture of --weights NAME (where the name alone does not say "
-                   "it, e.g. IMAGENET1K_V2 or DEFAULT)")
+    add_arguments(p, "the trained .keras file (e.g. RUN/best.keras)",
+                  "the manifest records the set, its categories and its evaluation transform "
+                  "(export.predict applies it)")
     p.add_argument("--out", required=True,
                    help="output folder; must be absent, empty, or with --overwrite a previous "
                    "export. Never the folder holding --model or one above it, the current "
