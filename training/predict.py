@@ -142,17 +142,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = _cli.ArgumentParser(prog="python -m training.predict", description=__doc__,
                                 epilog=EXIT_CODES,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    from keras_resnet.archs import ARCHS
-    from training.weightsets import NAMES_HELP
+    from training.weightsets import add_arguments
 
-    source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument("--model", help="a .keras file (e.g. RUN/best.keras)")
-    source.add_argument("--weights", metavar="NAME",
-                        help=f"instead of --model: {NAMES_HELP}; ImageNet's class names and "
-                        "the set's evaluation transform (resize, centre crop) are used")
-    p.add_argument("--arch", choices=sorted(ARCHS),
-                   help="the architecture of --weights NAME (needed where the name alone does "
-                   "not say it, e.g. IMAGENET1K_V2 or DEFAULT)")
+    add_arguments(p, "a .keras file (e.g. RUN/best.keras)",
+                  "ImageNet's class names and the set's evaluation transform (resize, centre "
+                  "crop) are used")
     add_common_arguments(p)
     return p
 

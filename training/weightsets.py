@@ -14,6 +14,19 @@ NAMES_HELP = ("a weight-set name: IMAGENET1K_V1, IMAGENET1K_V2 or DEFAULT (the b
               "(default ~/.keras/models), from $KERAS_RESNET_WEIGHTS_URL when set")
 
 
+def add_arguments(parser, model_help: str, weights_help: str) -> None:
+    """A CLI's --model FILE or --weights NAME (exactly one), and --arch for a name."""
+    from keras_resnet.archs import ARCHS
+
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--model", help=model_help)
+    source.add_argument("--weights", metavar="NAME",
+                        help=f"instead of --model: {NAMES_HELP}; {weights_help}")
+    parser.add_argument("--arch", choices=sorted(ARCHS),
+                        help="the architecture of --weights NAME (where the name alone does not "
+                        "say it, e.g. IMAGENET1K_V2 or DEFAULT)")
+
+
 def is_name(text: str | None) -> bool:
     """Whether a --weights value names a weight set (else it is a file)."""
     from keras_resnet.weights import looks_like_name
