@@ -37,9 +37,9 @@ class TrainConfig:
     zero_init_residual: bool = _opt(False, "start each block's last BN gamma at zero")
     weights: str | None = _opt(None, "start from these weights: a weight-set name "
                                "(IMAGENET1K_V1, IMAGENET1K_V2, DEFAULT: the best of --arch; "
-                               "torchvision's ResNet50_Weights.IMAGENET1K_V2; or one added by "
-                               "keras_resnet.weights.register; downloaded once into "
-                               "$KERAS_HOME/models), a torchvision/PyTorch ResNet checkpoint "
+                               "torchvision's ResNet50_Weights.IMAGENET1K_V2; or one saved by "
+                               "keras_resnet.weights.register(..., save=True); downloaded once "
+                               "into $KERAS_HOME/models), a torchvision/PyTorch ResNet checkpoint "
                                "(.pth/.safetensors; its arch, stem, width and ImageNet "
                                "normalization are used) or a .keras model; the classifier is "
                                "replaced when the class count differs", metavar="NAME|FILE")

@@ -9,9 +9,10 @@ fails, a file whose hash differs) are UsageErrors: the CLIs exit 2 with their on
 from __future__ import annotations
 
 NAMES_HELP = ("a weight-set name: IMAGENET1K_V1, IMAGENET1K_V2 or DEFAULT (the best set of "
-              "--arch), torchvision's spelling (ResNet50_Weights.IMAGENET1K_V2) or one added "
-              "by keras_resnet.weights.register; downloaded once into $KERAS_HOME/models "
-              "(default ~/.keras/models), from $KERAS_RESNET_WEIGHTS_URL when set")
+              "--arch), torchvision's spelling (ResNet50_Weights.IMAGENET1K_V2) or one saved by "
+              "keras_resnet.weights.register(..., save=True); downloaded once into "
+              "$KERAS_HOME/models (default ~/.keras/models), from $KERAS_RESNET_WEIGHTS_URL "
+              "when set")
 
 
 def add_arguments(parser, model_help: str, weights_help: str) -> None:
