@@ -15,9 +15,6 @@ import statistics
 import sys
 import time
 
-# Before anything can import Keras: this process is the library on JAX, never TensorFlow.
-os.environ["KERAS_BACKEND"] = "jax"
-
 MODES = ("infer", "train")
 
 
@@ -75,5 +72,8 @@ def run(spec: dict, out_path: str) -> None:
 
 
 if __name__ == "__main__":
+    # Before anything imports Keras: a row is the library on JAX, never TensorFlow. Only here,
+    # not on import, so that a process importing this module keeps its own backend.
+    os.environ["KERAS_BACKEND"] = "jax"
     with open(sys.argv[1]) as f:
         run(json.load(f), sys.argv[2])

@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Fetches the wheels that benchmarks/gpu_run.sh installs on the GPU machine, which has no network
-# and no Keras, into benchmarks/wheels/ (git-ignored; it travels with the working tree).
+# and no Keras, into benchmarks/wheels/ (git-ignored: carry it beside the working tree; a few MB).
 #
 #   benchmarks/gpu_wheels.sh            # for that machine's Python 3.12
 #   benchmarks/gpu_wheels.sh 3.12 3.11  # also for this machine's Python, to rehearse the run here
 #
 # Keras 3.15.1 needs absl-py, h5py, ml-dtypes, namex, numpy, optree, packaging and rich;
-# the GPU machine's image has all of them but namex and optree (its package list:
-# /work/.library/device/KINDS.md), and optree needs typing-extensions, which it has too.
+# the GPU machine's image lists all of them but namex and optree, and optree needs
+# typing-extensions, which it has too. gpu_run.sh checks that Keras loads there.
 set -euo pipefail
 
 cd "$(dirname "$0")"

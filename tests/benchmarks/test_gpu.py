@@ -127,13 +127,13 @@ def test_a_row_process_is_stopped_at_its_time_limit(tmp_path):
     assert row["notes"] == ["stopped after 1 s (--row-timeout/--budget)"]
 
 
-@pytest.mark.slow  # four rows, each its own process: two of ours (JAX compiles), two of torch
+@pytest.mark.slow  # two rows, each its own process: ours (JAX compiles) and torch eager
 def test_the_benchmark_end_to_end_on_jax_cpu_at_tiny_sizes(tmp_path):
     env = dict(os.environ, PYTHONPATH=str(REPO))
     env.pop("KERAS_BACKEND", None)
     r = subprocess.run(
         [sys.executable, "-m", "benchmarks.gpu", "--device", "cpu", "--models", "resnet18",
-         "--precisions", "mixed_bfloat16,mixed_float16", "--torch", "eager",
+         "--precisions", "mixed_float16", "--torch", "eager",
          "--out", str(tmp_path / "out")],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-4000:]
@@ -141,9 +141,9 @@ def test_the_benchmark_end_to_end_on_jax_cpu_at_tiny_sizes(tmp_path):
     assert (result["device"], result["size"], result["gpu_name"]) == ("cpu", "tiny", None)
     assert {"jax", "jaxlib", "keras", "torch", "torchvision"} <= set(result["versions"])
     rows = result["rows"]
-    assert sorted((r["framework"], r["precision"]) for r in rows) == [
-        ("keras", "mixed_bfloat16"), ("keras", "mixed_float16"),
-        ("torch", "mixed_bfloat16"), ("torch", "mixed_float16")]
+    # float16 with loss scaling: the LossScaleOptimizer's state inside the compiled step
+    assert sorted((r["framework"], r["precision"], r["compiled"]) for r in rows) == [
+        ("keras", "mixed_float16", True), ("torch", "mixed_float16", False)]
     for row in rows:
         assert row["status"] == "ok", row
         assert row["platform"] == "cpu" and row["tensorflow_loaded"] is False
@@ -154,7 +154,7 @@ def test_the_benchmark_end_to_end_on_jax_cpu_at_tiny_sizes(tmp_path):
             assert figures["peak_mib"] is None  # no device memory counter on a CPU
         assert math.isfinite(row["train"]["last_loss"])
     ratios = result["ratios"]
-    assert len(ratios) == 4  # 2 precisions x train, infer, against torch eager
+    assert sorted(r["mode"] for r in ratios) == ["infer", "train"]  # against torch eager
     for ratio in ratios:
         assert ratio["ratio"] == pytest.approx(
             ratio["ours_images_per_s"] / ratio["torch_images_per_s"])
@@ -162,8 +162,8 @@ def test_the_benchmark_end_to_end_on_jax_cpu_at_tiny_sizes(tmp_path):
     assert table == r.stdout
     assert table.startswith("ResNet images/s on the CPU, tiny sizes")
     lines = [line for line in table.splitlines() if line.startswith("| ResNet-18 cifar 16x16x3")]
-    assert len(lines) == 4
-    assert sum("ours, Keras-JAX" in line for line in lines) == 2
+    assert len(lines) == 2
+    assert sum("ours, Keras-JAX" in line for line in lines) == 1
 
 
 @pytest.mark.slow  # imports torch and torchvision in this process
