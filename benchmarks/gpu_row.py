@@ -9,6 +9,7 @@ had. Inference comes first so that its peak memory is its own; training's includ
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import statistics
@@ -71,9 +72,21 @@ def run(spec: dict, out_path: str) -> None:
     write_json(out_path, result)
 
 
-if __name__ == "__main__":
-    # Before anything imports Keras: a row is the library on JAX, never TensorFlow. Only here,
-    # not on import, so that a process importing this module keeps its own backend.
+def main(argv=None) -> int:
+    from keras_resnet import _cli
+
+    p = _cli.ArgumentParser(prog="python -m benchmarks.gpu_row", description=__doc__,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("spec", help="JSON file: one row planned by python -m benchmarks.gpu")
+    p.add_argument("result", help="JSON file to write the row's figures to")
+    a = p.parse_args(argv)
+    # Before anything imports Keras: a row is the library on JAX, never TensorFlow. Here, not
+    # on import, so that a process importing this module keeps its own backend.
     os.environ["KERAS_BACKEND"] = "jax"
-    with open(sys.argv[1]) as f:
-        run(json.load(f), sys.argv[2])
+    with open(a.spec) as f:
+        run(json.load(f), a.result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
