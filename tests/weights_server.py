@@ -5,7 +5,8 @@ on 127.0.0.1 only, counts the requests per path, and can misbehave on purpose: `
 (a short file with an honest Content-Length), ``"stop"`` (the full Content-Length, half the
 body, then the connection is closed) and ``"stall"`` (half the body, then silence for
 ``stall_s`` seconds). ``served_checkpoint`` is a torchvision ResNet-18 with random weights and
-random BatchNorm statistics (10 classes, tests/keras_resnet/test_convert.py's), saved by ``torch.save``, with its sha256.
+random BatchNorm statistics (10 classes: tests/keras_resnet/test_convert.py's), saved by
+``torch.save``, with its sha256.
 """
 
 from __future__ import annotations

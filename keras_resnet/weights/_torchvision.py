@@ -12,7 +12,8 @@ a prefix of the file's sha256 (torch.hub's ``check_hash`` rule). ``gflops`` is t
 # Every entry: mean/std (0.485, 0.456, 0.406)/(0.229, 0.224, 0.225), bilinear antialiased
 # resize of the shorter side, center crop 224, the 1000 ImageNet-1K categories.
 _V1_RECIPE = "https://github.com/pytorch/vision/tree/main/references/classification#resnet"
-_V1_DOCS = "These weights reproduce closely the results of the paper using a simple training recipe."
+_V1_DOCS = ("These weights reproduce closely the results of the paper using a simple training "
+            "recipe.")
 _V2_DOCS = ("These weights improve upon the results of the original paper by using TorchVision's "
             "new training recipe (https://pytorch.org/blog/how-to-train-state-of-the-art-models-"
             "using-torchvision-latest-primitives/).")

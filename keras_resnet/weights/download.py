@@ -22,6 +22,7 @@ import contextlib
 import glob
 import hashlib
 import os
+import re
 import socket
 import sys
 import time
@@ -114,11 +115,11 @@ def _writable_cache(ws: WeightSet) -> Path:
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        raise WeightsUnavailable(f"cannot create the weights cache {folder} ({err.strerror}); set "
-                           "KERAS_HOME to a writable folder") from None
+        raise WeightsUnavailable(f"cannot create the weights cache {folder} ({err.strerror}); "
+                                 "set KERAS_HOME to a writable folder") from None
     if not os.access(folder, os.W_OK | os.X_OK):
-        raise WeightsUnavailable(f"the weights cache {folder} is not writable; set KERAS_HOME to a "
-                           f"writable folder, or place {ws.file_name} there by hand")
+        raise WeightsUnavailable(f"the weights cache {folder} is not writable; set KERAS_HOME "
+                                 f"to a writable folder, or place {ws.file_name} there by hand")
     return folder
 
 
@@ -129,8 +130,8 @@ def _check_file(ws: WeightSet, path: Path, url: str, downloaded: bool) -> None:
         after = ("; nothing was cached" if downloaded
                  else "; delete it or place the right file there")
         raise WeightsHashMismatch(f"refused {ws.qualified_name}: the file {what} has sha256 "
-                           f"{digest[:16]}..., expected {ws.sha256[:16]}... (damaged, "
-                           f"truncated or another file){after}")
+                                  f"{digest[:16]}..., expected {ws.sha256[:16]}... (damaged, "
+                                  f"truncated or another file){after}")
 
 
 def fetch(name, arch: str | None = None, *, progress: bool = True) -> Path:
@@ -151,7 +152,7 @@ def fetch(name, arch: str | None = None, *, progress: bool = True) -> Path:
     url = download_url(ws)
     part = _temporary(final)
     try:
-        _download(url, part, folder, progress)
+        _download(url, part, folder, progress, mirror=ws.builtin)
         _check_file(ws, part, url, downloaded=True)
         os.replace(part, final)
     except BaseException:
@@ -160,9 +161,10 @@ def fetch(name, arch: str | None = None, *, progress: bool = True) -> Path:
     return final
 
 
-def _download(url: str, part: Path, folder: Path, progress: bool) -> None:
+def _download(url: str, part: Path, folder: Path, progress: bool, mirror: bool) -> None:
     """``keras.utils.get_file`` of ``url`` to ``part``, its messages and progress bar on stderr
-    (stdout may be a CLI's --json output), failures as one WeightsError line."""
+    (stdout may be a CLI's --json output), failures as one WeightsError line (``mirror``: one
+    that says the base URL can be replaced)."""
     from keras.utils import get_file
 
     previous = socket.getdefaulttimeout()
@@ -179,13 +181,15 @@ def _download(url: str, part: Path, folder: Path, progress: bool) -> None:
         raise
     except Exception as err:  # get_file re-raises HTTP/URL errors as plain Exceptions
         reason = _reason(err)
-        raise WeightsUnavailable(f"could not download {url} ({reason}); download it yourself and "
-                           f"place it at {_final_of(part)} (or set {URL_VAR} to a mirror)"
-                           ) from None
+        raise WeightsUnavailable(f"could not download {url} ({reason}); download it yourself "
+                                 f"and place it at {_final_of(part)}"
+                                 + (f" (or set {URL_VAR} to a mirror)" if mirror else "")
+                                 ) from None
     finally:
         socket.setdefaulttimeout(previous)
     if not part.is_file():  # get_file fell back to another folder (an unwritable cache)
-        raise WeightsUnavailable(f"could not write {part.parent}; set KERAS_HOME to a writable folder")
+        raise WeightsUnavailable(f"could not write {part.parent}; set KERAS_HOME to a writable "
+                                 "folder")
 
 
 def _final_of(part: Path) -> Path:
@@ -194,8 +198,15 @@ def _final_of(part: Path) -> Path:
 
 
 def _reason(err: BaseException) -> str:
+    """Why a download failed, in a few words: get_file's "URL fetch failure on URL: CODE --
+    REASON" without the URL the message names already."""
     text = " ".join(str(err).split()) or type(err).__name__
-    text = text.replace("URL fetch failure on ", "")
+    found = re.fullmatch(r"URL fetch failure on \S+: (\S+) -- (.*)", text)
+    if found:
+        code, why = found.groups()
+        text = why if code == "None" else f"HTTP {code} {why}"
+    elif not isinstance(err, OSError) or text == "timed out":
+        text = f"{type(err).__name__}: {text}"
     return text if len(text) <= 200 else text[:197] + "..."
 
 
@@ -244,10 +255,12 @@ def _read_converted(ws: WeightSet, path: Path):
             if path != source and not meta.get("sha256", "").startswith(ws.sha256):
                 return None  # written for another file of the same name: convert again
             return {key: f.get_tensor(key) for key in f.keys()}
-    except Exception:  # a damaged copy (a disk error): convert again from the checkpoint
+    except Exception as err:  # safetensors' own errors: a damaged file
         if path == source:
-            raise
-        return None
+            raise WeightsError(f"{ws.qualified_name}: {path} is not a readable .safetensors "
+                               f"file ({_reason(err)}); delete it to download it again"
+                               ) from None
+        return None  # the converted copy: convert again from the checkpoint
 
 
 def _write_converted(ws: WeightSet, sd: dict, path: Path) -> None:

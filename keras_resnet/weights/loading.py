@@ -74,7 +74,8 @@ def load_into(model, weights, *, include_top: bool = True, progress: bool = True
     other tensor must fit (strict): on any mismatch nothing is loaded.
 
     Returns ``{"weights": name or path, "loaded": number of tensors, "head": "loaded", "new"
-    (the model's classifier kept) or "none" (the model has none)}``. Raises WeightsError (one line) for a set that cannot be had or does not fit.
+    (the model's classifier kept) or "none" (the model has none)}``. Raises WeightsError (one
+    line) for a set that cannot be had or does not fit.
     """
     from keras_resnet.builder import model_config
     from keras_resnet.convert.architecture import infer_config

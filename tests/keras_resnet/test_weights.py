@@ -16,7 +16,11 @@ import pytest
 from keras_resnet import build_resnet, resnet18
 from keras_resnet import weights as kw
 from tests.conftest import REPO, logit_tolerance
-from tests.weights_server import served_checkpoint, torchvision_resnet18, weights_server  # noqa: F401
+from tests.weights_server import (  # noqa: F401  (fixtures)
+    served_checkpoint,
+    torchvision_resnet18,
+    weights_server,
+)
 
 CATEGORIES = [f"class {i}" for i in range(10)]
 
@@ -187,7 +191,7 @@ def test_a_failed_download_is_one_line_with_the_url_and_the_cache_path(mode, wei
         kw.fetch("tiny", progress=False)
     line = one_line(err)
     assert line.startswith(f"could not download {ws.url} (")
-    assert f"place it at {kw.cache_path(ws)} " in line
+    assert line.endswith(f"; download it yourself and place it at {kw.cache_path(ws)}")
     assert cache_files() == []
 
 
@@ -229,6 +233,14 @@ def test_the_mirror_variable_replaces_torchvisions_base_url(weights_server, monk
         kw.fetch("IMAGENET1K_V1", "resnet18", progress=False)
     assert weights_server.count("mirror/resnet18-f37072fd.pth") == 1
     assert cache_files() == []
+    # A mirror that lacks the file: the line says where to place it, and that a mirror can.
+    monkeypatch.setenv(kw.URL_VAR, weights_server.base_url + "/elsewhere")
+    with pytest.raises(kw.WeightsUnavailable) as err:
+        kw.fetch("DEFAULT", "resnet18", progress=False)
+    assert one_line(err) == (
+        f"could not download {weights_server.base_url}/elsewhere/resnet18-f37072fd.pth (HTTP 404 "
+        f"Not Found); download it yourself and place it at {kw.cache_dir()}/resnet18-f37072fd.pth"
+        f" (or set {kw.URL_VAR} to a mirror)")
 
 
 def test_a_model_that_cannot_hold_the_set_is_refused_before_any_download():
