@@ -76,13 +76,13 @@ def test_user_error_classes_keep_their_names_and_library_bases():
     from export.model_io import ExportError
     from keras_resnet.convert.cli import CheckFailed, ConvertError
     from keras_resnet.modelfile import ModelFileError
+    from keras_resnet.weights import WeightsError
     from training.distribute import DistributeError
     from training.evaluate import EvaluateError, ModelNotFound
     from training.fit import TrainingDiverged, WorkerLost
     from training.predict import PredictError
     from training.rundir import RunDirError
     from training.runrecord import RunRecordError
-    from keras_resnet.weights import WeightsError
 
     for cls in (DistributeError, PredictError, RunRecordError, ModelFileError, ConvertError,
                 EvaluateError, WeightsError):
