@@ -1,5 +1,5 @@
-"""Reading and writing torchvision-style state_dicts: ``.pth``/``.pt`` through torch
-(``weights_only``), ``.safetensors`` through numpy alone, and the wrappers training scripts put
+"""Reading and writing torchvision-style state_dicts: ``.pth``/``.pt`` read without torch
+(by torch's ``weights_only`` rule), ``.safetensors`` through numpy alone, and the wrappers training scripts put
 around them."""
 
 from __future__ import annotations
@@ -9,6 +9,8 @@ import pickle
 from collections.abc import Mapping
 
 import numpy as np
+
+from keras_resnet.convert.pth import is_legacy_torch_file, read_pth
 
 
 # Where training scripts commonly nest the state_dict, tried in this order.
@@ -84,8 +86,9 @@ def read_state_dict(source) -> tuple[dict[str, np.ndarray], list[str]]:
 
     Returns ``(state_dict as numpy arrays, notes on how it was unwrapped)``.
 
-    ``.pth`` files are read with ``torch.load(weights_only=True)``: only tensors and plain
-    containers are unpickled, so a malicious file cannot run code; anything else is refused.
+    ``.pth`` files are read by ``keras_resnet.convert.pth`` without torch (torch's old non-zip
+    format by ``torch.load``), by the ``weights_only`` rule: only tensors and plain containers
+    are unpickled, so a malicious file cannot run code; anything else is refused.
     """
     if isinstance(source, Mapping):
         return unwrap_state_dict(source)
@@ -112,29 +115,46 @@ def read_state_dict(source) -> tuple[dict[str, np.ndarray], list[str]]:
             f"{path}: unknown checkpoint type; expected one of "
             f"{[*TORCH_SUFFIXES, SAFETENSORS_SUFFIX]}"
         )
+    if not is_legacy_torch_file(path):
+        try:
+            obj = read_pth(path)
+        except pickle.UnpicklingError as err:
+            raise ValueError(_refusal(path, err)) from err
+        except Exception as err:  # zipfile, pickle and numpy each raise their own on bad bytes
+            raise ValueError(_unreadable(path, err)) from err
+        return unwrap_state_dict(obj)
+    return unwrap_state_dict(_torch_load_legacy(path))
+
+
+def _torch_load_legacy(path: str):
+    """The pre-1.6 (non-zip) format, which only torch itself reads."""
     try:
         import torch
     except ImportError as err:
         raise ImportError(
-            f"reading {path} needs PyTorch (pip install torch); or save the checkpoint as "
-            ".safetensors, which needs no torch"
+            f"reading {path} needs PyTorch (pip install torch): it is in torch's old, non-zip "
+            "format; or save the checkpoint as .safetensors, which needs no torch"
         ) from err
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        first = str(err).strip().splitlines()
-        raise ValueError(
-            f"{path}: refused to load: torch.load(weights_only=True) found something other "
-            "than tensors and plain containers, whose unpickling could run arbitrary code, or "
-            f"a file that is not a checkpoint ({first[0] if first else err!r}). If you trust "
-            "the file, load it yourself and pass its state_dict, or save it as .safetensors."
-        ) from err
+        raise ValueError(_refusal(path, err)) from err
     except Exception as err:  # torch raises KeyError, RuntimeError, EOFError... on bad files
-        raise ValueError(
-            f"{path}: not a readable PyTorch checkpoint ({type(err).__name__}: "
-            f"{_first_line(err)}); it is damaged, truncated or another format"
-        ) from err
-    return unwrap_state_dict(obj)
+        raise ValueError(_unreadable(path, err)) from err
+
+
+def _refusal(path: str, err: BaseException) -> str:
+    return (
+        f"{path}: refused to load: it holds something other than tensors and plain "
+        "containers, whose unpickling could run arbitrary code, or is not a checkpoint "
+        f"({_first_line(err)}). If you trust the file, load it yourself and pass its "
+        "state_dict, or save it as .safetensors."
+    )
+
+
+def _unreadable(path: str, err: BaseException) -> str:
+    return (f"{path}: not a readable PyTorch checkpoint ({type(err).__name__}: "
+            f"{_first_line(err)}); it is damaged, truncated or another format")
 
 
 def _first_line(err: BaseException) -> str:

@@ -393,9 +393,9 @@ def test_torch_is_never_imported_at_module_level():
         assert not [n for n in names if n.split(".")[0] in ("torch", "torchvision")], module
 
 
-def test_pth_without_torch_says_how(tmp_path, monkeypatch):
+def test_old_format_pth_without_torch_says_how(tmp_path, monkeypatch):
     path = tmp_path / "w.pth"
-    path.write_bytes(b"not read")
+    path.write_bytes(b"\x80\x02not read")  # a bare pickle stream: torch before 1.6
     monkeypatch.setitem(sys.modules, "torch", None)
     with pytest.raises(ImportError, match="needs PyTorch"):
         read_state_dict(path)
