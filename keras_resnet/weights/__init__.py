@@ -16,8 +16,9 @@ own name, kept only if its sha256 starts with the published hash, and its conver
 cached beside it (``fetch``, ``state_dict``). ``KERAS_RESNET_WEIGHTS_URL`` replaces the base URL
 of torchvision's files (a mirror, or a folder holding them). ``register`` adds your own sets.
 
-Importing this package loads neither TensorFlow nor torch; ``load_into`` and ``transform`` do
-(torch only to read a .pth the first time: its converted copy is read without it).
+Importing this package loads neither TensorFlow nor torch; ``load_into`` and ``transform`` load
+TensorFlow. A .pth is read once, by ``keras_resnet.convert`` (torch's ``weights_only`` rule); its
+converted copy is read without torch.
 """
 
 from __future__ import annotations

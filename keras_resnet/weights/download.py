@@ -214,8 +214,8 @@ def state_dict(name, arch: str | None = None, *, progress: bool = True) -> dict:
     """The state_dict of weight set ``name`` as numpy arrays (torchvision's keys and layouts).
 
     Read from the converted copy in the cache when there is one; else the checkpoint is
-    fetched (``fetch``), read with ``torch.load(weights_only=True)`` (no pickle code runs;
-    .safetensors needs no torch) and its converted copy written for the next time.
+    fetched (``fetch``), read by ``keras_resnet.convert``'s ``read_state_dict`` (by torch's
+    ``weights_only`` rule: no pickle code runs) and its converted copy written for next time.
     """
     from keras_resnet.convert.formats import SAFETENSORS_SUFFIX, read_state_dict
 

@@ -288,7 +288,7 @@ def register(name: str, *, arch: str, url: str, sha256: str,
     """Adds a weight set usable by name wherever torchvision's are.
 
     ``url``: where the checkpoint is (http(s)://, file://); a torchvision-style state_dict
-    saved as .pth/.pt/.bin/.ckpt (read with ``torch.load(weights_only=True)``) or
+    saved as .pth/.pt/.bin/.ckpt (read by torch's ``weights_only`` rule) or
     .safetensors. ``sha256``: the file's full sha256 or a prefix of at least 8 hex digits.
     ``categories``: the name of each class the checkpoint's classifier predicts (default: the
     1000 ImageNet-1K categories). ``resize_size``, ``crop_size``, ``mean``, ``std``: the

@@ -356,8 +356,13 @@ def test_a_saved_set_is_known_to_later_processes(served_checkpoint):
 
 def test_without_torch_the_first_read_says_what_to_install(weights_server, served_checkpoint,
                                                            monkeypatch):
+    from keras_resnet.convert import formats
+
+    def without_torch(path):
+        raise ImportError(f"reading {path} needs PyTorch (pip install torch)")
+
     ws = register_tiny(weights_server, served_checkpoint)
-    monkeypatch.setitem(sys.modules, "torch", None)  # `import torch` raises ImportError
+    monkeypatch.setattr(formats, "read_state_dict", without_torch)  # as a reader needing torch
     with pytest.raises(kw.WeightsError, match="needs PyTorch \\(pip install torch\\); later "
                                               "loads read the converted copy") as err:
         kw.state_dict("tiny")
