@@ -109,3 +109,37 @@ def test_bad_transform_configs_are_named(config, match):
 def test_an_image_of_two_channels_is_refused():
     with pytest.raises(ValueError, match="1 \\(gray\\), 3 \\(RGB\\) or 4 \\(RGBA\\)"):
         kw.transform("DEFAULT", "resnet18")(np.zeros((30, 30, 2), np.uint8))
+
+
+# tf.image.resize's methods (method, antialias, rounded to whole 0..255 values as PIL's 8-bit
+# result is).
+METHODS = [("bilinear", True, True), ("bilinear", True, False), ("bilinear", False, True),
+           ("area", False, True), ("bicubic", True, True), ("lanczos3", True, True)]
+
+
+@pytest.mark.slow
+def test_antialiased_bilinear_rounded_is_the_closest_of_tfs_resize_methods():
+    """The choice, measured: every case above through each of tf.image.resize's methods, at
+    resize 232; prints max and mean |difference| from torchvision per method."""
+    from keras_resnet.weights.transforms import as_rgb, resized_size
+
+    ws = kw.get("IMAGENET1K_V2", "resnet50")
+    means = {m: 0.0 for m in METHODS}
+    for case in CASES:
+        image = _case(case)
+        want = torchvision_pixels(image, ws)
+        rgb = tf.cast(as_rgb(image), tf.float32)
+        h, w = (int(v) for v in resized_size(rgb.shape[0], rgb.shape[1], ws.resize_size))
+        top, left = int(round((h - 224) / 2)), int(round((w - 224) / 2))
+        row = []
+        for method, antialias, rounded in METHODS:
+            x = rgb if (h, w) == tuple(rgb.shape[:2]) else tf.image.resize(
+                rgb, (h, w), method=method, antialias=antialias)
+            x = x.numpy()[top:top + 224, left:left + 224]
+            diff = np.abs((np.clip(np.round(x), 0, 255) if rounded else x) - want)
+            means[method, antialias, rounded] += diff.mean() / len(CASES)
+            row.append(f"{diff.max():5.2f} {diff.mean():5.3f}")
+        print(f"\n[resize methods] {case:24s} " + " | ".join(row), end="")
+    print("\n[resize methods] columns (max, mean |diff| in 0..255 units): "
+          + ", ".join(f"{m} antialias={a}{' rounded' if r else ''}" for m, a, r in METHODS))
+    assert min(means, key=means.get) == ("bilinear", True, True), means
