@@ -90,7 +90,8 @@ def title(result: dict) -> list[str]:
     v = result["versions"]
     where = (f"on {result['gpu_name']}" if result["device"] == "gpu" and result["gpu_name"]
              else "on the CPU, tiny sizes: a test of the run, not a GPU figure"
-             if result["size"] == "tiny" else f"on {result['device']}")
+             if result["size"] == "tiny" else f"on the {result['device'].upper()}, no row measured"
+             if result["device"] == "gpu" else "on the CPU")
     stacks = [f"jax {v.get('jax', '?')} ({v.get('jax_backend', '?')}), keras {v.get('keras', '?')}",
               f"torch {v.get('torch', '?')}, torchvision {v.get('torchvision', '?')}"
               + (f", CUDA {v['cuda']}, cuDNN {v['cudnn']}" if v.get("cudnn") else "")]
