@@ -4,6 +4,7 @@ conversion and cache code, no network. The one-line errors of names, downloads a
 
 import hashlib
 import json
+import re
 
 import numpy as np
 import pytest
@@ -133,6 +134,20 @@ def test_download_failures_and_hash_mismatch_are_one_line(named, tmp_path, capsy
         weights.unregister("TINY_OFFLINE", "resnet18")
 
 
+def test_readmes_table_is_the_registry():
+    from keras_resnet import weights
+    from tests.conftest import REPO
+
+    rows = re.findall(r"^\| (resnet\d+) \| `(\w+)`( \(DEFAULT\))? \| ([\d.]+) \| ([\d.]+) \| "
+                      r"([\d,]+) \| ([\d.]+) \| (\d+) → (\d+) \| ([\d.]+) \|",
+                      (REPO / "README.md").read_text(), re.MULTILINE)
+    assert rows == [
+        (ws.arch, ws.name, " (DEFAULT)" if weights.get("DEFAULT", ws.arch) == ws else "",
+         f"{ws.acc1:.3f}", f"{ws.acc5:.3f}", f"{ws.num_params:,}", f"{ws.gflops:.2f}",
+         str(ws.resize_size), str(ws.crop_size), f"{ws.file_size_mb:.1f}")
+        for ws in weights.all_weights() if ws.builtin]
+
+
 def image_folder(root, photos, n=8):
     """Two classes of 48x40 crops of the two photos, as PNG files."""
     for name in ("china", "flower_grey"):
@@ -144,7 +159,7 @@ def image_folder(root, photos, n=8):
     return root
 
 
-@pytest.mark.slow  # a fine-tuning run and its resumption, two ONNX exports, four predictions
+@pytest.mark.slow  # a fine-tuning run and its resumption, an ONNX export, three predictions
 def test_fine_tune_export_and_predict_with_a_named_set(named, tmp_path, capsys):
     import keras
 
@@ -191,15 +206,10 @@ def test_fine_tune_export_and_predict_with_a_named_set(named, tmp_path, capsys):
                                [[t["probability"] for t in r["top"]] for r in onnx_rows],
                                atol=1e-4)
 
-    # The fine-tuned run's export keeps the run's own preprocessing and class names.
-    art2 = tmp_path / "art2"
-    assert harness.run_cli(export, capsys, "--model", run / "best.keras", "--formats", "onnx",
-                           "--out", art2, "--no-dataset").code == 0
-    manifest = json.loads((art2 / "manifest.json").read_text())
-    assert manifest["class_names"] == ["china", "flower_grey"]
-    assert "transform" not in manifest["source"]
-    rows = harness.run_cli(export_predict, capsys, "--artifact", art2 / "model.onnx", photos,
-                           "--json")
-    assert rows.code == 0, rows.err
-    assert {t["class"] for r in json.loads(rows.out) for t in r["top"]} <= {"china",
-                                                                           "flower_grey"}
+    # A manifest whose transform no longer fits the artifact is refused in one line.
+    manifest = json.loads((out / "manifest.json").read_text())
+    manifest["source"]["transform"]["crop_size"] = 2 * CROP
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    refused = harness.run_cli(export_predict, capsys, "--artifact", out / "model.onnx", photos)
+    assert refused.code == 2
+    assert "field source.transform cannot be used" in harness.one_line(refused.err)
