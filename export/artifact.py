@@ -29,6 +29,7 @@ class WriterOptions:
     int8_io: str = "float32"
     calibration_images: np.ndarray | None = None
     calibration_description: str | None = None
+    onnx_layout: str = "nhwc"
 
 
 @dataclasses.dataclass

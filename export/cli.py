@@ -17,6 +17,7 @@ from keras_resnet._cli import positive_int
 
 from export.checks import DEFAULT_OPSET, image_array, parse_list
 from export.model_io import ExportError, input_spec, load_model, num_classes
+from export.onnx_format import LAYOUTS as ONNX_LAYOUTS, VARIANTS as ONNX_VARIANTS
 from export.outdir import check_out_dir
 from export.pipeline import FORMATS, export_all, format_table
 from export.tflite_format import DEFAULT_CALIBRATION_SIZE, IO_DTYPES, VARIANTS
@@ -57,6 +58,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tflite-variants", default=DEFAULT_VARIANTS,
                    help=f"comma-separated subset of {','.join(VARIANTS)} (default: all; "
                    "without calibration data the default leaves int8 out, with a note)")
+    p.add_argument("--onnx-variants", default="float32",
+                   help=f"comma-separated subset of {','.join(ONNX_VARIANTS)} (default float32; "
+                   "int8: static QDQ quantization calibrated like TFLite int8)")
+    p.add_argument("--onnx-layout", choices=ONNX_LAYOUTS, default="nhwc",
+                   help="input layout of the ONNX files (default nhwc, as every artifact; "
+                   "nchw for pipelines that already hold NCHW tensors)")
     p.add_argument("--opset", type=int, default=DEFAULT_OPSET,
                    help=f"ONNX opset (default {DEFAULT_OPSET})")
     p.add_argument("--int8-io", choices=IO_DTYPES, default="float32",
@@ -196,10 +203,12 @@ def run(args) -> int:
     out = Path(args.out)
     # Cheap checks first: fail before loading TensorFlow models or data.
     formats, variants = _checked_options(args)
+    onnx_variants = parse_list(args.onnx_variants, ONNX_VARIANTS, "ONNX variant")
     model, record, source = _model(args, out)
     shape = input_spec(model)
     dataset, load_kwargs = _data_source(args, record)
-    need_int8 = "tflite" in formats and "int8" in variants
+    need_int8 = (("tflite" in formats and "int8" in variants)
+                 or ("onnx" in formats and "int8" in onnx_variants))
     images, labels, data_desc = _verification_data(args, model, shape, dataset, load_kwargs)
     calibration, calib_desc = _calibration_data(args, shape, dataset, load_kwargs, need_int8,
                                                 have_inputs=images is not None)
@@ -217,6 +226,8 @@ def run(args) -> int:
         out,
         formats=formats,
         tflite_variants=variants,
+        onnx_variants=onnx_variants,
+        onnx_layout=args.onnx_layout,
         images=images,
         labels=labels,
         calibration_images=calibration,
@@ -304,7 +315,8 @@ def _calibration_data(args, shape, dataset, load_kwargs, need_int8: bool, have_i
         raise ExportError(
             "full-integer int8 needs calibration images from the training set: pass "
             "--calibration FILE.npy (the --inputs are verification data), --dataset NAME, or "
-            "leave int8 out with --tflite-variants float32,float16,dynamic_int8"
+            "leave int8 out with --tflite-variants float32,float16,dynamic_int8 (and "
+            "--onnx-variants float32)"
         )
     return None, None
 

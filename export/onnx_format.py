@@ -14,31 +14,71 @@ import contextlib
 import gc
 from pathlib import Path
 
+import numpy as np
+
+from keras_resnet import kernels
+
+from export import onnx_graph
 from export.artifact import Artifact, WriterOptions
-from export.checks import DEFAULT_OPSET, check_opset
+from export.checks import DEFAULT_OPSET, check_opset, image_array
 from export.model_io import ExportError, float32_model, release_memory
 from export.savedmodel_format import INPUT_NAME, OUTPUT_NAMES, frozen_graph_def
 
 FORMAT = "onnx"
-VARIANTS = ("float32",)
+VARIANTS = ("float32", "int8")
+LAYOUTS = onnx_graph.LAYOUTS
 BATCH_DIM = "batch"
+# Where the file says its input layout; export.verification's runner reads it.
+LAYOUT_KEY = "keras_resnet.input_layout"
 
 
 def check(variant: str, options: WriterOptions, shape) -> None:
     check_opset(options.opset)
+    if options.onnx_layout not in LAYOUTS:
+        raise ExportError(f"Unknown ONNX layout {options.onnx_layout!r}; expected one of "
+                          f"{list(LAYOUTS)}")
+    if variant not in VARIANTS:
+        raise ExportError(f"Unknown ONNX variant {variant!r}; expected one of {list(VARIANTS)}")
+    if variant == "int8":
+        if options.calibration_images is None:
+            raise ExportError(
+                "the int8 ONNX variant needs calibration data from the training set and none "
+                "was given (CLI: a run whose config.json names its dataset, --dataset NAME, or "
+                "--calibration FILE.npy); or leave it out with --onnx-variants float32")
+        image_array(options.calibration_images, shape, "calibration images")
 
 
 def write_artifact(model, folder, variant: str, options: WriterOptions) -> Artifact:
-    """``folder/model.onnx`` (see ``onnx``)."""
-    path = onnx(model, Path(folder) / "model.onnx", opset=options.opset)
-    return Artifact(FORMAT, variant, path, {"opset": options.opset})
+    """``folder/model.onnx`` (see ``onnx``), or ``folder/model_int8.onnx`` quantized from it."""
+    folder = Path(folder)
+    info = {"opset": options.opset, "layout": options.onnx_layout.upper()}
+    if variant == "float32":
+        path = onnx(model, folder / "model.onnx", opset=options.opset,
+                    layout=options.onnx_layout)
+        return Artifact(FORMAT, variant, path, info)
+    source = folder / "model.onnx"
+    if not source.is_file():  # float32 not asked for: the int8 file's source, then removed
+        source = onnx(model, folder / ".model_float32.onnx", opset=options.opset,
+                      layout=options.onnx_layout)
+    try:
+        path = quantize(source, folder / "model_int8.onnx", options.calibration_images)
+    finally:
+        if source.name.startswith("."):
+            source.unlink(missing_ok=True)
+    info["calibration"] = {
+        "images": int(len(options.calibration_images)),
+        "source": options.calibration_description or "given calibration images",
+    }
+    info["quantization"] = dict(QUANTIZATION)
+    return Artifact(FORMAT, variant, path, info)
 
 
-def onnx(model, path, opset: int = DEFAULT_OPSET) -> Path:
+def onnx(model, path, opset: int = DEFAULT_OPSET, layout: str = "nhwc") -> Path:
     """Writes ``model`` (made float32 first) to ``path`` (a ``.onnx`` file).
 
-    Input ``image`` (``batch`` x H x W x C float32 raw pixels), outputs ``logits`` and
-    ``probabilities``; the batch dimension is dynamic. ``onnx.checker`` must pass.
+    Input ``image`` (``batch`` x H x W x C float32 raw pixels; ``batch`` x C x H x W with
+    ``layout="nchw"``), outputs ``logits`` and ``probabilities``; the batch dimension is
+    dynamic. tf2onnx's graph is rewritten by ``export.onnx_graph``; ``onnx.checker`` must pass.
     """
     import onnx as onnx_lib
 
@@ -48,8 +88,14 @@ def onnx(model, path, opset: int = DEFAULT_OPSET) -> Path:
     path = Path(path)
     if path.suffix != ".onnx":
         raise ExportError(f"ONNX path must end with '.onnx', got {str(path)!r}")
+    if layout not in LAYOUTS:
+        raise ExportError(f"Unknown ONNX layout {layout!r}; expected one of {list(LAYOUTS)}")
     model = float32_model(model)
-    graph_def, input_name, outputs = frozen_graph_def(model)
+    # Convolutions on small maps as matrix products are a TensorFlow CPU speed-up; in ONNX they
+    # would be Reshape/Transpose/MatMul chains around unfused batch norms instead of the Conv
+    # that every ONNX runtime has its fastest kernels for.
+    with kernels.use(kernels.active() - {"matmul_conv"}):
+        graph_def, input_name, outputs = frozen_graph_def(model)
     patch_tf2onnx()  # tf2onnx 1.17 uses np.object etc., gone in numpy 2
     proto = _convert(graph_def, input_name, outputs, opset)
     del graph_def
@@ -58,12 +104,72 @@ def onnx(model, path, opset: int = DEFAULT_OPSET) -> Path:
     got = [o.name for o in proto.graph.output]
     if sorted(got) != sorted(OUTPUT_NAMES):
         raise ExportError(f"ONNX graph outputs are {got}, expected {list(OUTPUT_NAMES)}")
+    onnx_graph.optimize(proto, INPUT_NAME, layout)
+    onnx_lib.helper.set_model_props(proto, {LAYOUT_KEY: layout.upper()})
     onnx_lib.checker.check_model(proto, full_check=True)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    onnx_lib.save(proto, str(path))
+    _save(proto, path)
     del proto
     release_memory()
     return path
+
+
+def _save(proto, path: Path) -> None:
+    import onnx as onnx_lib
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    onnx_lib.save(proto, str(tmp))
+    tmp.replace(path)
+
+
+# onnxruntime.quantization's static QDQ recipe: int8 weights per output channel, uint8
+# activations (see ACTIVATIONS) with MinMax ranges over the calibration images.
+QUANTIZATION = {"format": "QDQ", "weights": "int8 per channel", "activations": "uint8",
+                "calibration_method": "MinMax"}
+
+
+class _Images:
+    """onnxruntime.quantization's CalibrationDataReader over raw-pixel NHWC images."""
+
+    def __init__(self, images, layout: str, batch_size: int = 8):
+        self._batches = (
+            {INPUT_NAME: np.ascontiguousarray(
+                b.transpose(0, 3, 1, 2) if layout == "NCHW" else b, dtype=np.float32)}
+            for b in (images[i : i + batch_size] for i in range(0, len(images), batch_size)))
+
+    def get_next(self):
+        return next(self._batches, None)
+
+
+def quantize(source, path, calibration_images) -> Path:
+    """Statically quantizes the float32 ONNX file ``source`` into ``path`` (see
+    QUANTIZATION), calibrated on ``calibration_images`` (N, H, W, C raw pixels from the
+    training set). The file keeps ``source``'s input layout and names."""
+    import onnx as onnx_lib
+    from onnxruntime import quantization as q
+
+    proto = onnx_lib.load(str(source))
+    layout = {p.key: p.value for p in proto.metadata_props}.get(LAYOUT_KEY, "NHWC")
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    q.quantize_static(str(source), str(tmp), _Images(calibration_images, layout),
+                      quant_format=q.QuantFormat.QDQ, per_channel=True,
+                      activation_type=getattr(q.QuantType, ACTIVATIONS),
+                      weight_type=q.QuantType.QInt8,
+                      calibrate_method=q.CalibrationMethod.MinMax,
+                      op_types_to_quantize=list(QUANTIZED_OPS))
+    tmp.replace(path)
+    return path
+
+
+# uint8 activations with int8 weights (U8S8), ONNX Runtime's x86 recommendation: with int8
+# activations (S8S8) its CPU provider left every convolution that reads a block's input (a
+# DequantizeLinear shared with the shortcut and the residual Add) unfused, in float32 on
+# dequantized weights, and the file ran no faster than float32; with uint8 every Conv, Add,
+# the pools and the Gemm became QLinear kernels.
+ACTIVATIONS = "QUInt8"
+# The compute ops; Softmax stays float (probabilities from float logits).
+QUANTIZED_OPS = ("Conv", "Relu", "Add", "MaxPool", "GlobalAveragePool", "Gemm", "Flatten")
 
 
 def _convert(graph_def, input_name, outputs, opset):

@@ -50,7 +50,8 @@ def export_all(model, out, formats=FORMATS, tflite_variants=tflite_format.VARIAN
                opset: int = DEFAULT_OPSET, int8_io: str = "float32", overwrite: bool = False,
                batch_sizes=DEFAULT_BATCH_SIZES, latency_runs: int = 20,
                data_description: str | None = None, calibration_description: str | None = None,
-               source: dict | None = None, log=print) -> dict:
+               source: dict | None = None, log=print, onnx_variants=("float32",),
+               onnx_layout: str = "nhwc") -> dict:
     """Writes every requested artifact into ``out``, verifies each, writes ``manifest.json``.
 
     Everything is written into a temporary folder beside ``out`` (inside it when it is a mount
@@ -62,11 +63,14 @@ def export_all(model, out, formats=FORMATS, tflite_variants=tflite_format.VARIAN
 
     Args:
         images / labels: verification data, raw pixels (N, H, W, C); random images when None.
-        calibration_images: training images for the full-integer int8 variant.
+        calibration_images: training images for the int8 variants (TFLite and ONNX).
+        onnx_variants: "float32" and/or "int8" (static QDQ, export.onnx_format.QUANTIZATION).
+        onnx_layout: "nhwc" (the input of every artifact) or "nchw" for the ONNX files.
     """
     shape = input_spec(model)
-    plan, options = _checked_plan(formats, tflite_variants, shape, opset, int8_io,
-                                  calibration_images, calibration_description)
+    plan, options = _checked_plan(formats, {"tflite": tflite_variants, "onnx": onnx_variants},
+                                  shape, opset, int8_io, calibration_images,
+                                  calibration_description, onnx_layout)
     images, labels, data_description = _verification_data(images, labels, shape,
                                                           data_description, log)
     _check_class_names(class_names, num_classes(model))
@@ -110,8 +114,8 @@ def _bytes_needed(model, plan) -> int:
     return int(params * per_param)
 
 
-def _checked_plan(formats, tflite_variants, shape, opset, int8_io, calibration_images,
-                  calibration_description) -> tuple[list, WriterOptions]:
+def _checked_plan(formats, variants, shape, opset, int8_io, calibration_images,
+                  calibration_description, onnx_layout) -> tuple[list, WriterOptions]:
     """The (format, variant) pairs to write and the writers' options, every one checked."""
     # Checked even where no artifact uses them: a wrong argument is an error, not ignored.
     tflite_format.check_io_dtype(int8_io)
@@ -119,8 +123,9 @@ def _checked_plan(formats, tflite_variants, shape, opset, int8_io, calibration_i
         calibration_images = image_array(calibration_images, shape, "calibration images")
     options = WriterOptions(opset=opset, int8_io=int8_io,
                             calibration_images=calibration_images,
-                            calibration_description=calibration_description)
-    plan = _plan(formats, tflite_variants)
+                            calibration_description=calibration_description,
+                            onnx_layout=onnx_layout)
+    plan = _plan(formats, variants)
     for fmt, variant in plan:
         WRITERS[fmt].check(variant, options, shape)
     return plan, options
@@ -190,16 +195,21 @@ def _manifest(model, reference, entries, *, shape, class_names, images, labels, 
     }
 
 
-def _plan(formats, tflite_variants) -> list[tuple[str, str]]:
-    """(format, variant) of every artifact to write, in writing order."""
+# How the variant lists are named in errors.
+_VARIANT_NAMES = {"tflite": "TFLite variant", "onnx": "ONNX variant"}
+
+
+def _plan(formats, variants: dict) -> list[tuple[str, str]]:
+    """(format, variant) of every artifact to write, in writing order; ``variants`` holds the
+    chosen variants of the formats that have several."""
     formats = parse_list(formats, FORMATS, "format")
     plan = []
     for fmt in FORMATS:
         if fmt in formats:
-            variants = WRITERS[fmt].VARIANTS
-            if fmt == tflite_format.FORMAT:
-                variants = parse_list(tflite_variants, variants, "TFLite variant")
-            plan += [(fmt, variant) for variant in variants]
+            chosen = WRITERS[fmt].VARIANTS
+            if fmt in variants:
+                chosen = parse_list(variants[fmt], chosen, _VARIANT_NAMES[fmt])
+            plan += [(fmt, variant) for variant in chosen]
     return plan
 
 
@@ -273,7 +283,8 @@ def format_table(manifest: dict) -> str:
     rows.append(ref_row + [f"{lat:.2f}" if lat is not None else "-", "-"])
     for a in manifest["artifacts"]:
         r = a["verification"]
-        name = a["format"] if a["format"] != "tflite" else f"tflite {a['variant']}"
+        name = (a["format"] if a["format"] != "tflite" and a["variant"] == "float32"
+                else f"{a['format']} {a['variant']}")
         row = [
             name,
             a["path"],

@@ -24,6 +24,8 @@ Pass criteria
   int8          0.25                 0.95             0.02
   ============  ===================  ===============  ==================
 
+  (int8: the full-integer TFLite file and the statically quantized ONNX file alike.)
+
 * A TFLite file may hold TFLite builtin ops only (``ai_edge_litert`` runs nothing else), and the
   full-integer int8 variant computes in int8 only: no op but QUANTIZE/DEQUANTIZE touches a float
   tensor.
@@ -100,19 +102,37 @@ class _SavedModelRunner:
 
 
 class _OnnxRunner:
+    """Takes NHWC images like every runner; a file whose metadata says its input is NCHW
+    (``python -m export --onnx-layout nchw``) gets them transposed."""
+
     def __init__(self, path):
         import onnxruntime as ort
+
+        from export.onnx_format import LAYOUT_KEY
 
         self._session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         inp = self._session.get_inputs()[0]
         shape = [d if isinstance(d, int) else None for d in inp.shape]
+        meta = self._session.get_modelmeta().custom_metadata_map
+        self._nchw = meta.get(LAYOUT_KEY) == "NCHW"
         self.input = {"name": inp.name, "shape": shape, "dtype": "float32",
+                      "layout": "NCHW" if self._nchw else "NHWC",
                       "dynamic_dims": [d for d in inp.shape if not isinstance(d, int)]}
         self.outputs = [o.name for o in self._session.get_outputs()]
-        self.precision = "float32"
+        # What export.onnx_format.quantize writes: QDQ pairs around int8 tensors.
+        self.precision = ("int8" if any(n.op_type == "DequantizeLinear" for n in
+                                        _onnx_nodes(path)) else "float32")
 
     def __call__(self, images):
+        if self._nchw:
+            images = np.ascontiguousarray(np.transpose(images, (0, 3, 1, 2)))
         return self._session.run(["logits"], {self.input["name"]: images})[0]
+
+
+def _onnx_nodes(path):
+    import onnx
+
+    return onnx.load(str(path), load_external_data=False).graph.node
 
 
 class _TfliteRunner:

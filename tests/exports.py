@@ -80,6 +80,7 @@ def exported(request, tmp_path_factory):
         images=images,
         labels=labels,
         calibration_images=calibration,
+        onnx_variants=("float32", "int8"),
         class_names=["top-left", "top-right", "bottom-left", "bottom-right"],
         batch_sizes=(1, 7),
         latency_runs=3,

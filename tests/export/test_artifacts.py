@@ -11,7 +11,8 @@ from export.checks import describe_path
 from tests.conftest import logit_tolerance
 
 FLOAT_FORMATS = [("saved_model", "float32"), ("onnx", "float32"), ("tflite", "float32")]
-ALL = FLOAT_FORMATS + [("tflite", "float16"), ("tflite", "dynamic_int8"), ("tflite", "int8")]
+ALL = FLOAT_FORMATS + [("tflite", "float16"), ("tflite", "dynamic_int8"), ("tflite", "int8"),
+                       ("onnx", "int8")]
 
 
 def test_every_artifact_written_and_passed(exported):

@@ -115,6 +115,9 @@ def test_truncated_model_file_is_named(basic_model_file, tmp_path, capsys, cut):
     (dict(formats="onnx", int8_io="int4"), "Unknown int8 I/O type 'int4'"),
     (dict(formats="onnx", calibration_images=np.zeros((2, 5, 5, 1))), "calibration images"),
     (dict(formats="tflite", tflite_variants="int8"), "needs calibration data"),
+    (dict(formats="onnx", onnx_variants="int8"), "int8 ONNX variant needs calibration data"),
+    (dict(formats="onnx", onnx_variants="float32,int4"), "Unknown ONNX variant"),
+    (dict(formats="onnx", onnx_layout="nwhc"), "Unknown ONNX layout 'nwhc'"),
     (dict(formats="onnx", opset=12), "opset must be an integer in 13..18"),
     (dict(formats="saved_model", labels=[0, 1]), "labels were given without images"),
 ])
@@ -126,3 +129,12 @@ def test_export_all_refuses_bad_arguments_before_writing(basic_model_file, tmp_p
     with pytest.raises(export.ExportError, match=message):
         export.export_all(model, tmp_path / "out", log=lambda msg: None, **kwargs)
     assert not (tmp_path / "out").exists()
+
+
+def test_unknown_onnx_variant_is_one_line_before_loading(basic_model_file, tmp_path, capsys):
+    code, _, err = run_cli(capsys, "--model", basic_model_file, "--out", tmp_path / "a",
+                           "--formats", "onnx", "--onnx-variants", "float32,int4")
+    assert code == 2
+    line = one_line(err)
+    assert "Unknown ONNX variant ['int4']" in line and "'float32', 'int8'" in line, line
+    assert not (tmp_path / "a").exists()
