@@ -161,17 +161,17 @@ def test_pytorch_interop_blocks(tmp_path):
 
 @pytest.mark.slow  # three short trainings, each beside train_on_batch (the first beside torch)
 def test_e2e_benchmark_block(tmp_path):
-    e2e = shrink(block("bash", "python -m benchmarks.e2e --dataset mnist --repeats 3"), {
+    e2e = shrink(block("bash", "python -m benchmarks.e2e --dataset mnist --steps 28"), {
         # Full width (torchvision has no other), a batch of 8: the one run beside torch.
-        "--dataset mnist --repeats 3\n":
+        "--dataset mnist --steps 28 --repeats 2\n":
             "--dataset mnist --repeats 1 --steps 2 --json e2e.json -- --batch-size 8\n",
         "--steps 15 --repeats 3 -- --stem cifar":
             "--steps 2 --repeats 1 --no-torch -- --width 4 --stem cifar",
-        "--dataset mnist --repeats 3   #":
-            "--dataset mnist --repeats 1 --steps 2 --no-torch -- --width 4 #",
+        "--dataset mnist --steps 28 --repeats 2 --precisions float32   #":
+            "--dataset mnist --repeats 1 --steps 2 --precisions float32 --no-torch -- --width 4 #",
     })
     text = run_bash(e2e, tmp_path)
-    assert text.count("fit / train_on_batch") == 6  # three commands, two precisions each
+    assert text.count("fit / train_on_batch") == 5  # two precisions, two, and float32 alone
     res = json.loads((tmp_path / "e2e.json").read_text())  # the first command's figures
     assert res["batch_size"] == 8 and res["steps_per_epoch"] == 2 and "AVX" in res["machine"]
     assert set(res["precisions"]) == {"float32", "mixed_bfloat16"}
@@ -192,7 +192,7 @@ def test_bench_block(tmp_path):
         "--repeats 5": "--repeats 1 --warmup 1 --width 8",
         "--steps 3": "--steps 1",
     })
-    assert run_bash(bench, tmp_path).count("ours img/s") == 4
+    assert run_bash(bench, tmp_path).count("ours img/s") == 6  # two of them in two precisions
 
 
 @pytest.mark.slow  # convert, an export of two formats and each format alone, as subprocesses
