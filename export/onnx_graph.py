@@ -231,14 +231,22 @@ def input_ops_after_transpose(g: _Graph, input_name: str) -> int:
 
 def input_as_nchw(g: _Graph, input_name: str) -> None:
     """Removes the Transpose(NHWC->NCHW) that the input goes through first and declares the
-    input (batch, C, H, W)."""
+    input (batch, C, H, W). With one channel both layouts hold the same elements in the same
+    order (tf2onnx writes a Reshape there): only the declared shape changes."""
+    dims = next(i for i in g.graph.input if i.name == input_name).type.tensor_type.shape.dim
+    if dims[3].dim_value == 1:
+        _declare_nchw(dims)
+        return
     users = g.consumers(input_name)
     if len(users) != 1 or users[0].op_type != "Transpose" or list(
             attribute(users[0], "perm", [])) != _TO_NCHW:
         raise ValueError(f"the ONNX input {input_name!r} is not read by one NHWC->NCHW "
                          f"Transpose but by {[n.op_type for n in users]}")
     g.remove(users[0], input_name)
-    dims = next(i for i in g.graph.input if i.name == input_name).type.tensor_type.shape.dim
+    _declare_nchw(dims)
+
+
+def _declare_nchw(dims) -> None:
     order = [type(dims[i])() for i in _TO_NCHW]
     for copy, i in zip(order, _TO_NCHW):
         copy.CopyFrom(dims[i])

@@ -150,3 +150,42 @@ def test_int8_onnx_is_quantized_calibrated_and_verified(exported):
     assert r["accuracy"] >= 0.8
     float_size = exported.artifact("onnx")["size_bytes"]
     assert entry["size_bytes"] < float_size / 2  # int8 weights: about a quarter
+
+
+@pytest.mark.parametrize("exported", ["basic"], indirect=True)
+def test_export_predict_runs_the_int8_onnx_file(exported, tmp_path, capsys):
+    import json
+
+    from PIL import Image
+
+    from export.predict import main
+
+    pixels = np.round(exported.images[:6]).astype(np.uint8)
+    for i, image in enumerate(pixels):
+        Image.fromarray(image[..., 0]).save(tmp_path / f"{i}.png")
+    artifact = exported.out / exported.artifact("onnx", "int8")["path"]
+    assert main(["--artifact", str(artifact), str(tmp_path), "--json"]) == 0
+    rows = sorted(json.loads(capsys.readouterr().out), key=lambda r: r["path"])
+    names = exported.manifest["class_names"]
+    keras_top = np.argmax(np.asarray(exported.model(pixels.astype(np.float32))), 1)
+    got = [r["top"][0]["class"] for r in rows]
+    assert np.mean([g == names[k] for g, k in zip(got, keras_top)]) >= 5 / 6, got
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("exported", ["basic"], indirect=True)
+def test_nchw_layout_export_is_verified_in_both_variants(exported, tmp_path):
+    import onnx
+
+    import export
+
+    manifest = export.export_all(
+        exported.model, tmp_path / "out", formats="onnx", onnx_variants=("float32", "int8"),
+        onnx_layout="nchw", images=exported.images, labels=exported.labels,
+        calibration_images=exported.calibration, latency_runs=1, log=lambda msg: None)
+    assert manifest["passed"], [a["verification"]["failures"] for a in manifest["artifacts"]]
+    for entry in manifest["artifacts"]:
+        assert entry["layout"] == "NCHW" and entry["input"]["layout"] == "NCHW"
+        assert entry["input"]["shape"] == [None, 1, 28, 28]
+        proto = onnx.load(str(tmp_path / "out" / entry["path"]))
+        assert _ops(proto)["Transpose"] == 0
