@@ -351,3 +351,45 @@ def test_gpu_section_commands(tmp_path):
     r = subprocess.run(["bash", str(REPO / "benchmarks" / "gpu_run.sh")], cwd=tmp_path,
                        env=env(), capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and r.stderr.startswith("usage: benchmarks/gpu_run.sh OUTDIR"), r
+
+
+@pytest.mark.slow  # a prediction, a fine-tuning, two ONNX exports and their predictions
+def test_weights_by_name_block(tmp_path):
+    """README's IMAGENET1K_V2 journey with a set of the user's in its place (no network here):
+    a torchvision ResNet-18 with random weights, registered with save=True for the CLIs."""
+    import hashlib
+
+    import torch
+    import torchvision
+    from PIL import Image
+    from sklearn.datasets import load_sample_images
+
+    torch.manual_seed(0)
+    torch.save(torchvision.models.resnet18().state_dict(), tmp_path / "r18.pth")
+    spec = {"arch": "resnet18", "url": (tmp_path / "r18.pth").as_uri(),
+            "sha256": hashlib.sha256((tmp_path / "r18.pth").read_bytes()).hexdigest(),
+            "resize_size": 37, "crop_size": 32, "save": True}
+    china, flower = load_sample_images().images
+    Image.fromarray(china).save(tmp_path / "photo.jpg")
+    for name, image in (("china", china), ("flower", flower)):
+        (tmp_path / "my_photos" / name).mkdir(parents=True)
+        for i in range(6):
+            Image.fromarray(image[40 * i:40 * i + 64, 60 * i:60 * i + 64]).save(
+                tmp_path / "my_photos" / name / f"{i}.jpg")
+    script = shrink(block("bash", "--weights IMAGENET1K_V2 photo.jpg"), {
+        "--arch resnet50 --weights IMAGENET1K_V2": "--arch resnet18 --weights LOCAL_SET",
+        "--image-size 224,224": "--image-size 32,32",
+        "--epochs 5": "--epochs 1",
+    })
+    register = ("from keras_resnet import weights; "
+                f"weights.register('LOCAL_SET', **{spec!r})")
+    out = run_bash(f'export KERAS_HOME=keras_home\npython -c "{register}"\n' + script, tmp_path)
+    # Both predictions of photo.jpg: three of ImageNet's class names each.
+    assert out.count("photo.jpg") == 2 and out.count("  3. ") == 2, out
+    config = json.loads((tmp_path / "runs" / "photos" / "config.json").read_text())
+    assert config["weight_set"]["name"] == "LOCAL_SET"
+    assert len(json.loads((tmp_path / "onnx.json").read_text())) == 12
+    manifest = json.loads((tmp_path / "artifacts" / "imagenet" / "manifest.json").read_text())
+    assert manifest["source"]["weights"]["name"] == "LOCAL_SET"
+    assert manifest["source"]["transform"]["resize_size"] == 37
+    assert len(manifest["class_names"]) == 1000
