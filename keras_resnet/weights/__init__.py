@@ -5,8 +5,8 @@
     import keras_resnet
     model = keras_resnet.resnet50(weights="IMAGENET1K_V2")    # downloaded once, then cached
     preprocess = keras_resnet.weights.transform("IMAGENET1K_V2", arch="resnet50")
-    logits = model(preprocess(image)[None])                   # image: uint8 HxWx3, any size
-    keras_resnet.weights.get("IMAGENET1K_V2", "resnet50").categories[int(logits.argmax())]
+    logits = model.predict(preprocess(image)[None])           # image: uint8 HxWx3, any size
+    model.class_names[logits[0].argmax()]                     # ImageNet's category names
 
 torchvision's sets (``IMAGENET1K_V1`` for every arch, ``IMAGENET1K_V2`` for resnet50/101/152,
 ``DEFAULT`` = the best of each) carry their URL, published hash, parameter count, ImageNet
