@@ -393,3 +393,14 @@ def test_weights_by_name_block(tmp_path):
     assert manifest["source"]["weights"]["name"] == "LOCAL_SET"
     assert manifest["source"]["transform"]["resize_size"] == 37
     assert len(manifest["class_names"]) == 1000
+
+
+@pytest.mark.slow  # every artifact of the session's export timed once; torch.onnx needs width 64
+@pytest.mark.parametrize("exported", ["basic"], indirect=True)
+def test_deploy_benchmark_command_in_the_prose(exported, tmp_path):
+    command = "python -m benchmarks.deploy --export artifacts/"
+    assert command in " ".join(README.split())
+    out = run_bash(command.replace("artifacts/", str(exported.out))
+                   + " --no-torch --repeats 1 --iters 1 --batches 1,2", tmp_path)
+    for label in ("saved_model float32", "onnx float32", "onnx int8", "tflite int8"):
+        assert f"| {label} | 2 |" in out, out
