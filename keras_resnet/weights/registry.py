@@ -186,13 +186,17 @@ def looks_like_name(text) -> bool:
     A name is a single word of letters, digits, ``_``, ``-`` and ``.`` (``IMAGENET1K_V2``,
     ``DEFAULT``, ``ResNet50_Weights.IMAGENET1K_V2``, a registered ``my-set``) that is not an
     existing path and does not end in a model or checkpoint file suffix (.keras, .h5, .pth,
-    .safetensors...). Unknown names count as names too, so that a typo is told the known
+    .safetensors...); a dotted word is a name only when it starts with an arch
+    (``resnet50.NAME``) or a known set carries it. Unknown names count as names too, so that a typo is told the known
     names instead of "no such file".
     """
     if not isinstance(text, str) or not _NAME.fullmatch(text):
         return False
     if text.lower().endswith(FILE_SUFFIXES) or os.path.exists(text):
         return False
+    if "." in text and _split_qualified(text)[0] is None:
+        # "notes.txt" is a file with an unexpected suffix, unless a set carries that name
+        return text in names()
     return True
 
 

@@ -267,12 +267,13 @@ def test_a_registered_checkpoint_of_another_arch_is_named(weights_server, served
 
 
 def test_names_and_files_are_told_apart(tmp_path):
-    for text in ("IMAGENET1K_V2", "DEFAULT", "ResNet50_Weights.IMAGENET1K_V2", "my-set"):
+    for text in ("IMAGENET1K_V2", "DEFAULT", "ResNet50_Weights.IMAGENET1K_V2", "my-set",
+                 "resnet18.IMAGENET1K_V1"):
         assert kw.looks_like_name(text), text
     existing = tmp_path / "IMAGENET1K_V1"
     existing.write_text("")
     for text in ("model.keras", "w.pth", "w.safetensors", "runs/a/model.keras", str(existing),
-                 "", None):
+                 "notes.txt", "", None):
         assert not kw.looks_like_name(text), text
 
 

@@ -129,7 +129,7 @@ def test_start_from_a_keras_model(tmp_path):
     (["--data-dir", "{data}", "--image-size", "32,32", "--weights", "nope.pth"],
      "nope.pth does not exist"),
     (["--data-dir", "{data}", "--image-size", "32,32", "--weights", "x.txt"],
-     "expected a .pth"),
+     "expected a weight-set name (e.g. IMAGENET1K_V2) or a .pth"),
     (["--data-dir", "{data}", "--image-size", "32,32", "--freeze-stages", "5"],
      "--freeze-stages must be"),
     (["--data-dir", "{tmp}", "--image-size", "32,32"], "at least two class folders"),
