@@ -22,7 +22,7 @@ CASES = [
     ("benchmarks.profile", ["--input-shape", "32,32"], "--input-shape: needs 3 values"),
     ("benchmarks.e2e", ["--steps", "0"], "--steps: must be positive"),
     ("benchmarks.e2e", ["--repeats", "0"], "--repeats: must be positive"),
-    ("benchmarks.e2e", ["--epochs", "1"], "--epochs: must be at least 2"),
+    ("benchmarks.e2e", ["--epochs", "2"], "--epochs: must be at least 3, got 2"),
     ("benchmarks.e2e", ["--torch-workers", "-1"], "--torch-workers: must be at least 0"),
     ("benchmarks.memory", ["--input-size", "0"], "--input-size: must be positive"),
     ("benchmarks.memory", ["--width", "0"], "--width: must be positive"),
