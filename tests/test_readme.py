@@ -247,7 +247,7 @@ def test_own_images_and_start_weights_block(tmp_path):
             pixels = np.clip(rng.normal(level, 30, (48, 40, 3)), 0, 255).astype(np.uint8)
             Image.fromarray(pixels, "RGB").save(tmp_path / "my_photos" / name / f"{i}.jpg")
     torch.save(torchvision.models.resnet18().state_dict(), tmp_path / "resnet18.pth")
-    script = shrink(block("bash", "--dataset folder --data-dir my_photos"), {
+    script = shrink(block("bash", "--arch resnet18 --dataset folder --data-dir my_photos"), {
         "--image-size 64,64 --epochs 5": "--image-size 32,32 --epochs 1 --width 8",
         "--image-size 224,224": "--image-size 32,32",
         "--epochs 5\n": "--epochs 1\n",

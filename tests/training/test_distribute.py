@@ -178,9 +178,11 @@ def test_killed_worker_is_restarted_and_the_run_ends_as_if_uninterrupted(tmp_pat
         lines.append(line)
         if "worker 1 started (pid" in line and victim is None:
             victim = int(line.split("pid ")[1].split(",")[0])
-        # Epoch 2 under way: its first epoch is in state.json, so this kill is mid-run.
-        if victim and victim > 0 and (killed_dir / "state.json").exists() and (
-                "Epoch 2/3" in line):
+        # Epoch 2 under way and its first epoch in state.json (written in the background while
+        # epoch 2 trains), so this kill is mid-run.
+        if victim and victim > 0 and "Epoch 2/3" in line:
+            while not (killed_dir / "state.json").exists() and time.monotonic() < deadline:
+                time.sleep(0.05)
             os.kill(victim, signal.SIGKILL)
             victim = -1
     rest, _ = proc.communicate(timeout=600)
