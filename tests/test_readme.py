@@ -162,19 +162,22 @@ def test_pytorch_interop_blocks(tmp_path):
 @pytest.mark.slow  # three short trainings, each beside train_on_batch (the first beside torch)
 def test_e2e_benchmark_block(tmp_path):
     e2e = shrink(block("bash", "python -m benchmarks.e2e --dataset mnist --steps 28"), {
-        # Full width (torchvision has no other), a batch of 8: the one run beside torch.
+        # Full width (torchvision has no other), a batch of 8: the one run beside torch, in
+        # float32 only (bfloat16 at full width is emulated, and slow, on CPUs without it); the
+        # next command measures both precisions at width 4.
         "--dataset mnist --steps 28 --repeats 2\n":
-            "--dataset mnist --repeats 1 --steps 2 --json e2e.json -- --batch-size 8\n",
+            "--dataset mnist --repeats 1 --steps 2 --precisions float32 --json e2e.json -- "
+            "--batch-size 8\n",
         "--steps 15 --repeats 3 -- --stem cifar":
             "--steps 2 --repeats 1 --no-torch -- --width 4 --stem cifar",
         "--dataset mnist --steps 28 --repeats 2 --precisions float32   #":
             "--dataset mnist --repeats 1 --steps 2 --precisions float32 --no-torch -- --width 4 #",
     })
     text = run_bash(e2e, tmp_path)
-    assert text.count("fit / train_on_batch") == 5  # two precisions, two, and float32 alone
+    assert text.count("fit / train_on_batch") == 4  # float32, two precisions, float32 again
     res = json.loads((tmp_path / "e2e.json").read_text())  # the first command's figures
     assert res["batch_size"] == 8 and res["steps_per_epoch"] == 2 and "AVX" in res["machine"]
-    assert set(res["precisions"]) == {"float32", "mixed_bfloat16"}
+    assert set(res["precisions"]) == {"float32"}
     for figures in res["precisions"].values():
         assert all(v > 0 for v in figures["median_img_s"].values())
         assert set(figures["runs"]) == {"fit_epoch", "fit_training", "fit_validation",
