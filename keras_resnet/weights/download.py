@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import glob
-import hashlib
 import os
 import re
 import socket
@@ -31,6 +30,7 @@ import uuid
 from pathlib import Path
 
 from keras_resnet import _cli
+from keras_resnet._provenance import sha256_file as sha256_of
 from keras_resnet.weights.registry import (
     WeightSet,
     WeightsError,
@@ -47,7 +47,6 @@ TIMEOUT_VAR = "KERAS_RESNET_DOWNLOAD_TIMEOUT"
 DEFAULT_TIMEOUT = 60
 CONVERTED_SUFFIX = ".keras_resnet.safetensors"
 STALE_PART_S = 24 * 3600
-_CHUNK = 1 << 20
 
 
 def cache_dir() -> Path:
@@ -76,14 +75,6 @@ def download_url(ws: WeightSet) -> str:
     if "://" not in base:  # a folder
         base = Path(base).expanduser().resolve().as_uri()
     return base.rstrip("/") + "/" + os.path.basename(urllib.parse.urlsplit(ws.url).path)
-
-
-def sha256_of(path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _timeout() -> int:
