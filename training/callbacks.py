@@ -137,7 +137,9 @@ class RunCheckpoint(keras.callbacks.Callback):
             history.setdefault(key, []).append(_float(value))
         best, best_epoch = self.entry["best"], self.entry["best_epoch"]
         score = _float(logs.get(self.monitor))
-        improved = score is not None and math.isfinite(score) and (best is None or score > best)
+        # Ties go to the later epoch: under a decaying learning rate its weights have settled
+        # further (with a small validation split, several epochs often tie at the top).
+        improved = score is not None and math.isfinite(score) and (best is None or score >= best)
         if improved:
             best, best_epoch = score, epoch + 1
         previous = self.entry
@@ -253,6 +255,19 @@ def read_resume_state(run_dir: str) -> dict:
 def current_learning_rate(model) -> float:
     """The optimizer's rate for its next step (a schedule evaluated at the step count)."""
     return float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))
+
+
+class EMA(keras.callbacks.SwapEMAWeights):
+    """The optimizer's average of the weights in the model for validation, for best.keras and
+    last.keras, and at the end of training; the live weights in it while it trains.
+
+    last.keras is written with the average in the model and the live weights in the
+    optimizer's average slots, so a resumed run starts in that state (`resumed`) and swaps
+    back before its first step."""
+
+    def __init__(self, resumed: bool = False):
+        super().__init__(swap_on_epoch=True)
+        self._ema_weights_in_model = resumed
 
 
 class LearningRateLog(keras.callbacks.Callback):

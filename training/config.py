@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
+import textwrap
 import typing
 
 from keras_resnet import _cli
 from keras_resnet.archs import ARCHS, STEMS
 
 from training.data import DATASETS, SOURCES
+from training.recipes import RECIPES
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "step", "cosine")
@@ -30,11 +32,16 @@ def _opt(default, help: str, choices=None, metavar=None):
 class TrainConfig:
     # Model
     arch: str = _opt("resnet18", "architecture", sorted(ARCHS))
-    stem: str = _opt("imagenet", "stem: 'imagenet' (7x7/2 conv + max-pool, torchvision and the "
-                     "seed code) or 'cifar' (3x3/1 conv, no pool: 4x the compute at 28-32 px)",
-                     list(STEMS))
-    width: int = _opt(64, "base channel count (stage i has width*2**(i-1) filters; 64 = paper)")
-    zero_init_residual: bool = _opt(False, "start each block's last BN gamma at zero")
+    recipe: str = _opt("auto", "the defaults of every option marked 'recipe' below: 'auto' "
+                       "picks them from the data (see the recipes after the options), or a "
+                       "recipe's name; an option you give always wins", ["auto", *RECIPES])
+    stem: str | None = _opt(None, "stem: 'imagenet' (7x7/2 conv + max-pool, torchvision and the "
+                            "seed code) or 'cifar' (3x3/1 conv, no pool: 16x the compute of "
+                            "stage 1 at 28-32 px); recipe", list(STEMS))
+    width: int | None = _opt(None, "base channel count (stage i has width*2**(i-1) filters; "
+                             "64 = paper); recipe")
+    zero_init_residual: bool | None = _opt(None, "start each block's last BN gamma at zero; "
+                                           "recipe")
     weights: str | None = _opt(None, "start from these weights: a weight-set name "
                                "(IMAGENET1K_V1, IMAGENET1K_V2, DEFAULT: the best of --arch; "
                                "torchvision's ResNet50_Weights.IMAGENET1K_V2; or one saved by "
@@ -65,6 +72,9 @@ class TrainConfig:
     augment: bool = _opt(True, "augment training images in tf.data (MNIST-like: +-10 deg "
                          "rotation, +-10%% shift; CIFAR: 4 px pad + crop, horizontal flip; "
                          "folder: see --resize)")
+    augment_strength: float | None = _opt(None, "scale of the MNIST-like and CIFAR "
+                                          "augmentation: 1 = the ranges above, 0.5 = half "
+                                          "(+-5 deg, +-5%%, 2 px); recipe")
     image_size: str | None = _opt(None, "H,W of --dataset folder: every image is brought to it "
                                   "(see --resize), e.g. 28,28 for digit scans, or 224,224 with "
                                   "ImageNet weights", metavar="H,W")
@@ -87,26 +97,33 @@ class TrainConfig:
     synthetic_shape: str = _opt("32,32,3", "H,W,C of --dataset synthetic", metavar="H,W,C")
     synthetic_classes: int = _opt(10, "classes of --dataset synthetic")
     # Optimisation
-    epochs: int = _opt(10, "epochs to train")
-    batch_size: int = _opt(128, "global batch size: split evenly over every replica of every "
-                           "worker (must divide by their number); keep --lr for the global "
-                           "batch (linear scaling rule: lr x k when the batch grows k times)")
-    optimizer: str = _opt("adam", "'sgd' (momentum, optional Nesterov), 'adam' (L2 weight "
-                          "decay added to the gradient, as torch.optim.Adam) or 'adamw' "
-                          "(decoupled decay)", list(OPTIMIZERS))
-    lr: float = _opt(1e-3, "peak learning rate")
+    epochs: int | None = _opt(None, "epochs to train; recipe")
+    batch_size: int | None = _opt(None, "global batch size: split evenly over every replica of "
+                                  "every worker (must divide by their number); keep --lr for "
+                                  "the global batch (linear scaling rule: lr x k when the "
+                                  "batch grows k times); recipe")
+    optimizer: str | None = _opt(None, "'sgd' (momentum, optional Nesterov), 'adam' (L2 weight "
+                                 "decay added to the gradient, as torch.optim.Adam) or 'adamw' "
+                                 "(decoupled decay); recipe", list(OPTIMIZERS))
+    lr: float | None = _opt(None, "peak learning rate; recipe")
     momentum: float = _opt(0.9, "SGD momentum")
-    nesterov: bool = _opt(False, "Nesterov momentum (SGD)")
-    weight_decay: float = _opt(1e-4, "weight decay on conv/dense kernels only (never on BN "
-                               "gamma/beta or biases)")
-    schedule: str = _opt("step", "learning-rate schedule: 'step' (x step_gamma every "
-                         "step_epochs, the seed's StepLR), 'cosine' (to 0, after warmup) or "
-                         "'constant'", list(SCHEDULES))
+    nesterov: bool | None = _opt(None, "Nesterov momentum (SGD); recipe")
+    weight_decay: float | None = _opt(None, "weight decay on conv/dense kernels only (never on "
+                                      "BN gamma/beta or biases); recipe")
+    schedule: str | None = _opt(None, "learning-rate schedule: 'step' (x step_gamma every "
+                                "step_epochs, the seed's StepLR), 'cosine' (to 0, after "
+                                "warmup) or 'constant'; recipe", list(SCHEDULES))
     step_epochs: int = _opt(7, "epochs between decays of the step schedule")
     step_gamma: float = _opt(0.1, "decay factor of the step schedule")
-    warmup_epochs: float = _opt(0.0, "linear warm-up from 0 at the start of the cosine "
-                                "schedule (epochs, may be fractional)")
-    label_smoothing: float = _opt(0.0, "label smoothing of the cross-entropy loss")
+    warmup_epochs: float | None = _opt(None, "linear warm-up from 0 at the start of the cosine "
+                                       "schedule (epochs, may be fractional); recipe")
+    label_smoothing: float | None = _opt(None, "label smoothing of the cross-entropy loss; "
+                                         "recipe")
+    ema: float | None = _opt(None, "keep an exponential moving average of the weights with this "
+                             "momentum (e.g. 0.99; 0 = off): validation, best.keras, the test "
+                             "and export use the averaged weights; recipe")
+    tta_flip: bool | None = _opt(None, "test accuracy averages the logits of each test image and "
+                                 "its mirror image (both figures are recorded); recipe")
     # Execution
     precision: str = _opt("auto", "'auto' = mixed_float16 on a GPU; on a CPU mixed_bfloat16 where "
                           "it computes bfloat16 natively (avx512_bf16 or amx_bf16, oneDNN not "
@@ -147,7 +164,7 @@ class TrainConfig:
         for f in dataclasses.fields(self):
             choices = f.metadata.get("choices")
             value = getattr(self, f.name)
-            if choices and value not in choices:
+            if choices and value is not None and value not in choices:
                 raise ValueError(f"{flag(f.name)}: unknown value {value!r}; expected one of "
                                  f"{choices}")
             if isinstance(value, float) and not math.isfinite(value):
@@ -155,18 +172,20 @@ class TrainConfig:
         positive = ("width", "epochs", "batch_size", "step_epochs", "synthetic_classes",
                     "cpu_replicas")
         for name in positive:
-            if getattr(self, name) < 1:
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{flag(name)} must be positive, got {getattr(self, name)}")
         if self.subset is not None and self.subset < 1:
             raise ValueError(f"--subset must be positive, got {self.subset}")
         if not 0 <= self.val_fraction < 1:
             raise ValueError(f"--val-fraction must be in [0, 1), got {self.val_fraction}")
-        if not 0 <= self.label_smoothing < 1:
-            raise ValueError(f"--label-smoothing must be in [0, 1), got {self.label_smoothing}")
-        if self.lr <= 0:
+        for name in ("label_smoothing", "ema"):
+            value = getattr(self, name)
+            if value is not None and not 0 <= value < 1:
+                raise ValueError(f"{flag(name)} must be in [0, 1), got {value}")
+        if self.lr is not None and self.lr <= 0:
             raise ValueError(f"--lr must be > 0, got {self.lr}")
-        for name in ("weight_decay", "warmup_epochs", "momentum"):
-            if getattr(self, name) < 0:
+        for name in ("weight_decay", "warmup_epochs", "momentum", "augment_strength"):
+            if getattr(self, name) is not None and getattr(self, name) < 0:
                 raise ValueError(f"{flag(name)} must be >= 0, got {getattr(self, name)}")
         if self.step_gamma <= 0:
             raise ValueError(f"--step-gamma must be > 0, got {self.step_gamma}")
@@ -233,6 +252,18 @@ class TrainConfig:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
+    def resolved(self, steps_per_epoch: int | None = None) -> "TrainConfig":
+        """This config with the recipe's value in every option left unset; a recipe's epochs
+        rule needs `steps_per_epoch` (else it takes its lower bound)."""
+        from training import recipes
+
+        cfg, resolution = recipes.resolve(self)
+        if cfg.epochs is None:
+            rule = resolution.epochs_rule
+            cfg = dataclasses.replace(cfg, epochs=rule.count(steps_per_epoch) if steps_per_epoch
+                                      else rule.lo)
+        return cfg
+
 
 def flag(name: str) -> str:
     """The command-line option of a TrainConfig field."""
@@ -265,11 +296,25 @@ multi-worker run was lost (one line; --resume continues) or an internal error (a
 report the traceback)."""
 
 
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """Defaults shown, except the recipe's options (their default depends on the data, said in
+    the epilog); the epilog's paragraphs keep their line breaks."""
+
+    def _get_help_string(self, action):
+        if action.default is None:
+            return action.help
+        return super()._get_help_string(action)
+
+
 def build_parser(description: str | None = None, epilog: str | None = EXIT_CODES
                  ) -> argparse.ArgumentParser:
+    from training.recipes import help_text
+
+    if epilog is not None:
+        epilog = textwrap.fill(" ".join(epilog.split()), 100) + "\n\n" + help_text()
     parser = _cli.ArgumentParser(
         prog="python -m training.fit", description=description, epilog=epilog,
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_HelpFormatter,
     )
     for f in dataclasses.fields(TrainConfig):
         option = flag(f.name)

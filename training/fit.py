@@ -19,7 +19,7 @@ import time
 from keras_resnet import _cli
 from keras_resnet._provenance import library_versions
 
-from training import distribute
+from training import distribute, recipes
 from training.config import TrainConfig, build_parser, config_from_args, flag
 from training.console import log
 from training.data import load_pipelines
@@ -139,7 +139,9 @@ def run(cfg: TrainConfig, extra_callbacks=()) -> dict:
 
     Only one process at a time may use a run directory (RUN/fit.lock, see rundir.RunLock).
     """
-    cfg = dataclasses.replace(cfg).validate()
+    given = dataclasses.replace(cfg).validate()
+    cfg, resolution = recipes.resolve(given)
+    plan = Plan(command_line(given), resolution)
     weight_set(cfg)  # a --weights name that is unknown or of another --arch: before TensorFlow
     try:
         placement = make_placement(cfg.strategy, cfg.cpu_replicas)
@@ -159,13 +161,13 @@ def run(cfg: TrainConfig, extra_callbacks=()) -> dict:
         # write goes to a private folder.
         write_dir = WriteDir(run_dir, placement)
         try:
-            return _run_locked(cfg, run_dir, extra_callbacks, placement, write_dir.path)
+            return _run_locked(cfg, plan, run_dir, extra_callbacks, placement, write_dir.path)
         finally:
             write_dir.close()
     created = not os.path.exists(run_dir)
     lock = RunLock(run_dir).acquire()
     try:
-        return _run_locked(cfg, run_dir, extra_callbacks, placement, run_dir)
+        return _run_locked(cfg, plan, run_dir, extra_callbacks, placement, run_dir)
     except BaseException:
         if created:
             _remove_failed_start(run_dir)
@@ -201,6 +203,14 @@ def _remove_failed_start(run_dir: str) -> None:
 
 
 @dataclasses.dataclass
+class Plan:
+    """What the user asked for, as a command line, and what the recipe filled in."""
+
+    command: str
+    recipe: recipes.Resolution
+
+
+@dataclasses.dataclass
 class Setup:
     """Where and how the run computes: resolved once, recorded in config.json."""
 
@@ -221,7 +231,8 @@ class Training:
     wall_s: float
 
 
-def _run_locked(cfg: TrainConfig, run_dir: str, extra_callbacks, placement, out: str) -> dict:
+def _run_locked(cfg: TrainConfig, plan: Plan, run_dir: str, extra_callbacks, placement,
+                out: str) -> dict:
     """`run_dir` is read (resume), `out` written: the same folder except on non-chief workers."""
     from training import callbacks as cb
 
@@ -229,13 +240,18 @@ def _run_locked(cfg: TrainConfig, run_dir: str, extra_callbacks, placement, out:
     setup = _setup(cfg, placement)
     resume_entry = cb.read_resume_state(run_dir) if cfg.resume else None
     initial_epoch = resume_entry["epoch"] if resume_entry else 0
-    data = _data(cfg, placement, initial_epoch)
+    data = _data(cfg, placement, initial_epoch, plan.recipe)
+    cfg = dataclasses.replace(cfg, epochs=data.epochs)
+    log(plan.recipe.line(cfg))
+    if cfg.resume:
+        _check_resume_config(run_dir, cfg)
     cb.clean_temporaries(out)
     with _dtype_policy(setup.precision):
         # Built before the record is written: starting weights that cannot be used stop the
         # run before it writes anything.
         model = _compiled_model(cfg, data, setup, run_dir, resume_entry)
-        _write_run_record(cfg, run_dir, out, data, setup, _architecture(cfg, model))
+        _write_run_record(cfg, plan, run_dir, out, data, setup,
+                          _architecture(cfg, plan.recipe, model))
         done = _fit(cfg, data, setup, model, out, resume_entry, extra_callbacks)
     _check_divergence(done, run_dir)
     if not placement.is_chief:
@@ -247,7 +263,9 @@ def _run_locked(cfg: TrainConfig, run_dir: str, extra_callbacks, placement, out:
 def _check_start(cfg: TrainConfig, run_dir: str, placement) -> None:
     distribute.check_batch(cfg.batch_size, placement)
     if cfg.resume:
-        _check_resume_config(run_dir, cfg)
+        if not os.path.isfile(os.path.join(run_dir, "config.json")):
+            raise RunFileMissing(f"Cannot resume: {os.path.join(run_dir, 'config.json')} does "
+                                 "not exist")
     elif placement.is_chief and any(os.path.exists(os.path.join(run_dir, f))
                                     for f in ("state.json", "metrics.json")):
         raise RunExists(f"{run_dir} already holds a run; pass --resume to continue it or choose "
@@ -272,12 +290,14 @@ def _setup(cfg: TrainConfig, placement) -> Setup:
     return Setup(placement, precision, why, jit, gpus)
 
 
-def _data(cfg: TrainConfig, placement, initial_epoch: int):
+def _data(cfg: TrainConfig, placement, initial_epoch: int, recipe: recipes.Resolution):
+    """The pipelines; a recipe's epochs rule is settled here, where the data's size is known."""
     data = load_pipelines(
         cfg.dataset, batch_size=cfg.batch_size, data_dir=cfg.data_dir, augment=cfg.augment,
         seed=cfg.seed, subset=cfg.subset, val_fraction=cfg.val_fraction, source=cfg.source,
-        epochs=cfg.epochs, initial_epoch=min(initial_epoch, cfg.epochs),
-        replicas=placement.num_replicas, **cfg.data_options())
+        epochs=cfg.epochs if cfg.epochs is not None else recipe.epochs,
+        initial_epoch=initial_epoch, replicas=placement.num_replicas,
+        augment_strength=cfg.augment_strength, **cfg.data_options())
     info = data.info
     log(f"dataset {info.name} from {data.source}: {data.num_train} train / {data.num_val} val / "
         f"{data.num_test} test images of {info.image_size}"
@@ -286,22 +306,23 @@ def _data(cfg: TrainConfig, placement, initial_epoch: int):
     return data
 
 
-def _architecture(cfg: TrainConfig, model) -> dict:
+def _architecture(cfg: TrainConfig, recipe: recipes.Resolution, model) -> dict:
     """The stem and width the model has: starting weights bring their own, whatever --stem and
-    --width say (said in one line when they differ)."""
+    --width say (said in one line when they were given and differ)."""
     from keras_resnet import model_config
 
     config = model_config(model)
     built = {"stem": config["stem"], "width": config["width"]}
     asked = {"stem": cfg.stem, "width": cfg.width}
-    if built != asked:
+    given = {"stem", "width"} & set(recipe.explicit)
+    if given and any(built[k] != asked[k] for k in given):
         log(f"--weights {cfg.weights} bring stem {built['stem']!r} and width {built['width']}: "
             f"--stem {cfg.stem} --width {cfg.width} do not apply (the run records the model's)")
     return built
 
 
-def _write_run_record(cfg: TrainConfig, run_dir: str, out: str, data, setup: Setup,
-                      architecture: dict) -> None:
+def _write_run_record(cfg: TrainConfig, plan: Plan, run_dir: str, out: str, data,
+                      setup: Setup, architecture: dict) -> None:
     """RUN/config.json (through training.runrecord) and, for files, RUN/split.json."""
     info, placement = data.info, setup.placement
     write_record(out, {
@@ -315,8 +336,9 @@ def _write_run_record(cfg: TrainConfig, run_dir: str, out: str, data, setup: Set
         "steps_per_epoch": data.steps_per_epoch, **placement.record(),
         "batchnorm": cfg.batchnorm if placement.num_replicas > 1 else "single device",
         "gpus": [g.name for g in setup.gpus],
-        "run_dir": os.path.abspath(run_dir), "command": command_line(cfg),
-        "options": recorded_options(cfg), **weights_record(cfg),
+        "run_dir": os.path.abspath(run_dir), "command": plan.command,
+        "options": recorded_options(cfg), "recipe": plan.recipe.record(cfg),
+        **weights_record(cfg),
         "versions": library_versions("tensorflow-datasets", "scikit-learn", "matplotlib"),
         **data.dataset.record(),
     })
@@ -369,8 +391,10 @@ def _fit(cfg: TrainConfig, data, setup: Setup, model, out: str, resume_entry,
     checkpoint = cb.RunCheckpoint(out, "val_accuracy", nan_guard, resume_entry)
     # The loggers come before the checkpoint (log.csv is written by it), so that a kill
     # cannot leave a counted epoch without its row.
+    # The averaged weights are swapped in before the checkpoint writes them.
+    ema = [cb.EMA(resumed=resume_entry is not None)] if cfg.ema else []
     callbacks = [cb.LearningRateLog(), nan_guard, timer,
-                 cb.ScalarTensorBoard(os.path.join(out, "logs")), checkpoint,
+                 cb.ScalarTensorBoard(os.path.join(out, "logs")), *ema, checkpoint,
                  *extra_callbacks]
     distribute.build_for_fit(model, placement, data.info.image_size)
     start = time.perf_counter()
@@ -444,7 +468,8 @@ def _report(cfg: TrainConfig, run_dir: str, data, setup: Setup, done: Training) 
     if not os.path.isfile(best_path):
         best_path = os.path.join(run_dir, cb.LAST)
     info, entry, seconds = data.info, done.checkpoint.entry, done.timer.train_seconds
-    metrics = report.evaluate_model(load_model(best_path), data.test, info)
+    metrics = report.evaluate_model(load_model(best_path), data.test, info,
+                                    tta_flip=bool(cfg.tta_flip))
     metrics.update(
         model=os.path.basename(best_path), arch=cfg.arch,
         epochs_completed=entry["epoch"], epochs_this_session=len(seconds),

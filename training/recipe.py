@@ -179,8 +179,11 @@ def make_optimizer(cfg: TrainConfig, model, steps_per_epoch: int):
 
     lr = learning_rate(cfg, steps_per_epoch)
     kernels = decayed_variables(model)
+    # Keras's own weight averaging: the optimizer keeps the average, training.callbacks.EMA
+    # swaps it in for validation, the checkpoints and the end of training.
+    ema = dict(use_ema=True, ema_momentum=cfg.ema) if cfg.ema else {}
     if cfg.optimizer == "adamw":
-        opt = keras.optimizers.AdamW(lr, weight_decay=cfg.weight_decay)
+        opt = keras.optimizers.AdamW(lr, weight_decay=cfg.weight_decay, **ema)
         kernel_ids = {id(v) for v in kernels}
         opt.exclude_from_weight_decay(
             var_list=[v for v in model.trainable_variables if id(v) not in kernel_ids])
@@ -189,8 +192,9 @@ def make_optimizer(cfg: TrainConfig, model, steps_per_epoch: int):
         for v in kernels:
             v.regularizer = keras.regularizers.L2(cfg.weight_decay / 2.0)
     if cfg.optimizer == "sgd":
-        return keras.optimizers.SGD(lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
-    return keras.optimizers.Adam(lr)
+        return keras.optimizers.SGD(lr, momentum=cfg.momentum, nesterov=bool(cfg.nesterov),
+                                    **ema)
+    return keras.optimizers.Adam(lr, **ema)
 
 
 def make_loss(label_smoothing: float):

@@ -14,16 +14,25 @@ from training.callbacks import atomic_write_bytes, atomic_write_json
 SYNTHETIC_NOTE = "synthetic noise with random labels: accuracy means nothing and is not reported"
 
 
-def evaluate_model(model, dataset, info, class_names=None, label_map=None) -> dict:
+def evaluate_model(model, dataset, info, class_names=None, label_map=None,
+                   tta_flip: bool = False) -> dict:
     """Test loss/accuracy, per-class accuracy and confusion matrix of `model` on `dataset`.
 
     `label_map`: the model's index of each of the dataset's labels, for data whose classes are
     the model's `class_names` in another order or a subset of them; the confusion matrix is
-    then over the model's classes and the per-class accuracy over the dataset's."""
-    labels, logits = [], []
+    then over the model's classes and the per-class accuracy over the dataset's.
+
+    `tta_flip`: each image's logits are the mean of its own and its mirror image's (the
+    figures then describe that; `test_accuracy_without_flip` keeps the plain accuracy)."""
+    labels, logits, plain = [], [], []
     start = time.perf_counter()
     for x, y in dataset:
-        logits.append(np.asarray(model.predict_on_batch(x), dtype=np.float64))
+        z = np.asarray(model.predict_on_batch(x), dtype=np.float64)
+        plain.append(z)
+        if tta_flip:
+            mirrored = np.asarray(x)[:, :, ::-1]
+            z = (z + np.asarray(model.predict_on_batch(mirrored), dtype=np.float64)) / 2.0
+        logits.append(z)
         labels.append(np.asarray(y))
     seconds = time.perf_counter() - start
     y = np.concatenate(labels).astype(np.int64)
@@ -53,9 +62,14 @@ def evaluate_model(model, dataset, info, class_names=None, label_map=None) -> di
         "confusion_matrix": cm.tolist(),
         "eval_seconds": seconds,
         "eval_images_per_s": len(y) / seconds if seconds > 0 else None,
+        "test_time_flip": bool(tta_flip),
     }
+    if tta_flip:
+        metrics["test_accuracy_without_flip"] = float(
+            (np.concatenate(plain).argmax(axis=1) == y).mean())
     if info.synthetic:
         metrics.update(test_accuracy=None, per_class_accuracy=None, note=SYNTHETIC_NOTE)
+        metrics.pop("test_accuracy_without_flip", None)
     return metrics
 
 

@@ -111,6 +111,7 @@ class Pipelines:
     # training.data.pipeline.pipeline); training.distribute calls it once per worker.
     train_shard: object
     dataset: Source
+    epochs: int | None = None
 
 
 def load_pipelines(name: str, batch_size: int = 128, data_dir: str | None = None,
@@ -118,18 +119,25 @@ def load_pipelines(name: str, batch_size: int = 128, data_dir: str | None = None
                    val_fraction: float = 0.1, source: str = "auto", epochs: int | None = None,
                    initial_epoch: int = 0, image_shape=None, num_classes=None,
                    resize: str = "auto", cache: str | None = None,
-                   replicas: int = 1) -> Pipelines:
+                   replicas: int = 1, augment_strength: float = 1.0) -> Pipelines:
     """Train, validation (None when there is no validation split) and test pipelines plus
     their sizes. With `replicas` > 1 the training batches are cut into per-replica slices
     (`train_shard`) and the last partial batch of each epoch is dropped, since it cannot be
-    split evenly."""
+    split evenly. `epochs` may be a function of the steps per epoch (a recipe's step budget,
+    known once the training split's size is): `Pipelines.epochs` holds its value."""
     data = open_source(name, data_dir, source, image_shape, num_classes, resize, cache)
     train = data.items("train", val_fraction, subset)
+    steps = batches_per_epoch(train.n, batch_size, replicas > 1)
+    if callable(epochs):
+        epochs = epochs(steps)
+    if epochs is not None:
+        initial_epoch = min(initial_epoch, epochs)
 
     def train_shard(shard):
         return pipeline(train, batch_size, shuffle=True, augment=augment, seed=seed,
                         epochs=epochs, initial_epoch=initial_epoch,
-                        drop_remainder=replicas > 1, replicas=shard)
+                        drop_remainder=replicas > 1, replicas=shard,
+                        augment_strength=augment_strength)
 
     def evaluation(items):
         return pipeline(items, batch_size, shuffle=False, augment=False)
@@ -138,5 +146,5 @@ def load_pipelines(name: str, batch_size: int = 128, data_dir: str | None = None
     test = data.items("test", val_fraction)
     return Pipelines(train_shard(None) if replicas == 1 else None,
                      None if val is None else evaluation(val), evaluation(test), data.info,
-                     batches_per_epoch(train.n, batch_size, replicas > 1), train.n,
-                     0 if val is None else val.n, test.n, data.origin, train_shard, data)
+                     steps, train.n, 0 if val is None else val.n, test.n, data.origin,
+                     train_shard, data, epochs)

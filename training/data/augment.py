@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 
-def augment_batch(images, seed, kind: str, rows=None):
+def augment_batch(images, seed, kind: str, rows=None, strength: float = 1.0):
     """Random affine augmentation of a float32 NHWC batch, a pure function of `seed` (shape [2]).
 
     `rows=(total, offset)` augments rows offset.. of a batch of `total` images: a replica
@@ -15,7 +15,8 @@ def augment_batch(images, seed, kind: str, rows=None):
     "mnist": rotation in +-10 degrees and shift in +-10% of the size, bilinear (the seed code's
     RandomRotation(10) + RandomAffine(translate=(0.1, 0.1))). "cifar": integer shift in +-4 px
     with zero fill (identical to 4-pixel zero padding + random 32x32 crop) and horizontal flip,
-    nearest neighbour so pixels are copied exactly.
+    nearest neighbour so pixels are copied exactly. `strength` scales every range (the
+    CIFAR shift rounded to whole pixels).
     """
     import tensorflow as tf
 
@@ -28,15 +29,19 @@ def augment_batch(images, seed, kind: str, rows=None):
     s_angle, s_tx, s_ty, s_flip = tf.unstack(tf.random.experimental.stateless_split(seed, 4))
     zeros = tf.zeros([b], tf.float32)
     if kind == "mnist":
-        angle = tf.random.stateless_uniform([b], s_angle, -10.0, 10.0) * (math.pi / 180.0)
-        tx = tf.random.stateless_uniform([b], s_tx, -0.1, 0.1) * w
-        ty = tf.random.stateless_uniform([b], s_ty, -0.1, 0.1) * h
+        degrees, shift = 10.0 * strength, 0.1 * strength
+        angle = tf.random.stateless_uniform([b], s_angle, -degrees, degrees) * (math.pi / 180.0)
+        tx = tf.random.stateless_uniform([b], s_tx, -shift, shift) * w
+        ty = tf.random.stateless_uniform([b], s_ty, -shift, shift) * h
         flip = zeros
         interpolation = "BILINEAR"
     elif kind == "cifar":
         angle = zeros
-        tx = tf.cast(tf.random.stateless_uniform([b], s_tx, -4, 5, dtype=tf.int32), tf.float32)
-        ty = tf.cast(tf.random.stateless_uniform([b], s_ty, -4, 5, dtype=tf.int32), tf.float32)
+        pad = int(round(4 * strength))
+        tx = tf.cast(tf.random.stateless_uniform([b], s_tx, -pad, pad + 1, dtype=tf.int32),
+                     tf.float32)
+        ty = tf.cast(tf.random.stateless_uniform([b], s_ty, -pad, pad + 1, dtype=tf.int32),
+                     tf.float32)
         flip = tf.cast(tf.random.stateless_uniform([b], s_flip, 0, 2, dtype=tf.int32), tf.float32)
         interpolation = "NEAREST"
     else:

@@ -142,7 +142,7 @@ def fold_in(seed, i):
 
 def pipeline(items: Items, batch_size: int, *, shuffle: bool, augment: bool, seed: int = 0,
              epochs: int | None = None, initial_epoch: int = 0, drop_remainder: bool = False,
-             replicas=None):
+             replicas=None, augment_strength: float = 1.0):
     """tf.data pipeline of (float32 raw 0..255 (B, H, W, C) images, int32 labels) over `items`.
 
     `replicas=(R, first, count)`: the pipeline of an input worker that feeds replicas
@@ -175,7 +175,8 @@ def pipeline(items: Items, batch_size: int, *, shuffle: bool, augment: bool, see
 
         def finish(i, r, x, y):
             if kind != "none":
-                x = augment_batch(x, items.batch_seed(epoch_seed, i), kind, rows=plan.rows(r))
+                x = augment_batch(x, items.batch_seed(epoch_seed, i), kind, rows=plan.rows(r),
+                                  strength=augment_strength)
             if replicas is not None:
                 x.set_shape([plan.slice_size, *shape])
             return x, y
