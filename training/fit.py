@@ -126,8 +126,10 @@ def _check_resume_config(run_dir: str, cfg: TrainConfig) -> None:
     # the learning rate under a resumed run, so there it must stay as it was.
     may_change = RESUMABLE_CHANGES if now.get("schedule") != "cosine" else tuple(
         k for k in RESUMABLE_CHANGES if k != "epochs")
+    # A recipe's epochs are settled once the data is loaded (None until then): checked again.
     diffs = [f"--{k.replace('_', '-')}: saved {saved.get(k)!r}, now {now[k]!r}"
-             for k in now if k not in may_change and saved.get(k) != now[k]]
+             for k in now if k not in may_change and now[k] is not None
+             and saved.get(k) != now[k]]
     if diffs:
         raise RunError("--resume must repeat the original run's options (only --epochs may "
                        "change, and not with --schedule cosine); differences:\n  "
@@ -263,9 +265,7 @@ def _run_locked(cfg: TrainConfig, plan: Plan, run_dir: str, extra_callbacks, pla
 def _check_start(cfg: TrainConfig, run_dir: str, placement) -> None:
     distribute.check_batch(cfg.batch_size, placement)
     if cfg.resume:
-        if not os.path.isfile(os.path.join(run_dir, "config.json")):
-            raise RunFileMissing(f"Cannot resume: {os.path.join(run_dir, 'config.json')} does "
-                                 "not exist")
+        _check_resume_config(run_dir, cfg)
     elif placement.is_chief and any(os.path.exists(os.path.join(run_dir, f))
                                     for f in ("state.json", "metrics.json")):
         raise RunExists(f"{run_dir} already holds a run; pass --resume to continue it or choose "

@@ -179,9 +179,16 @@ class Resolution:
                 "values": {f: getattr(cfg, f) for f in RECIPE_FIELDS}}
 
     def line(self, cfg) -> str:
-        shown = ", ".join(f"{f} {getattr(cfg, f)}" for f in RECIPE_FIELDS
-                          if f not in self.explicit)
-        given = f"; given: {', '.join(self.explicit)}" if self.explicit else ""
+        """The run's first words on its recipe, as the options that would give it."""
+        def option(f):
+            value, name = getattr(cfg, f), "--" + f.replace("_", "-")
+            if isinstance(value, bool):
+                return name if value else "--no-" + name[2:]
+            return f"{name} {value:g}" if isinstance(value, float) else f"{name} {value}"
+
+        shown = " ".join(option(f) for f in RECIPE_FIELDS if f not in self.explicit)
+        given = (" (given: " + " ".join(option(f) for f in self.explicit) + ")"
+                 if self.explicit else "")
         return f"recipe {self.name} ({self.why}): {shown}{given}"
 
 

@@ -26,7 +26,7 @@ from training.recipe import decayed_variables, learning_rate, make_optimizer
 # 0.78-0.88 test accuracy over seeds 0-4 (12-32 s each, measured before and after the
 # fused-BN change in keras_resnet); chance is 0.10.
 LEARNING = dict(dataset="digits", arch="resnet18", width=8, epochs=3, batch_size=32,
-                jit_compile="off", verbose="0")
+                jit_compile="off", verbose="0", recipe="seed")
 LEARNING_FLOOR = 0.6
 # A tiny, fast net on noise for the mechanics tests (the CIFAR stem allows 8x8 inputs).
 TINY = dict(dataset="synthetic", synthetic_shape="8,8,3", stem="cifar", width=4,
@@ -224,13 +224,13 @@ def test_weight_decay_only_on_kernels():
     model = build_resnet("resnet18", (8, 8, 3), 10, stem="cifar", width=4)
     kernels = decayed_variables(model)
     assert len(kernels) == 21 and all(v.path.endswith("kernel") for v in kernels)
-    cfg = TrainConfig(optimizer="adam", weight_decay=1e-4)
+    cfg = TrainConfig(optimizer="adam", weight_decay=1e-4).resolved()
     make_optimizer(cfg, model, steps_per_epoch=10)
     assert len(model.losses) == 21  # one L2 term per conv/dense kernel, none for BN or bias
     assert all(v.regularizer is None for v in model.trainable_variables
                if not v.path.endswith("kernel"))
     model2 = build_resnet("resnet18", (8, 8, 3), 10, stem="cifar", width=4)
-    opt = make_optimizer(TrainConfig(optimizer="adamw", weight_decay=1e-2), model2, 10)
+    opt = make_optimizer(TrainConfig(optimizer="adamw", weight_decay=1e-2).resolved(), model2, 10)
     assert not model2.losses
     decayed = {v.path for v in model2.trainable_variables if opt._use_weight_decay(v)}
     assert decayed == {v.path for v in decayed_variables(model2)}
@@ -246,8 +246,12 @@ def test_schedules_follow_the_seed_and_cosine_warmup():
 
 
 def test_cli_defaults_and_help():
-    cfg = parse_args(["--arch", "resnet18"])
-    assert (cfg.dataset, cfg.optimizer, cfg.lr, cfg.weight_decay) == ("mnist", "adam", 1e-3, 1e-4)
+    given = parse_args(["--arch", "resnet18"])
+    assert (given.dataset, given.recipe, given.optimizer, given.lr) == ("mnist", "auto", None, None)
+    cfg = given.resolved()
+    assert (cfg.optimizer, cfg.lr, cfg.weight_decay, cfg.stem) == ("sgd", 0.1, 5e-4, "cifar")
+    cfg = parse_args(["--recipe", "seed"]).resolved()
+    assert (cfg.optimizer, cfg.lr, cfg.weight_decay) == ("adam", 1e-3, 1e-4)
     assert (cfg.schedule, cfg.step_epochs, cfg.step_gamma, cfg.precision) == ("step", 7, 0.1, "auto")
     assert parse_args(["--subset", "5000", "--no-augment"]).subset == 5000
     with pytest.raises(SystemExit):
