@@ -125,7 +125,7 @@ def _train_on_batch_worker(fit_args: list, steps: int, warmup: int, queue) -> No
 
         import keras
 
-        cfg = parse_args(fit_args)
+        cfg = parse_args(fit_args).resolved()
         keras.config.set_dtype_policy(cfg.precision)
         keras.utils.set_random_seed(cfg.seed)
         data = datasets.load_pipelines(cfg.dataset, batch_size=cfg.batch_size,
@@ -301,7 +301,7 @@ def main(argv=None) -> int:
         p.error(f"--dataset {a.dataset} needs --data-dir")
 
     with tempfile.TemporaryDirectory(prefix="e2e-") as tmp:
-        probe = parse_args(["--dataset", a.dataset, *extra])
+        probe = parse_args(["--dataset", a.dataset, *extra]).resolved()
         subset = a.steps * probe.batch_size
         data_dir = a.data_dir
         if data_dir is None and a.dataset in WRITABLE:
@@ -317,7 +317,7 @@ def main(argv=None) -> int:
         for precision in precisions:
             args = [*fit_args, "--precision", precision]
             result["precisions"][precision] = _measure(a, args, data_dir, subset, tmp)
-            result["batch_size"] = parse_args(args).batch_size
+            result["batch_size"] = parse_args(args).resolved().batch_size
     print_result(result)
     if a.json:
         write_json(a.json, result)
@@ -329,7 +329,7 @@ def _measure(a, fit_args: list, data_dir, subset: int, tmp: str) -> dict:
     from training.config import parse_args
     from training.data import DATASETS
 
-    cfg = parse_args(fit_args)
+    cfg = parse_args(fit_args).resolved()
     info = DATASETS[a.dataset]
     spec = dict(dataset=a.dataset, data_dir=data_dir, val_fraction=cfg.val_fraction,
                 subset=subset, augmentation=info.augmentation if cfg.augment else "none",

@@ -114,6 +114,9 @@ class Pipelines:
     epochs: int | None = None
 
 
+EVALUATION_BATCH_FACTOR = 2
+
+
 def load_pipelines(name: str, batch_size: int = 128, data_dir: str | None = None,
                    augment: bool = True, seed: int = 0, subset: int | None = None,
                    val_fraction: float = 0.1, source: str = "auto", epochs: int | None = None,
@@ -140,7 +143,11 @@ def load_pipelines(name: str, batch_size: int = 128, data_dir: str | None = None
                         augment_strength=augment_strength)
 
     def evaluation(items):
-        return pipeline(items, batch_size, shuffle=False, augment=False)
+        # Twice the training batch: inference keeps no activations for a backward pass, so
+        # this holds less memory than a training step, and a short validation takes fewer,
+        # fuller steps.
+        return pipeline(items, EVALUATION_BATCH_FACTOR * batch_size, shuffle=False,
+                        augment=False, cache=items.cache_evaluation)
 
     val = data.items("val", val_fraction) if data.has_val(val_fraction) else None
     test = data.items("test", val_fraction)

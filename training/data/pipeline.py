@@ -96,6 +96,10 @@ class Items:
 
     n: int
     image_shape: tuple
+    # Whether an evaluation pipeline (same batches every pass) may keep its batches in memory
+    # after the first pass: for items already in memory, where the copy is small and each
+    # later pass then skips the pipeline's start-up, which dominates a short validation.
+    cache_evaluation: bool = False
 
     def epoch_batches(self, plan: Plan, epoch_seed, augment: bool, order=None):
         """One epoch as a dataset of (global batch i, replica r, images, labels) slices, before
@@ -142,7 +146,7 @@ def fold_in(seed, i):
 
 def pipeline(items: Items, batch_size: int, *, shuffle: bool, augment: bool, seed: int = 0,
              epochs: int | None = None, initial_epoch: int = 0, drop_remainder: bool = False,
-             replicas=None, augment_strength: float = 1.0):
+             replicas=None, augment_strength: float = 1.0, cache: bool = False):
     """tf.data pipeline of (float32 raw 0..255 (B, H, W, C) images, int32 labels) over `items`.
 
     `replicas=(R, first, count)`: the pipeline of an input worker that feeds replicas
@@ -156,6 +160,8 @@ def pipeline(items: Items, batch_size: int, *, shuffle: bool, augment: bool, see
     and augmented as a function of (seed, epoch index): give it to ``model.fit`` with
     ``steps_per_epoch=batches_per_epoch(...)``. Without, each iteration of the dataset is one
     epoch with a fresh (seeded) shuffle, for ``model.fit(ds, epochs=...)`` in user code.
+
+    `cache`: an evaluation pipeline keeps its batches after the first complete pass.
     """
     import tensorflow as tf
 
@@ -195,4 +201,9 @@ def pipeline(items: Items, batch_size: int, *, shuffle: bool, augment: bool, see
     per_epoch = batches_per_epoch(items.n, batch_size, drop_remainder) * plan.layout[2]
     total = per_epoch * ((epochs - initial_epoch) if epochs is not None else 1)
     ds = ds.apply(tf.data.experimental.assert_cardinality(total))
+    if cache:
+        if shuffle or kind != "none" or epochs is not None:
+            raise ValueError("only an evaluation pipeline (no shuffle, no augmentation, no "
+                             "epochs) has the same batches every pass, to cache")
+        ds = ds.cache()
     return ds.prefetch(tf.data.AUTOTUNE)

@@ -52,6 +52,8 @@ class Source:
 class ArrayItems(Items):
     """Images held in memory as uint8 (N, H, W, C): batches are gathered, then augmented."""
 
+    cache_evaluation = True
+
     def __init__(self, images: np.ndarray, labels: np.ndarray, augmentation: str):
         self.images, self.labels, self.augmentation = images, labels, augmentation
         self.n = len(labels)
