@@ -35,6 +35,8 @@ from benchmarks.machine import describe, write_json
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATASETS = ("digits", "idx", "folder")
+# What each --recipes word runs: "seed" is the previous quick-start line's recipe.
+RECIPE_OPTIONS = {"auto": [], "seed": ["--recipe", "seed", "--width", "16", "--epochs", "10"]}
 TARGET = 0.99
 
 
@@ -194,7 +196,8 @@ def main(argv=None) -> int:
     p.add_argument("--datasets", default="digits,idx,folder",
                    help=f"comma-separated subset of {', '.join(DATASETS)}")
     p.add_argument("--recipes", default="auto,seed",
-                   help="comma-separated --recipe values of training.fit (auto: the default)")
+                   help="comma-separated --recipe values of training.fit (auto: the default; "
+                   "seed: the previous quick-start line, --recipe seed --width 16 --epochs 10)")
     p.add_argument("--out", metavar="PATH", help="write the Markdown table there")
     p.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
     _cli.add_log_level_argument(p)
@@ -218,7 +221,7 @@ def main(argv=None) -> int:
                 runs = []
                 for seed in range(a.seeds):
                     args = ["--arch", "resnet18", *data_options(dataset, tmp), "--seed", str(seed),
-                            *(["--recipe", recipe] if recipe != "auto" else [])]
+                            *RECIPE_OPTIONS.get(recipe, ["--recipe", recipe])]
                     runs.append(fit(args, os.path.join(tmp, f"{dataset}-{recipe}-{seed}")))
                     print(f"{dataset} {recipe} seed {seed}: test accuracy "
                           f"{runs[-1]['test_accuracy']:.4f}, training "

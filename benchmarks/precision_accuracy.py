@@ -24,7 +24,7 @@ from benchmarks.e2e import ROOT, _idx
 from benchmarks.machine import describe, write_json
 
 PRECISIONS = ("float32", "mixed_bfloat16")
-RECIPE = ("--arch", "resnet18", "--width", "16", "--epochs", "10", "--verbose", "0")
+RECIPE = ("--arch", "resnet18", "--recipe", "seed", "--width", "16", "--epochs", "10", "--verbose", "0")
 
 
 def write_digits_as_mnist(folder: str) -> str:

@@ -70,8 +70,9 @@ RECIPES = {
         dict(_SMALL_GREY, stem="imagenet", width=16, epochs=Epochs(420, 20, 60))),
     "mnist": Recipe(
         "mnist", "MNIST-like 28x28 grey images (mnist, fashion_mnist)",
-        "as digits, with the CIFAR stem (3x3/1, no pool) that keeps 28x28 maps for stage 1",
-        dict(_SMALL_GREY, stem="cifar", width=16, epochs=Epochs(420, 6, 60))),
+        "as digits (the CIFAR stem, 3x3/1 without pool, keeps 28x28 maps for stage 1 but costs "
+        "16x its compute: --stem cifar)",
+        dict(_SMALL_GREY, stem="imagenet", width=16, epochs=Epochs(420, 6, 60))),
     "cifar": Recipe(
         "cifar", "CIFAR-like 32x32 RGB images (cifar10, cifar100)",
         "How to train your ResNet / airbench / torchvision's references: SGD-Nesterov lr 0.1 "
@@ -85,7 +86,7 @@ RECIPES = {
     "folder-small": Recipe(
         "folder-small", "image folders below 64 px (--resize stretch: scans, icons, letters)",
         "as digits (rotation + shift, no flip: such images are rarely symmetric)",
-        dict(_SMALL_GREY, stem="cifar", width=16, epochs=Epochs(420, 10, 60))),
+        dict(_SMALL_GREY, stem="imagenet", width=16, epochs=Epochs(420, 10, 60))),
     "folder": Recipe(
         "folder", "image folders of 64 px and more, trained from scratch (--resize crop)",
         "torchvision's reference recipe scaled to small data: SGD-Nesterov lr 0.1 per 256 "

@@ -249,7 +249,7 @@ def test_cli_defaults_and_help():
     given = parse_args(["--arch", "resnet18"])
     assert (given.dataset, given.recipe, given.optimizer, given.lr) == ("mnist", "auto", None, None)
     cfg = given.resolved()
-    assert (cfg.optimizer, cfg.lr, cfg.weight_decay, cfg.stem) == ("sgd", 0.1, 5e-4, "cifar")
+    assert (cfg.optimizer, cfg.lr, cfg.weight_decay, cfg.stem) == ("sgd", 0.1, 5e-4, "imagenet")
     cfg = parse_args(["--recipe", "seed"]).resolved()
     assert (cfg.optimizer, cfg.lr, cfg.weight_decay) == ("adam", 1e-3, 1e-4)
     assert (cfg.schedule, cfg.step_epochs, cfg.step_gamma, cfg.precision) == ("step", 7, 0.1, "auto")
