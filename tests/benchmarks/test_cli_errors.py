@@ -30,6 +30,7 @@ CASES = [
     ("benchmarks.memory", ["--latency-runs", "0"], "--latency-runs: must be positive"),
     ("benchmarks.memory", ["--calibration-images", "0"], "--calibration-images: must be"),
     ("benchmarks.memory", ["--arch", "resnet19"], "--arch: invalid choice"),
+    ("benchmarks.accuracy", ["--datasets", "cifar10"], "--datasets takes a subset of"),
 ]
 
 

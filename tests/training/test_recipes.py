@@ -166,3 +166,18 @@ def test_augmentation_strength_scales_the_ranges():
         moved = [float(tf.reduce_mean(tf.abs(augment_batch(images, seed, kind, strength=s)
                                              - images))) for s in (0.5, 2.0)]
         assert moved[0] < moved[1]
+
+
+def test_pipelines_settle_an_epochs_rule_and_evaluate_in_double_batches():
+    from training.data import load_pipelines, pipeline
+    from training.data.sources import ArrayItems
+
+    data = load_pipelines("digits", batch_size=64, epochs=lambda steps: 2 * steps)
+    assert data.steps_per_epoch == 21 and data.epochs == 42
+    images, _ = next(iter(data.val))
+    assert images.shape[0] == 128  # evaluation takes twice the training batch
+    first = [y.numpy().tolist() for _, y in data.val]
+    assert [y.numpy().tolist() for _, y in data.val] == first  # the cached pass
+    items = ArrayItems(np.zeros((4, 8, 8, 1), np.uint8), np.zeros(4, np.int32), "mnist")
+    with pytest.raises(ValueError, match="only an evaluation pipeline"):
+        pipeline(items, 2, shuffle=True, augment=False, cache=True)
