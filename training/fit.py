@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import os
-import shlex
 import sys
 import time
 
@@ -20,22 +18,20 @@ from keras_resnet import _cli
 from keras_resnet._provenance import library_versions
 
 from training import distribute, recipes
-from training.config import TrainConfig, build_parser, config_from_args, flag
+from training.config import TrainConfig, build_parser, config_from_args
 from training.console import log
 from training.data import load_pipelines
 from training.distribute import DistributeError, WriteDir, make_placement
 from training.modelio import load_model
-from training.recipe import (RunError, RunFileMissing, build_model, compile_model, make_loss,
-                             make_optimizer, weight_set, weights_record)
+from training.recipe import (build_model, compile_model, make_loss, make_optimizer, weight_set,
+                             weights_record)
 from training.rundir import RunDirError, RunLock, atomic_write_json
-from training.runrecord import write_record
+from training.runrecord import (check_resume_config, command_line, recorded_options,
+                                write_record)
 
 # Keras, TensorFlow and the modules that load them (keras_resnet, training.callbacks,
 # training.report) are imported inside the functions that use them: `--help` and the checks
 # of the options answer without loading TensorFlow.
-
-# Options that may differ between a run and its --resume (everything else must match).
-RESUMABLE_CHANGES = ("epochs", "resume", "run_dir", "verbose", "strategy", "cpu_replicas")
 
 
 class WorkerLost(_cli.FailedError, RuntimeError):
@@ -86,54 +82,6 @@ def resolve_jit_compile(requested: str, gpus: list) -> bool:
 
 def default_run_dir(cfg: TrainConfig) -> str:
     return os.path.join("runs", f"{cfg.arch}-{cfg.dataset}-{time.strftime('%Y%m%d-%H%M%S')}")
-
-
-def recorded_options(cfg: TrainConfig) -> dict:
-    """config.json's "options": the synthetic data set's own options only for a synthetic run."""
-    options = cfg.to_dict()
-    if cfg.dataset != "synthetic":
-        del options["synthetic_shape"], options["synthetic_classes"]
-    return options
-
-
-def command_line(cfg: TrainConfig) -> str:
-    """The `python -m training.fit` command that gives `cfg`, options at their defaults left
-    out: the same for a console script, `python -m` or a call of run() from Python."""
-    recorded = recorded_options(cfg)
-    words = ["python", "-m", "training.fit"]
-    for field in dataclasses.fields(cfg):
-        value = recorded.get(field.name, field.default)
-        if value == field.default:
-            continue
-        if isinstance(value, bool):
-            words.append(flag(field.name) if value else "--no-" + flag(field.name)[2:])
-        else:
-            words += [flag(field.name), str(value)]
-    return shlex.join(words)
-
-
-def _check_resume_config(run_dir: str, cfg: TrainConfig) -> None:
-    path = os.path.join(run_dir, "config.json")
-    if not os.path.isfile(path):
-        raise RunFileMissing(f"Cannot resume: {path} does not exist")
-    try:
-        with open(path) as f:
-            saved = json.load(f)["options"]
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise RunError(f"Cannot resume: {path} is not a training.fit run record ({e})") from None
-    now = recorded_options(cfg)
-    # The cosine schedule is laid out over the run's total steps: changing --epochs would move
-    # the learning rate under a resumed run, so there it must stay as it was.
-    may_change = RESUMABLE_CHANGES if now.get("schedule") != "cosine" else tuple(
-        k for k in RESUMABLE_CHANGES if k != "epochs")
-    # A recipe's epochs are settled once the data is loaded (None until then): checked again.
-    diffs = [f"--{k.replace('_', '-')}: saved {saved.get(k)!r}, now {now[k]!r}"
-             for k in now if k not in may_change and now[k] is not None
-             and saved.get(k) != now[k]]
-    if diffs:
-        raise RunError("--resume must repeat the original run's options (only --epochs may "
-                       "change, and not with --schedule cosine); differences:\n  "
-                       + "\n  ".join(diffs))
 
 
 def run(cfg: TrainConfig, extra_callbacks=()) -> dict:
@@ -246,7 +194,7 @@ def _run_locked(cfg: TrainConfig, plan: Plan, run_dir: str, extra_callbacks, pla
     cfg = dataclasses.replace(cfg, epochs=data.epochs)
     log(plan.recipe.line(cfg))
     if cfg.resume:
-        _check_resume_config(run_dir, cfg)
+        check_resume_config(run_dir, cfg)
     cb.clean_temporaries(out)
     with _dtype_policy(setup.precision):
         # Built before the record is written: starting weights that cannot be used stop the
@@ -265,7 +213,7 @@ def _run_locked(cfg: TrainConfig, plan: Plan, run_dir: str, extra_callbacks, pla
 def _check_start(cfg: TrainConfig, run_dir: str, placement) -> None:
     distribute.check_batch(cfg.batch_size, placement)
     if cfg.resume:
-        _check_resume_config(run_dir, cfg)
+        check_resume_config(run_dir, cfg)
     elif placement.is_chief and any(os.path.exists(os.path.join(run_dir, f))
                                     for f in ("state.json", "metrics.json")):
         raise RunExists(f"{run_dir} already holds a run; pass --resume to continue it or choose "

@@ -8,8 +8,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shlex
 
+from training.config import TrainConfig, flag
 from training.preprocessing import Preprocessing
+from training.recipe import RunError, RunFileMissing
 
 from keras_resnet._cli import UsageError
 
@@ -125,3 +128,55 @@ def preprocessing_for(model_path: str, input_shape=None) -> Preprocessing:
 
         input_shape = load_model(model_path).input_shape[1:]
     return Preprocessing.for_shape(input_shape)
+
+
+# Options that may differ between a run and its --resume (everything else must match).
+RESUMABLE_CHANGES = ("epochs", "resume", "run_dir", "verbose", "strategy", "cpu_replicas")
+
+
+def recorded_options(cfg: TrainConfig) -> dict:
+    """config.json's "options": the synthetic data set's own options only for a synthetic run."""
+    options = cfg.to_dict()
+    if cfg.dataset != "synthetic":
+        del options["synthetic_shape"], options["synthetic_classes"]
+    return options
+
+
+def command_line(cfg: TrainConfig) -> str:
+    """The `python -m training.fit` command that gives `cfg`, options at their defaults left
+    out: the same for a console script, `python -m` or a call of run() from Python."""
+    recorded = recorded_options(cfg)
+    words = ["python", "-m", "training.fit"]
+    for field in dataclasses.fields(cfg):
+        value = recorded.get(field.name, field.default)
+        if value == field.default:
+            continue
+        if isinstance(value, bool):
+            words.append(flag(field.name) if value else "--no-" + flag(field.name)[2:])
+        else:
+            words += [flag(field.name), str(value)]
+    return shlex.join(words)
+
+
+def check_resume_config(run_dir: str, cfg: TrainConfig) -> None:
+    path = os.path.join(run_dir, "config.json")
+    if not os.path.isfile(path):
+        raise RunFileMissing(f"Cannot resume: {path} does not exist")
+    try:
+        with open(path) as f:
+            saved = json.load(f)["options"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise RunError(f"Cannot resume: {path} is not a training.fit run record ({e})") from None
+    now = recorded_options(cfg)
+    # The cosine schedule is laid out over the run's total steps: changing --epochs would move
+    # the learning rate under a resumed run, so there it must stay as it was.
+    may_change = RESUMABLE_CHANGES if now.get("schedule") != "cosine" else tuple(
+        k for k in RESUMABLE_CHANGES if k != "epochs")
+    # A recipe's epochs are settled once the data is loaded (None until then): checked again.
+    diffs = [f"--{k.replace('_', '-')}: saved {saved.get(k)!r}, now {now[k]!r}"
+             for k in now if k not in may_change and now[k] is not None
+             and saved.get(k) != now[k]]
+    if diffs:
+        raise RunError("--resume must repeat the original run's options (only --epochs may "
+                       "change, and not with --schedule cosine); differences:\n  "
+                       + "\n  ".join(diffs))

@@ -340,7 +340,7 @@ def test_resume_may_extend_epochs_except_under_a_cosine_schedule(tmp_path):
     import dataclasses
 
     from training.config import TrainConfig
-    from training.fit import _check_resume_config
+    from training.runrecord import check_resume_config as _check_resume_config
 
     for schedule, allowed in (("step", True), ("cosine", False)):
         cfg = TrainConfig(schedule=schedule, epochs=3)

@@ -26,26 +26,8 @@ def augment_batch(images, seed, kind: str, rows=None, strength: float = 1.0):
     b = shape[0] if rows is None else rows[0]
     h = tf.cast(shape[1], tf.float32)
     w = tf.cast(shape[2], tf.float32)
-    s_angle, s_tx, s_ty, s_flip = tf.unstack(tf.random.experimental.stateless_split(seed, 4))
+    angle, tx, ty, flip, interpolation = _draw(kind, seed, b, h, w, strength)
     zeros = tf.zeros([b], tf.float32)
-    if kind == "mnist":
-        degrees, shift = 10.0 * strength, 0.1 * strength
-        angle = tf.random.stateless_uniform([b], s_angle, -degrees, degrees) * (math.pi / 180.0)
-        tx = tf.random.stateless_uniform([b], s_tx, -shift, shift) * w
-        ty = tf.random.stateless_uniform([b], s_ty, -shift, shift) * h
-        flip = zeros
-        interpolation = "BILINEAR"
-    elif kind == "cifar":
-        angle = zeros
-        pad = int(round(4 * strength))
-        tx = tf.cast(tf.random.stateless_uniform([b], s_tx, -pad, pad + 1, dtype=tf.int32),
-                     tf.float32)
-        ty = tf.cast(tf.random.stateless_uniform([b], s_ty, -pad, pad + 1, dtype=tf.int32),
-                     tf.float32)
-        flip = tf.cast(tf.random.stateless_uniform([b], s_flip, 0, 2, dtype=tf.int32), tf.float32)
-        interpolation = "NEAREST"
-    else:
-        raise ValueError(f"Unknown augmentation {kind!r}")
     # The transform maps output pixel p to input pixel A p + t:
     # p -> (optional flip) -> minus shift, rotated about the centre c.
     cx, cy = (w - 1.0) / 2.0, (h - 1.0) / 2.0
@@ -70,3 +52,30 @@ def augment_batch(images, seed, kind: str, rows=None, strength: float = 1.0):
     # would put training on the slow generic path.
     out.set_shape(images.shape)
     return out
+
+
+def _draw(kind: str, seed, b, h, w, strength: float):
+    """Each image's rotation (radians), x/y shift (pixels), flip (0/1) and the interpolation."""
+    import tensorflow as tf
+
+    s_angle, s_tx, s_ty, s_flip = tf.unstack(tf.random.experimental.stateless_split(seed, 4))
+    zeros = tf.zeros([b], tf.float32)
+    if kind == "mnist":
+        degrees, shift = 10.0 * strength, 0.1 * strength
+        angle = tf.random.stateless_uniform([b], s_angle, -degrees, degrees) * (math.pi / 180.0)
+        tx = tf.random.stateless_uniform([b], s_tx, -shift, shift) * w
+        ty = tf.random.stateless_uniform([b], s_ty, -shift, shift) * h
+        flip = zeros
+        interpolation = "BILINEAR"
+    elif kind == "cifar":
+        angle = zeros
+        pad = int(round(4 * strength))
+        tx = tf.cast(tf.random.stateless_uniform([b], s_tx, -pad, pad + 1, dtype=tf.int32),
+                     tf.float32)
+        ty = tf.cast(tf.random.stateless_uniform([b], s_ty, -pad, pad + 1, dtype=tf.int32),
+                     tf.float32)
+        flip = tf.cast(tf.random.stateless_uniform([b], s_flip, 0, 2, dtype=tf.int32), tf.float32)
+        interpolation = "NEAREST"
+    else:
+        raise ValueError(f"Unknown augmentation {kind!r}")
+    return angle, tx, ty, flip, interpolation

@@ -202,8 +202,13 @@ def pipeline(items: Items, batch_size: int, *, shuffle: bool, augment: bool, see
     total = per_epoch * ((epochs - initial_epoch) if epochs is not None else 1)
     ds = ds.apply(tf.data.experimental.assert_cardinality(total))
     if cache:
-        if shuffle or kind != "none" or epochs is not None:
-            raise ValueError("only an evaluation pipeline (no shuffle, no augmentation, no "
-                             "epochs) has the same batches every pass, to cache")
-        ds = ds.cache()
+        ds = _cached(ds, shuffle or kind != "none" or epochs is not None)
     return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def _cached(ds, varies: bool):
+    """`ds` keeping its batches after the first complete pass; `varies`: its passes differ."""
+    if varies:
+        raise ValueError("only an evaluation pipeline (no shuffle, no augmentation, no epochs) "
+                         "has the same batches every pass, to cache")
+    return ds.cache()
