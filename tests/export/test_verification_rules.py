@@ -184,3 +184,16 @@ def test_a_real_untrained_models_dynamic_int8_file_passes_and_a_wrong_scale_fail
     result = verification.verify(path, ref * 2, images, latency_runs=0)
     assert not result["passed"]
     assert "relative logit error" in result["failures"][0]
+
+
+@pytest.mark.parametrize("noise, passed", [(1e-4, True), (0.5, False)])
+def test_a_one_class_models_float16_artifact_is_judged_by_its_logit_error(
+        monkeypatch, data, noise, passed):
+    images, logits = data
+    one = logits[:, :1].copy()  # build_resnet(..., num_classes=1): one logit per image
+    artifact = one + np.random.default_rng(1).normal(0, noise, one.shape).astype("float32")
+    result = run(monkeypatch, StoredRunner(artifact), images, one)
+    assert result["passed"] is passed, result["failures"]
+    assert result["top1_agreement_decisive"] is None  # no ranking of one class to agree on
+    if not passed:
+        assert any("relative logit error" in f for f in result["failures"])
