@@ -7,7 +7,6 @@ from __future__ import annotations
 import warnings
 
 from keras_resnet.archs import ARCHS
-from keras_resnet.builder import build_resnet
 from keras_resnet.convert.architecture import infer_config
 from keras_resnet.convert.formats import read_state_dict
 from keras_resnet.convert.weights import load_torch_state_dict
@@ -52,6 +51,9 @@ def from_torch(
     The stem is read from ``conv1``: 7x7 -> ``"imagenet"`` (7x7/2 conv + 3x3/2 max-pool),
     3x3 -> ``"cifar"`` (assumed stride 1, padding 1 and no max-pool, the usual CIFAR variant).
     """
+    # Here, not at the top: the convert CLI answers --help before Keras loads.
+    from keras_resnet.builder import build_resnet
+
     sd, notes = read_state_dict(source)
     found = infer_config(sd)
     arch = _arch_of(found, arch, notes)
