@@ -30,8 +30,9 @@ def from_torch(
     Args:
         source: path to a ``.pth``/``.pt``/``.bin``/``.ckpt`` (read without torch, by
             ``torch.load(weights_only=True)``'s rule: see ``keras_resnet.convert.pth``) or
-            ``.safetensors`` file, or a state_dict (mapping of names to numpy arrays or torch tensors). Wrappers
-            (``{"state_dict": ...}``, ``{"model": ...}``, ``"module."`` prefixes) are unwrapped.
+            ``.safetensors`` file, or a state_dict (mapping of names to numpy arrays or torch
+            tensors). Wrappers (``{"state_dict": ...}``, ``{"model": ...}``, ``"module."``
+            prefixes) are unwrapped.
         arch: one of ``ARCHS``; inferred from the block counts when None. When given, the
             state_dict is checked against it.
         input_shape: (height, width) or (height, width, channels); channels come from

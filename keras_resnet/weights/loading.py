@@ -85,8 +85,8 @@ def load_into(model, weights, *, include_top: bool = True, progress: bool = True
 
     ``weights``: a ``WeightSet`` (``resolve``), a torchvision-style checkpoint file
     (.pth/.pt/.bin/.ckpt, .safetensors), or a weight set's name, resolved here once for the
-    model's arch (``IMAGENET1K_V2``, ``DEFAULT``, a registered name). A named set is downloaded and cached on first use
-    (``fetch``, ``state_dict``).
+    model's arch (``IMAGENET1K_V2``, ``DEFAULT``, a registered name). A named set is
+    downloaded and cached on first use (``fetch``, ``state_dict``).
 
     The model's arch, stem, width and input channels must be the checkpoint's. Its classifier
     takes the checkpoint's when both have the same class count; a model with another class

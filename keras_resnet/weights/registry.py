@@ -16,7 +16,6 @@ import urllib.parse
 import warnings
 from collections.abc import Sequence
 from importlib import resources
-from pathlib import Path
 
 from keras_resnet.archs import ARCHS
 from keras_resnet.weights import saved

@@ -21,8 +21,6 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
-from keras_resnet.weights.errors import WeightsUnavailable
-
 CHUNK = 1 << 20
 # Below this average (bytes per second), once a transfer has run for the stall timeout, it
 # is a drip that would take hours: it fails with the figures.

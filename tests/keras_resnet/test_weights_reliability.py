@@ -15,9 +15,6 @@ from keras_resnet import weights as kw
 from keras_resnet.weights import registry
 from tests.conftest import REPO
 from tests.keras_resnet.test_weights import (  # noqa: F401  (fixtures)
-    CATEGORIES,
-    NOT_A_CHECKPOINT,
-    NOT_A_CHECKPOINT_SHA256,
     _own_cache,
     cache_files,
     one_line,
