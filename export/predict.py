@@ -20,7 +20,7 @@ from pathlib import Path
 from keras_resnet import _cli
 
 from training.predict import (EXIT_CODES, PredictError, add_common_arguments, find_images,
-                              predict_files, report)
+                              predict_files, refuse_feature_extractor, report)
 
 
 def manifest_for(artifact: Path):
@@ -167,6 +167,10 @@ def _predict(args) -> None:
                            "beside it and two folders up): it gives the input shape and "
                            "class names")
     shape, record, class_names = _checked_fields(manifest, manifest_path)
+    source = manifest.get("source")
+    refuse_feature_extractor(str(artifact), source.get("model_config")
+                             if isinstance(source, dict) else None,
+                             [None, len(class_names or [])])
     _check_sha256(artifact, entry, manifest_path)
     from export.verification import load_runner
 

@@ -338,8 +338,11 @@ def _quantized_figures(logits, ref) -> dict:
     relative = error / scale if scale > 0 else (0.0 if error == 0 else float("inf"))
     per_image = np.max(np.abs(logits - ref), axis=1)
     threshold = 2 * float(np.percentile(per_image, ERROR_PERCENTILE))
-    top2 = np.sort(ref, axis=1)[:, -2:]
-    decisive = (top2[:, 1] - top2[:, 0]) > threshold
+    if ref.shape[1] < 2:  # one output: no ranking to agree on, the logit error judges alone
+        decisive = np.zeros(len(ref), dtype=bool)
+    else:
+        top2 = np.sort(ref, axis=1)[:, -2:]
+        decisive = (top2[:, 1] - top2[:, 0]) > threshold
     agree = np.argmax(logits, 1) == np.argmax(ref, 1)
     return {
         "relative_logit_error": relative,

@@ -114,9 +114,30 @@ def exit_status(action, *, prefix: str = "error", path=None, storage_hint: str =
             return _bug()
         hint = storage_hint if err.errno in STORAGE_ERRNOS else ""
         return _say(prefix, f"{line}{hint}", one_line, 2)
-    except Exception:
-        return _bug()
+    except Exception as err:
+        library = _library_status(err)
+        if library is None:
+            return _bug()
+        return _say(prefix, err, one_line, library)
     return 0 if status is None else status
+
+
+# Library errors that do not derive from this module's classes, by (module, class): the exit
+# status each means. Looked up in sys.modules, so this module imports none of them (an error
+# was raised, so its module is loaded).
+LIBRARY_ERRORS = (
+    ("keras_resnet.weights.errors", "WeightsError", 2),
+    ("keras_resnet.convert.cli", "ConvertError", 2),
+    ("keras_resnet.convert.cli", "CheckFailed", 1),
+)
+
+
+def _library_status(err: BaseException) -> int | None:
+    for module, name, status in LIBRARY_ERRORS:
+        cls = getattr(sys.modules.get(module), name, None)
+        if isinstance(cls, type) and isinstance(err, cls):
+            return status
+    return None
 
 
 def _say(prefix: str, message, one_line: bool, status: int) -> int:

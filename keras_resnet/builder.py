@@ -178,23 +178,23 @@ def build_resnet(
         normalization=normalization, class_names=class_names, name=name,
     )
     if weights is not None:
-        named_weights.load_into(model, weights if weight_set is None else weight_set)
+        named_weights.load_into(model, weight_set)
     return model
 
 
 def _named_weights_defaults(weights, arch, input_shape, num_classes, include_top, stem, width,
                             normalization, class_names):
-    """(weight set or None for a file, num_classes, normalization, class_names): a named set's
-    defaults for what the caller left out, after checking, before any download, that the
-    model can hold it."""
+    """(the WeightSet, or the path of a file: ``weights`` resolved once; num_classes,
+    normalization, class_names): a named set's defaults for what the caller left out, after
+    checking, before any download, that the model can hold it."""
     _check_arch(arch)
-    if not (isinstance(weights, named_weights.WeightSet) or named_weights.looks_like_name(weights)):
-        return None, num_classes, normalization, class_names
-    weight_set = named_weights.get(weights, arch)
+    weight_set = named_weights.loading.resolve(weights, arch)
+    if not isinstance(weight_set, named_weights.WeightSet):
+        return weight_set, num_classes, normalization, class_names
     # A malformed input_shape is left to the model's own check.
     channels = input_shape[-1] if isinstance(input_shape, (list, tuple)) and len(
         input_shape) == 3 else 3
-    named_weights.loading.check_buildable(weight_set, {
+    named_weights.loading.prepare(weight_set, {
         "arch": arch, "stem": stem, "width": width, "input_shape": [channels]})
     if normalization is None:
         normalization = weight_set.normalization
@@ -202,8 +202,6 @@ def _named_weights_defaults(weights, arch, input_shape, num_classes, include_top
         num_classes = weight_set.num_classes
     if class_names is None and include_top and num_classes == weight_set.num_classes:
         class_names = list(weight_set.categories)
-    if not named_weights.converted_path(weight_set).is_file():
-        named_weights.fetch(weight_set)  # a failed download fails before the model is built
     return weight_set, num_classes, normalization, class_names
 
 

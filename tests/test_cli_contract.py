@@ -72,6 +72,10 @@ def test_a_usage_error_is_one_line_with_exit_2(name, monkeypatch, capsys, tmp_pa
         f"{PREFIX[name]}--model m.keras: no such file")
 
 
+def _raise(err):
+    raise err
+
+
 def test_user_error_classes_keep_their_names_and_library_bases():
     from export.model_io import ExportError
     from keras_resnet.convert.cli import CheckFailed, ConvertError
@@ -84,15 +88,20 @@ def test_user_error_classes_keep_their_names_and_library_bases():
     from training.rundir import RunDirError
     from training.runrecord import RunRecordError
 
-    for cls in (DistributeError, PredictError, RunRecordError, ModelFileError, ConvertError,
-                EvaluateError, WeightsError):
+    for cls in (DistributeError, PredictError, RunRecordError, ModelFileError, EvaluateError):
         assert issubclass(cls, _cli.UsageError) and issubclass(cls, ValueError), cls
+    # Library errors apart from the CLI module: plain ValueError/RuntimeError subclasses, which
+    # the CLI layer maps to their exit status.
+    for cls, code in ((WeightsError, 2), (ConvertError, 2), (CheckFailed, 1)):
+        assert not issubclass(cls, (_cli.UsageError, _cli.FailedError)), cls
+        assert issubclass(cls, ValueError if code == 2 else RuntimeError), cls
+        assert _cli.exit_status(partial(_raise, cls("x"))) == code, cls
     assert issubclass(ExportError, _cli.UsageError)
     assert issubclass(RunDirError, _cli.UsageError) and issubclass(RunDirError, RuntimeError)
     assert issubclass(ModelNotFound, _cli.UsageError)
     assert issubclass(ModelNotFound, FileNotFoundError)
     assert issubclass(TrainingDiverged, _cli.DivergedError)
-    assert issubclass(WorkerLost, _cli.FailedError) and issubclass(CheckFailed, _cli.FailedError)
+    assert issubclass(WorkerLost, _cli.FailedError)
 
 
 @pytest.mark.parametrize("error, code", [

@@ -47,6 +47,16 @@ def add_common_arguments(p: argparse.ArgumentParser) -> None:
     _cli.add_log_level_argument(p)
 
 
+def refuse_feature_extractor(what: str, config, outputs) -> None:
+    """Refuses a model without a classifier (``config``: its builder_config, or None when
+    unknown): its outputs are features, which a ranking would print as class scores."""
+    if isinstance(config, dict) and config.get("include_top") is False:
+        size = "x".join(str(d) for d in list(outputs)[1:] if d is not None) or "?"
+        raise PredictError(f"{what} has no classifier (built with include_top=False): it is a "
+                           f"feature extractor giving {size} features per image, not class "
+                           "scores; predict with a model that has its classifier")
+
+
 def find_images(paths) -> list[str]:
     """The image files named or found below the folders named, in a stable order."""
     from training.preprocessing import IMAGE_SUFFIXES, is_image_name, not_regular
@@ -167,6 +177,8 @@ def _predict(args) -> None:
     from training.runrecord import preprocessing_for
 
     model = load_model(args.model)
+    refuse_feature_extractor(args.model, getattr(model, "builder_config", None),
+                             model.output_shape)
     shape = tuple(model.input_shape[1:])
     # A model built with classifier_activation="softmax" already returns probabilities.
     last = getattr(model.layers[-1], "activation", None)

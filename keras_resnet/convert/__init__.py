@@ -24,8 +24,11 @@ Name mapping (torch -> Keras): ``conv1`` -> ``stem_conv``, ``bn1`` -> ``stem_bn`
 gamma, beta, moving_mean, moving_variance (``num_batches_tracked`` is ignored on import and
 written as 0 on export).
 
-torch is optional: it is imported only to read or write ``.pth``/``.pt`` files. ``.safetensors``
-files are read and written with ``safetensors.numpy``.
+torch is optional: it is imported only to write ``.pth``/``.pt`` files and to read torch's old
+(pre-1.6, non-zip) format. ``.safetensors`` files are read and written with ``safetensors.numpy``.
+``.pth`` files of torch's zip format (every torch since 1.6) are read without torch, by ``keras_resnet.convert.pth``: torch's
+``weights_only`` rule, and every size and offset checked against the file before anything is
+allocated.
 
 A torchvision model has no input normalization: a converted model expects the input that the torch
 model expected (for torchvision's ImageNet weights: RGB in 0..1, normalized with the ImageNet mean
@@ -34,10 +37,11 @@ Keras model takes raw 0..255 pixels. That layer is never exported to torch.
 
 Modules, by role: ``formats`` (reading and writing state_dict files), ``architecture`` (what a
 state_dict says about the network), ``names`` (the torch key <-> Keras variable map),
-``weights`` (the conversions) and ``cli`` (``python -m keras_resnet.convert``).
+``weights`` (the conversions), ``build`` (``from_torch``: a new model) and ``cli`` (``python -m keras_resnet.convert``).
 """
 
 from keras_resnet.convert.architecture import STEM_BY_KERNEL, infer_config
+from keras_resnet.convert.build import from_torch
 from keras_resnet.convert.cli import EXIT_CODES, CheckFailed, main
 from keras_resnet.convert.formats import (
     KEY_PREFIXES,
@@ -50,7 +54,6 @@ from keras_resnet.convert.formats import (
 from keras_resnet.convert.names import BN_PARAMS, torch_key_map
 from keras_resnet.convert.weights import (
     IMAGENET_NORMALIZATION,
-    from_torch,
     load_torch_state_dict,
     save_torch_state_dict,
     to_torch_state_dict,

@@ -16,9 +16,9 @@ from keras_resnet.convert.formats import (
     read_state_dict,
     write_state_dict,
 )
+from keras_resnet.convert.build import from_torch
 from keras_resnet.convert.weights import (
     IMAGENET_NORMALIZATION,
-    from_torch,
     some_names,
     to_torch_state_dict,
     torch_compat_notes,
@@ -51,12 +51,14 @@ EXIT_CODES = """exit status:
      a file that was at --out before is only ever replaced by a checked one."""
 
 
-class CheckFailed(_cli.FailedError):
-    """A file was written, but reading it back did not give what was written."""
+class CheckFailed(RuntimeError):
+    """A file was written, but reading it back did not give what was written (exit 1, one
+    line)."""
 
 
-class ConvertError(_cli.UsageError, ValueError):
-    """A checkpoint, model or --out that cannot be converted as asked; the message names it."""
+class ConvertError(ValueError):
+    """A checkpoint, model or --out that cannot be converted as asked; the message names it
+    (exit 2)."""
 
 
 def main(argv=None) -> int:

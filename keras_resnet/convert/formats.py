@@ -10,7 +10,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from keras_resnet.convert.pth import is_legacy_torch_file, read_pth
+from keras_resnet.convert.pth import CheckpointRefused, is_legacy_torch_file, read_pth
 
 
 # Where training scripts commonly nest the state_dict, tried in this order.
@@ -118,6 +118,9 @@ def read_state_dict(source) -> tuple[dict[str, np.ndarray], list[str]]:
     if not is_legacy_torch_file(path):
         try:
             obj = read_pth(path)
+        except CheckpointRefused as err:
+            raise ValueError(f"{path}: refused to load: {_first_line(err)}; the file is damaged "
+                             "or crafted") from err
         except pickle.UnpicklingError as err:
             raise ValueError(_refusal(path, err)) from err
         except Exception as err:  # zipfile, pickle and numpy each raise their own on bad bytes

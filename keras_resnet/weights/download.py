@@ -11,19 +11,17 @@ uses. For each set it holds:
 Every file is written under a temporary name in the same folder and renamed into place when
 complete (``os.replace``): a killed download or conversion never leaves a file that a later
 load would take, and two processes loading the same set at once each rename a complete file
-over the other's. (``keras.utils.get_file`` alone writes straight to the final name, so a
-process killed mid-download would leave a short file there; it only removes it on Python
-exceptions.)
+over the other's. A download is bounded in time and size (``keras_resnet.weights.transport``:
+the published size of torchvision's sets; ``KERAS_RESNET_DOWNLOAD_TIMEOUT`` seconds of silence,
+at most an hour).
 """
 
 from __future__ import annotations
 
 import contextlib
 import glob
+import math
 import os
-import re
-import socket
-import sys
 import time
 import urllib.parse
 import uuid
@@ -39,12 +37,14 @@ from keras_resnet.weights.registry import (
     get,
     keras_home,
 )
+from keras_resnet.weights.transport import TransferFailed, copy_url
 
 URL_VAR = "KERAS_RESNET_WEIGHTS_URL"
 TIMEOUT_VAR = "KERAS_RESNET_DOWNLOAD_TIMEOUT"
 # Seconds a stalled connection may stay silent before the download fails (urllib's default is
 # to wait forever).
 DEFAULT_TIMEOUT = 60
+MAX_TIMEOUT = 3600
 CONVERTED_SUFFIX = ".keras_resnet.safetensors"
 STALE_PART_S = 24 * 3600
 
@@ -78,7 +78,11 @@ def download_url(ws: WeightSet) -> str:
 
 
 def _timeout() -> int:
-    return _cli.positive_env_int(TIMEOUT_VAR, "seconds", WeightsError, DEFAULT_TIMEOUT)
+    seconds = _cli.positive_env_int(TIMEOUT_VAR, "seconds", WeightsError, DEFAULT_TIMEOUT)
+    if seconds > MAX_TIMEOUT:
+        raise WeightsError(f"{TIMEOUT_VAR}={seconds} is more than {MAX_TIMEOUT} seconds (an "
+                           "hour of silence from a server is a failure)")
+    return seconds
 
 
 def _temporary(final: Path) -> Path:
@@ -138,12 +142,15 @@ def fetch(name, arch: str | None = None, *, progress: bool = True) -> Path:
     if final.is_file():
         _check_file(ws, final, download_url(ws), downloaded=False)
         return final
-    folder = _writable_cache(ws)
+    if os.path.lexists(final):
+        raise WeightsUnavailable(f"{final} is in the way of {ws.qualified_name}'s checkpoint "
+                                 "and is not a file; move it away")
+    _writable_cache(ws)
     _remove_stale_parts(final)
     url = download_url(ws)
     part = _temporary(final)
     try:
-        _download(url, part, folder, progress, mirror=ws.builtin)
+        _download(ws, url, part, progress)
         _check_file(ws, part, url, downloaded=True)
         os.replace(part, final)
     except BaseException:
@@ -152,35 +159,31 @@ def fetch(name, arch: str | None = None, *, progress: bool = True) -> Path:
     return final
 
 
-def _download(url: str, part: Path, folder: Path, progress: bool, mirror: bool) -> None:
-    """``keras.utils.get_file`` of ``url`` to ``part``, its messages and progress bar on stderr
-    (stdout may be a CLI's --json output), failures as one WeightsError line (``mirror``: one
-    that says the base URL can be replaced)."""
-    from keras.utils import get_file
+def download_bound(ws: WeightSet) -> int:
+    """The most bytes a download of ``ws`` may bring: the published size of torchvision's
+    sets (their ``file_size_mb``, MiB to three decimals), else the weights limit of a model
+    file (``KERAS_RESNET_MAX_WEIGHTS_BYTES``, default 2 GiB)."""
+    if ws.file_size_mb is not None:
+        return math.ceil(ws.file_size_mb * 2**20) + 2**16
+    from keras_resnet.modelfile import DEFAULT_MAX_WEIGHTS_BYTES, MAX_WEIGHTS_VARIABLE
 
-    previous = socket.getdefaulttimeout()
+    return _cli.positive_env_int(MAX_WEIGHTS_VARIABLE, "bytes", WeightsError,
+                                 DEFAULT_MAX_WEIGHTS_BYTES)
+
+
+def _download(ws: WeightSet, url: str, part: Path, progress: bool) -> None:
+    """``url`` to ``part``, its progress on stderr (stdout may be a CLI's --json output),
+    failures as one WeightsUnavailable line naming the URL and where to place the file."""
     try:
-        socket.setdefaulttimeout(_timeout())  # urlretrieve takes no timeout of its own
-        out = sys.stderr if progress else open(os.devnull, "w")
-        try:
-            with contextlib.redirect_stdout(out):
-                get_file(part.name, url, cache_dir=str(folder.parent), cache_subdir=folder.name)
-        finally:
-            if out is not sys.stderr:
-                out.close()
-    except WeightsError:
-        raise
-    except Exception as err:  # get_file re-raises HTTP/URL errors as plain Exceptions
-        reason = _reason(err)
-        raise WeightsUnavailable(f"could not download {url} ({reason}); download it yourself "
+        copy_url(url, part, bound=download_bound(ws), timeout=_timeout(), progress=progress)
+    except TransferFailed as err:
+        raise WeightsUnavailable(f"could not download {url} ({err}); download it yourself "
                                  f"and place it at {_final_of(part)}"
-                                 + (f" (or set {URL_VAR} to a mirror)" if mirror else "")
+                                 + (f" (or set {URL_VAR} to a mirror)" if ws.builtin else "")
                                  ) from None
-    finally:
-        socket.setdefaulttimeout(previous)
-    if not part.is_file():  # get_file fell back to another folder (an unwritable cache)
-        raise WeightsUnavailable(f"could not write {part.parent}; set KERAS_HOME to a writable "
-                                 "folder")
+    except OSError as err:  # writing the part: a full or vanished cache
+        raise WeightsUnavailable(f"could not write {part.parent} ({err.strerror}); set "
+                                 "KERAS_HOME to a folder with room") from None
 
 
 def _final_of(part: Path) -> Path:
@@ -189,14 +192,9 @@ def _final_of(part: Path) -> Path:
 
 
 def _reason(err: BaseException) -> str:
-    """Why a download failed, in a few words: get_file's "URL fetch failure on URL: CODE --
-    REASON" without the URL the message names already."""
+    """Why reading a file failed, in a few words."""
     text = " ".join(str(err).split()) or type(err).__name__
-    found = re.fullmatch(r"URL fetch failure on \S+: (\S+) -- (.*)", text)
-    if found:
-        code, why = found.groups()
-        text = why if code == "None" else f"HTTP {code} {why}"
-    elif not isinstance(err, OSError) or text == "timed out":
+    if not isinstance(err, OSError) or text == "timed out":
         text = f"{type(err).__name__}: {text}"
     return text if len(text) <= 200 else text[:197] + "..."
 
@@ -256,6 +254,7 @@ def _read_converted(ws: WeightSet, path: Path):
 
 def _write_converted(ws: WeightSet, sd: dict, path: Path) -> None:
     import numpy as np
+    from safetensors import SafetensorError
     from safetensors.numpy import save_file
 
     part = _temporary(path)
@@ -266,7 +265,7 @@ def _write_converted(ws: WeightSet, sd: dict, path: Path) -> None:
         save_file({k: np.ascontiguousarray(v) for k, v in sd.items()}, str(part),
                   metadata=metadata)
         os.replace(part, path)
-    except OSError:
+    except (OSError, SafetensorError):  # safetensors' own error for a write that fails
         _remove(part)  # a full disk: the next load converts again
     except BaseException:
         _remove(part)

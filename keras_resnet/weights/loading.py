@@ -1,23 +1,44 @@
-"""Putting a weight set (or a checkpoint file) into a built keras_resnet model."""
+"""Putting a weight set (or a checkpoint file) into a built keras_resnet model.
+
+The model is known by its ``builder_config`` (the ``build_resnet`` arguments every keras_resnet
+model carries): nothing here imports the builder, which imports this package.
+"""
 
 from __future__ import annotations
 
 import os
 
+from keras_resnet.weights.download import converted_path, fetch, state_dict
 from keras_resnet.weights.registry import WeightSet, WeightsError, get, looks_like_name
 
 
-def _source(weights, arch: str):
-    """(WeightSet or None, what to call it) for a name, a WeightSet or a file path."""
+def resolve(weights, arch: str) -> WeightSet | str:
+    """What ``weights`` stands for, once: a WeightSet for a name (or a WeightSet, checked for
+    ``arch``), else the path of a checkpoint file."""
     if isinstance(weights, WeightSet) or (isinstance(weights, str) and looks_like_name(weights)):
-        ws = get(weights, arch)
-        return ws, ws.qualified_name
+        return get(weights, arch)
     try:
-        path = os.fspath(weights)
+        return os.fspath(weights)
     except TypeError:
         raise WeightsError(f"weights must be a weight set's name (e.g. 'IMAGENET1K_V1', "
                            f"'DEFAULT') or a checkpoint file, got {weights!r}") from None
-    return None, str(path)
+
+
+def prepare(ws: WeightSet, config: dict, *, progress: bool = True) -> None:
+    """Before a model is built for ``ws``: refuses a model (``config``: its ``arch``, ``stem``,
+    ``width``, ``input_shape``) that the set cannot fill, then downloads the checkpoint unless
+    its converted copy is cached, so that a failure comes before the model is built."""
+    check_buildable(ws, config)
+    if not converted_path(ws).is_file():
+        fetch(ws, progress=progress)
+
+
+def _config_of(model) -> dict:
+    config = getattr(model, "builder_config", None)
+    if not isinstance(config, dict):
+        raise WeightsError(f"{getattr(model, 'name', model)!r} is not a keras_resnet model (it "
+                           "has no builder_config); build it with keras_resnet.build_resnet")
+    return config
 
 
 def _check_model(config: dict, found: dict, label: str, fix: str) -> None:
@@ -62,10 +83,10 @@ def _with_head(model, sd, take_theirs: bool):
 def load_into(model, weights, *, include_top: bool = True, progress: bool = True) -> dict:
     """Loads ``weights`` into a keras_resnet model built for them; returns what was loaded.
 
-    ``weights``: a weight set's name (``get`` resolves it for the model's arch: ``IMAGENET1K_V2``,
-    ``DEFAULT``, a registered name), a ``WeightSet``, or a torchvision-style checkpoint file
-    (.pth/.pt/.bin/.ckpt, .safetensors). A named set is downloaded and cached on first use
-    (``fetch``, ``state_dict``).
+    ``weights``: a ``WeightSet`` (``resolve``), a torchvision-style checkpoint file
+    (.pth/.pt/.bin/.ckpt, .safetensors), or a weight set's name, resolved here once for the
+    model's arch (``IMAGENET1K_V2``, ``DEFAULT``, a registered name). A named set is
+    downloaded and cached on first use (``fetch``, ``state_dict``).
 
     The model's arch, stem, width and input channels must be the checkpoint's. Its classifier
     takes the checkpoint's when both have the same class count; a model with another class
@@ -77,17 +98,19 @@ def load_into(model, weights, *, include_top: bool = True, progress: bool = True
     (the model's classifier kept) or "none" (the model has none)}``. Raises WeightsError (one
     line) for a set that cannot be had or does not fit.
     """
-    from keras_resnet.builder import model_config
     from keras_resnet.convert.architecture import infer_config
     from keras_resnet.convert.formats import read_state_dict
     from keras_resnet.convert.weights import load_torch_state_dict
-    from keras_resnet.weights.download import state_dict
 
-    config = model_config(model)
-    ws, label = _source(weights, config["arch"])
+    config = _config_of(model)
+    source = weights if isinstance(weights, WeightSet) else resolve(weights, config["arch"])
+    ws = source if isinstance(source, WeightSet) else None
+    label = ws.qualified_name if ws is not None else source
     if ws is not None:
+        if ws.arch != config["arch"]:
+            raise WeightsError(f"weight set {ws.qualified_name} is for {ws.arch}, not "
+                               f"{config['arch']}")
         check_buildable(ws, config)
-    if ws is not None:
         sd = state_dict(ws, progress=progress)
     else:
         try:

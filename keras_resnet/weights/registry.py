@@ -8,17 +8,23 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
+import math
 import os
 import re
 import threading
 import urllib.parse
+import warnings
 from collections.abc import Sequence
 from importlib import resources
-from pathlib import Path
 
-from keras_resnet import _cli
 from keras_resnet.archs import ARCHS
+from keras_resnet.weights import saved
+from keras_resnet.weights.errors import (  # noqa: F401  (their public home is here too)
+    WeightsError,
+    WeightsHashMismatch,
+    WeightsUnavailable,
+)
+from keras_resnet.weights.saved import keras_home, saved_path  # noqa: F401
 from keras_resnet.weights._torchvision import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -36,20 +42,13 @@ _HASH_IN_NAME = re.compile(r"-([a-f0-9]+)\.")
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]*")
 _HEX = re.compile(r"[0-9a-f]+")
 MIN_HASH_DIGITS = 8
-
-
-class WeightsError(_cli.UsageError, ValueError):
-    """A weight set that cannot be had as asked (an unknown name, a failed download, a file
-    whose hash differs): one line, naming what to do. The CLIs exit 2 with it."""
-
-
-class WeightsUnavailable(WeightsError):
-    """The checkpoint could not be had (offline, blocked, a server error, an unwritable cache):
-    the message names the URL and the exact cache path where the file can be placed by hand."""
-
-
-class WeightsHashMismatch(WeightsError):
-    """A checkpoint whose sha256 does not start with the set's hash: refused, nothing cached."""
+# The longest image side a transform may resize to: far above any ImageNet recipe's, and low
+# enough that one resized RGB image (float32) stays under a gigabyte.
+MAX_RESIZE_SIZE = 8192
+# A class name is shown on one line beside its score; a head of more classes than this is no
+# ImageNet-style classifier (ImageNet-21k has 21,841).
+MAX_CATEGORIES = 100_000
+MAX_CATEGORY_CHARS = 200
 
 
 @dataclasses.dataclass(frozen=True)
@@ -165,10 +164,10 @@ def all_weights() -> list[WeightSet]:
     """Every known set: torchvision's, those saved by ``register(..., save=True)`` (in
     ``saved_path()``), then those registered in this process (which win over a saved set of
     the same arch and name)."""
-    saved = {(ws.arch, ws.name): ws for ws in _read_saved()}
+    found = {(ws.arch, ws.name): ws for ws in _read_saved()}
     with _lock:
-        saved.update(_user)
-        return [*_builtin().values(), *saved.values()]
+        found.update(_user)
+        return [*_builtin().values(), *found.values()]
 
 
 def names(arch: str | None = None) -> list[str]:
@@ -280,8 +279,8 @@ def _not_a_file(name: str) -> str:
 def _check_hash(sha256) -> str:
     if not isinstance(sha256, str) or not _HEX.fullmatch(sha256.lower()) \
             or not MIN_HASH_DIGITS <= len(sha256) <= 64:
-        raise ValueError(f"sha256 must be the file's sha256 in hex, whole (64 digits) or its "
-                         f"first {MIN_HASH_DIGITS} or more digits, got {sha256!r}")
+        raise WeightsError(f"sha256 must be the file's sha256 in hex, whole (64 digits) or its "
+                           f"first {MIN_HASH_DIGITS} or more digits, got {sha256!r}")
     return sha256.lower()
 
 
@@ -304,10 +303,14 @@ def register(name: str, *, arch: str, url: str, sha256: str,
     names cannot be replaced. Returns the new ``WeightSet``.
     """
     ws = _make_set(name, arch, url, sha256, categories, resize_size, crop_size, mean, std)
+    if save:
+        before = _update_saved(arch, name, ws)
+        if before is not None and before != ws:
+            warnings.warn(f"register: replaced the saved weight set {ws.qualified_name} (url "
+                          f"{before.url}, sha256 {before.sha256}) in {saved_path()}",
+                          stacklevel=2)
     with _lock:
         _user[(arch, name)] = ws
-    if save:
-        _write_saved([s for s in _read_saved() if (s.arch, s.name) != (arch, name)] + [ws])
     return ws
 
 
@@ -316,9 +319,8 @@ def unregister(name: str, arch: str) -> None:
     error when there is none)."""
     with _lock:
         _user.pop((arch, name), None)
-    saved = _read_saved()
-    if any((s.arch, s.name) == (arch, name) for s in saved):
-        _write_saved([s for s in saved if (s.arch, s.name) != (arch, name)])
+    if any((s.arch, s.name) == (arch, name) for s in _read_saved()):
+        _update_saved(arch, name, None)
 
 
 def _make_set(name, arch, url, sha256, categories, resize_size, crop_size, mean,
@@ -326,95 +328,123 @@ def _make_set(name, arch, url, sha256, categories, resize_size, crop_size, mean,
     """A user's WeightSet from ``register``'s arguments, checked (ValueError naming what is
     wrong)."""
     if arch not in ARCHS:
-        raise ValueError(f"unknown arch {arch!r}; expected one of {sorted(ARCHS)}")
+        raise WeightsError(f"unknown arch {arch!r}; expected one of {sorted(ARCHS)}")
     if not isinstance(name, str) or not _NAME.fullmatch(name) or "." in name \
             or name.upper() == DEFAULT or name.lower().endswith(FILE_SUFFIXES):
-        raise ValueError(f"a weight set's name must be a word of letters, digits, '_' and '-' "
+        raise WeightsError(f"a weight set's name must be a word of letters, digits, '_' and '-' "
                          f"(not {DEFAULT!r}), got {name!r}")
     if any(k[0] == arch and k[1].lower() == name.lower() for k in _builtin()):
-        raise ValueError(f"{name!r} is torchvision's {arch} weight set; register yours under "
+        raise WeightsError(f"{name!r} is torchvision's {arch} weight set; register yours under "
                          "another name")
     sha256 = _check_hash(sha256)
     if not isinstance(url, str) or urllib.parse.urlsplit(url).scheme not in ("http", "https",
                                                                              "file"):
-        raise ValueError(f"url must be an http://, https:// or file:// URL, got {url!r}")
+        raise WeightsError(f"url must be an http://, https:// or file:// URL, got {url!r}")
     if not _url_file_name(url).lower().endswith(CHECKPOINT_SUFFIXES):
-        raise ValueError(f"url must name a checkpoint file ({', '.join(CHECKPOINT_SUFFIXES)}), "
+        raise WeightsError(f"url must name a checkpoint file ({', '.join(CHECKPOINT_SUFFIXES)}), "
                          f"got {url!r}")
     return WeightSet(name=name, arch=arch, url=url, sha256=sha256,
                      categories=_check_categories(categories),
-                     **_check_transform(resize_size, crop_size, mean, std))
+                     **check_transform(resize_size, crop_size, mean, std))
 
 
 def _check_categories(categories) -> tuple[str, ...]:
     if categories is None:
         return imagenet_categories()
     if isinstance(categories, str) or not isinstance(categories, Sequence):
-        raise ValueError(f"categories must be a list of class names, got {categories!r}")
+        raise WeightsError(f"categories must be a list of class names, got {categories!r:.80}")
     categories = tuple(categories)
-    bad = [c for c in categories if not isinstance(c, str) or not c]
-    if bad or not categories or len(set(categories)) != len(categories):
-        raise ValueError("categories must be distinct non-empty strings, one per class")
+    if not categories or len(categories) > MAX_CATEGORIES:
+        raise WeightsError(f"categories must hold 1 to {MAX_CATEGORIES} class names, got "
+                           f"{len(categories)}")
+    bad = [c for c in categories if not isinstance(c, str) or not c or not c.isprintable()
+           or len(c) > MAX_CATEGORY_CHARS]
+    if bad:
+        raise WeightsError(f"categories must be non-empty printable strings of at most "
+                           f"{MAX_CATEGORY_CHARS} characters (one line each), got "
+                           f"{bad[0]!r:.80}")
+    if len(set(categories)) != len(categories):
+        raise WeightsError("categories must be distinct, one per class")
     return categories
 
 
-def _check_transform(resize_size, crop_size, mean, std) -> dict:
+def check_transform(resize_size, crop_size, mean, std) -> dict:
+    """A weight set's evaluation transform, checked (WeightsError naming the field): sizes
+    whole numbers in 1..MAX_RESIZE_SIZE with the crop inside the resize, and the mean and std
+    of each of 3 channels finite numbers in torchvision's 0..1 pixel units."""
     for label, value in (("resize_size", resize_size), ("crop_size", crop_size)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{label} must be a positive integer, got {value!r}")
+        if isinstance(value, bool) or not isinstance(value, int) \
+                or not 1 <= value <= MAX_RESIZE_SIZE:
+            raise WeightsError(f"{label} must be a whole number of pixels in 1..{MAX_RESIZE_SIZE}"
+                               f", got {value!r:.40}")
     if resize_size < crop_size:
-        raise ValueError(f"resize_size {resize_size} must be at least crop_size {crop_size}")
-    mean, std = tuple(float(m) for m in mean), tuple(float(s) for s in std)
-    if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
-        raise ValueError(f"mean and std must be 3 values each (std positive), got {mean}, {std}")
-    return {"resize_size": resize_size, "crop_size": crop_size, "mean": mean, "std": std}
+        raise WeightsError(f"resize_size {resize_size} must be at least crop_size {crop_size}")
+    values = {}
+    for label, value, low_ok in (("mean", mean, True), ("std", std, False)):
+        try:
+            numbers = tuple(value)
+            if len(numbers) != 3 or any(isinstance(v, (bool, str)) for v in numbers):
+                raise TypeError
+            numbers = tuple(float(v) for v in numbers)
+        except (TypeError, ValueError):
+            raise WeightsError(f"{label} must be 3 numbers, one per RGB channel, got "
+                               f"{value!r:.80}") from None
+        if not all(math.isfinite(v) and (0 <= v if low_ok else 0 < v) and v <= 1
+                   for v in numbers):
+            bounds = "[0, 1]" if low_ok else "(0, 1]"
+            raise WeightsError(f"{label} must be 3 finite numbers in {bounds} (0..1 pixel "
+                               f"units, as torchvision's), got {list(numbers)}")
+        values[label] = numbers
+    return {"resize_size": resize_size, "crop_size": crop_size, **values}
+
+
 
 
 # ------------------------------------------------------------------------------------------
-# Sets saved for every process: a JSON list of register's arguments.
+# Sets saved for every process (keras_resnet.weights.saved holds the file).
 
 
-def keras_home() -> Path:
-    """``$KERAS_HOME``, or ``~/.keras`` (read at every call, as Keras reads it at import)."""
-    home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
-    return Path(home).expanduser()
+_REQUIRED = ("name", "arch", "url", "sha256")
+_OPTIONAL = {"categories": None, "resize_size": 256, "crop_size": 224, "mean": IMAGENET_MEAN,
+             "std": IMAGENET_STD}
 
 
-def saved_path() -> Path:
-    """Where ``register(..., save=True)`` keeps the user's sets for later processes."""
-    return keras_home() / "keras_resnet" / "weights.json"
+def _sets_of(path, rows: list) -> tuple[WeightSet, ...]:
+    sets = []
+    for row in rows:
+        missing = [k for k in _REQUIRED if k not in row]
+        unknown = sorted(set(row) - {*_REQUIRED, *_OPTIONAL})
+        try:
+            if missing or unknown:
+                raise WeightsError(f"fields {missing or unknown} are "
+                                   + ("missing" if missing else "unknown"))
+            sets.append(_make_set(**{**_OPTIONAL, **row}))
+        except (TypeError, ValueError) as err:
+            raise WeightsError(f"{path} holds a weight set that register would refuse ({err}); "
+                               "fix or delete it") from None
+    return tuple(sets)
 
 
-def _read_saved() -> list[WeightSet]:
-    path = saved_path()
-    try:
-        rows = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return []
-    except (OSError, ValueError) as err:
-        raise WeightsError(f"cannot read the saved weight sets {path} ({err}); fix or delete "
-                           "it") from None
-    try:
-        if not isinstance(rows, list):
-            raise ValueError("not a JSON list")
-        return [_make_set(**{**row, "categories": row.get("categories")}) for row in rows]
-    except (TypeError, ValueError) as err:
-        raise WeightsError(f"{path} holds a weight set that register would refuse ({err}); "
-                           "fix or delete it") from None
+def _read_saved(fresh: bool = False) -> tuple[WeightSet, ...]:
+    return saved.read(_sets_of, fresh)
 
 
-def _write_saved(sets: list[WeightSet]) -> None:
-    path = saved_path()
-    imagenet = imagenet_categories()
-    rows = [{"name": ws.name, "arch": ws.arch, "url": ws.url, "sha256": ws.sha256,
-             "categories": None if ws.categories == imagenet else list(ws.categories),
-             "resize_size": ws.resize_size, "crop_size": ws.crop_size,
-             "mean": list(ws.mean), "std": list(ws.std)} for ws in sets]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    part = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.part")
-    try:
-        part.write_text(json.dumps(rows, indent=1) + "\n", encoding="utf-8")
-        os.replace(part, path)
-    finally:
-        if part.exists():
-            part.unlink()
+def _row(ws: WeightSet) -> dict:
+    return {"name": ws.name, "arch": ws.arch, "url": ws.url, "sha256": ws.sha256,
+            "categories": None if ws.categories == imagenet_categories() else list(ws.categories),
+            "resize_size": ws.resize_size, "crop_size": ws.crop_size,
+            "mean": list(ws.mean), "std": list(ws.std)}
+
+
+def _update_saved(arch: str, name: str, ws: WeightSet | None) -> WeightSet | None:
+    """Replaces (``ws``) or removes (None) the saved set ``(arch, name)``, under the file's lock;
+    returns the saved set it replaced, if any."""
+    with saved.locked():
+        sets = _read_saved(fresh=True)
+        before = next((s for s in sets if (s.arch, s.name) == (arch, name)), None)
+        if ws is None and before is None:
+            return None
+        kept = [s for s in sets if (s.arch, s.name) != (arch, name)]
+        saved.write([_row(s) for s in kept + ([ws] if ws is not None else [])])
+        _read_saved(fresh=True)  # its new stamp: this process need not parse it again
+        return before

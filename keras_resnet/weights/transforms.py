@@ -15,27 +15,29 @@ difference from torchvision on real photographs.
 
 from __future__ import annotations
 
-from keras_resnet.weights.registry import WeightSet, get
+from keras_resnet.weights._torchvision import IMAGENET_MEAN, IMAGENET_STD
+from keras_resnet.weights.registry import WeightSet, WeightsError, check_transform, get
 
 
 def transform_config(name, arch: str | None = None) -> dict:
     """The transform's settings (``WeightSet.transform_config()``) for a name, a WeightSet or
-    such a dict (checked)."""
+    such a dict (a manifest's: every value checked, WeightsError naming the field)."""
     if isinstance(name, dict):
         config = dict(name)
-        for key in ("resize_size", "crop_size"):
-            value = config.get(key)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"transform {key} must be a positive integer, got {value!r}")
-        if config["resize_size"] < config["crop_size"]:
-            raise ValueError(f"transform resize_size {config['resize_size']} is below its "
-                             f"crop_size {config['crop_size']}")
         if config.get("interpolation", "bilinear") != "bilinear" or \
-                not config.get("antialias", True):
-            raise ValueError("only torchvision's bilinear antialiased resize is supported, got "
-                             f"interpolation={config.get('interpolation')!r} "
-                             f"antialias={config.get('antialias')!r}")
-        return config
+                config.get("antialias", True) is not True:
+            raise WeightsError("transform: only torchvision's bilinear antialiased resize is "
+                               "supported, got interpolation="
+                               f"{config.get('interpolation')!r:.40} "
+                               f"antialias={config.get('antialias')!r:.40}")
+        try:
+            checked = check_transform(
+                config.get("resize_size"), config.get("crop_size"),
+                config.get("mean", IMAGENET_MEAN), config.get("std", IMAGENET_STD))
+        except WeightsError as err:
+            raise WeightsError(f"transform {err}") from None
+        return {**config, **checked, "mean": list(checked["mean"]),
+                "std": list(checked["std"])}
     ws = name if isinstance(name, WeightSet) else get(name, arch)
     return ws.transform_config()
 

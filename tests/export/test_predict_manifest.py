@@ -87,3 +87,19 @@ def test_an_artifact_changed_after_the_export_is_refused(export_copy, capsys):
     assert result.code == 2, result.err
     line = harness.one_line(result.err, PROG)
     assert "sha256" in line and "changed after the export" in line and "--overwrite" in line
+
+
+def test_an_export_of_a_model_without_a_classifier_is_named_a_feature_extractor(
+        export_copy, capsys):
+    out, image = export_copy
+
+    def edit(m):
+        m["source"]["model_config"] = {**m["source"].get("model_config", {}),
+                                       "include_top": False}
+        m["class_names"] = [str(i) for i in range(32)]  # what the export records for features
+    _tamper(out, edit)
+    result = predict(capsys, out, image)
+    assert result.code == 2, result.err
+    line = harness.one_line(result.err, PROG)
+    assert "has no classifier (built with include_top=False): it is a feature extractor " \
+           "giving 32 features per image" in line

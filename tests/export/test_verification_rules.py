@@ -184,3 +184,32 @@ def test_a_real_untrained_models_dynamic_int8_file_passes_and_a_wrong_scale_fail
     result = verification.verify(path, ref * 2, images, latency_runs=0)
     assert not result["passed"]
     assert "relative logit error" in result["failures"][0]
+
+
+@pytest.mark.parametrize("noise, passed", [(1e-4, True), (0.5, False)])
+def test_a_one_class_models_float16_artifact_is_judged_by_its_logit_error(
+        monkeypatch, data, noise, passed):
+    images, logits = data
+    one = logits[:, :1].copy()  # build_resnet(..., num_classes=1): one logit per image
+    artifact = one + np.random.default_rng(1).normal(0, noise, one.shape).astype("float32")
+    result = run(monkeypatch, StoredRunner(artifact), images, one)
+    assert result["passed"] is passed, result["failures"]
+    assert result["top1_agreement_decisive"] is None  # no ranking of one class to agree on
+    if not passed:
+        assert any("relative logit error" in f for f in result["failures"])
+
+
+@pytest.mark.slow
+def test_a_one_class_model_exports_to_tflite_float16(tmp_path, capsys):
+    import json
+
+    import keras_resnet
+    from export.cli import main
+
+    keras_resnet.build_resnet("resnet18", (32, 32, 3), 1, width=4).save(tmp_path / "one.keras")
+    code = main(["--model", str(tmp_path / "one.keras"), "--out", str(tmp_path / "out"),
+                 "--formats", "tflite", "--tflite-variants", "float16", "--no-dataset",
+                 "--num-verify", "16", "--latency-runs", "1"])
+    assert code == 0, capsys.readouterr().err[-2000:]
+    (artifact,) = json.loads((tmp_path / "out" / "manifest.json").read_text())["artifacts"]
+    assert artifact["variant"] == "float16" and artifact["passed"]

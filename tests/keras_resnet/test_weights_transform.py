@@ -97,8 +97,13 @@ def test_a_manifests_transform_config_gives_the_same_function():
 
 
 @pytest.mark.parametrize("config,match", [
-    ({"resize_size": 200, "crop_size": 224}, "below its crop_size"),
-    ({"resize_size": 0, "crop_size": 224}, "positive integer"),
+    ({"resize_size": 200, "crop_size": 224}, "must be at least crop_size 224"),
+    ({"resize_size": 0, "crop_size": 224}, "resize_size must be a whole number of pixels"),
+    ({"resize_size": 10**30, "crop_size": 224}, "in 1..8192, got 1000000000000000000000"),
+    ({"resize_size": 256, "crop_size": 224, "mean": [0.5, float("nan"), 0.5]},
+     "transform mean must be 3 finite numbers"),
+    ({"resize_size": 256, "crop_size": 224, "std": [0.2, 0.2, float("inf")]},
+     "transform std must be 3 finite numbers"),
     ({"resize_size": 256, "crop_size": 224, "interpolation": "nearest"}, "bilinear"),
 ])
 def test_bad_transform_configs_are_named(config, match):

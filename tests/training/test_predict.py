@@ -172,3 +172,19 @@ def test_non_finite_outputs_are_a_failure_not_invalid_json(run_and_images, tmp_p
     with pytest.raises(NonFiniteOutputs):
         predict_files(lambda x: np.full((len(x), 4), np.inf), (28, 28, 1),
                       [images / "a.png"], 2, None, 8)
+
+
+def test_a_model_without_a_classifier_is_named_a_feature_extractor(run_and_images, tmp_path,
+                                                                   capsys):
+    import keras_resnet
+    from tests.harness import one_line, run_cli
+    from training.predict import main
+
+    _, _, images = run_and_images
+    model = keras_resnet.build_resnet("resnet18", (28, 28, 1), include_top=False, width=4)
+    model.save(tmp_path / "features.keras")
+    result = run_cli(main, capsys, "--model", tmp_path / "features.keras", images / "a.png")
+    assert result.code == 2 and result.out == ""
+    line = one_line(result.err, "python -m training.predict: error: ")
+    assert "has no classifier (built with include_top=False): it is a feature extractor " \
+           "giving 32 features per image, not class scores" in line
