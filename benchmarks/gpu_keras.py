@@ -31,11 +31,11 @@ class Runner:
         self.platform = self.device.platform
         self.device_name = self.device.device_kind
         self.notes = []
-        keras.config.set_dtype_policy(spec["precision"])
         # Unseeded initial weights (no figure depends on them): keras.utils.set_random_seed
         # would import TensorFlow, where installed, to seed it too.
         h, w, c = spec["input_shape"]
-        self.model = build_resnet(spec["arch"], (h, w, c), spec["num_classes"], stem=spec["stem"])
+        self.model = build_resnet(spec["arch"], (h, w, c), spec["num_classes"], stem=spec["stem"],
+                                  dtype=spec["precision"])
         optimizer = keras.optimizers.SGD(0.1, momentum=0.9)
         if spec["precision"] == "mixed_float16":
             optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
