@@ -9,13 +9,12 @@ import gc
 
 import numpy as np
 
-from keras_resnet._cli import UsageError
 from keras_resnet._keras_compat import flatten_layers
 
 FLOAT32 = "float32"
 
 
-class ExportError(UsageError):
+class ExportError(ValueError):
     """A user-facing problem (bad model file, bad options, missing data): printed, exit 2."""
 
 

@@ -145,30 +145,26 @@ def build_resnet(
         num_classes: size of the classifier (only with ``include_top``); default 1000, or the
             class count of the named ``weights``.
         include_top: add global pooling and the ``predictions`` Dense layer.
-        pooling: "avg" or "max" global pooling, or None (only used without the top: the
-            model then returns the last stage's feature map).
+        pooling: "avg" or "max" global pooling, or None (without the top only: the model then
+            returns the last stage's feature map).
         classifier_activation: None (logits, the default), "softmax", or any Keras activation.
-        stem: "imagenet" (7x7/2 conv + 3x3/2 max-pool) or "cifar" (3x3/1 conv, no pool) for
-            28x28 and 32x32 inputs.
+        stem: "imagenet" (7x7/2 conv, 3x3/2 max-pool) or "cifar" (3x3/1 conv; 28x28, 32x32).
         width: base channel count (64 in the paper; stage i has ``width * 2**(i-1)`` filters).
         zero_init_residual: start each block's last BN gamma at zero.
         normalization: optional ``(mean, std)`` in raw pixel units (per channel or scalar);
             adds a float32 ``normalization`` layer so the model takes raw 0..255 pixels.
-        class_names: optional name of each output class (``num_classes`` distinct strings),
-            kept in the model's config so that a saved .keras file can name its predictions.
-        name: model name; defaults to ``arch``.
+        class_names: optional names of the ``num_classes`` classes (distinct strings), kept in
+            the config: a saved .keras file names its predictions.
+        name: model name (default ``arch``).
         weights: None (random), a weight set's name (``"IMAGENET1K_V2"``, ``"DEFAULT"``: see
             ``keras_resnet.weights``) or a torchvision-style checkpoint file. A name also sets
             the defaults of ``normalization``, ``num_classes`` and ``class_names``;
             ``include_top=False`` or another ``num_classes`` load the backbone only
             (fine-tuning). Raises ``keras_resnet.weights.WeightsError`` (a ValueError).
-        dtype: the dtype policy of every layer but the float32 normalization and classifier:
-            a policy name (``"mixed_float16"``, ``"mixed_bfloat16"``) or a
-            ``keras.DTypePolicy``; default: Keras's global policy.
+        dtype: the dtype policy of every layer but the float32 normalization and classifier
+            (``"mixed_bfloat16"``, a ``keras.DTypePolicy``; default: Keras's global one).
 
-    The model remembers these arguments (``model.builder_config``, ``model.arch``,
-    ``model.class_names``); ``keras.models.load_model`` gives them back once ``keras_resnet``
-    is imported.
+    The model keeps these arguments (``model.builder_config``), in its saved files too.
     """
     weight_set = None
     if weights is not None:  # a named set's defaults, and the checks before any download

@@ -37,15 +37,15 @@ from training.runrecord import write_record
 RESUMABLE_CHANGES = ("epochs", "resume", "run_dir", "verbose", "strategy", "cpu_replicas")
 
 
-class WorkerLost(_cli.FailedError, RuntimeError):
+class WorkerLost(RuntimeError):
     """Another worker of a multi-worker run stopped; the run can resume from its last epoch."""
 
 
-class RunExists(_cli.UsageError, FileExistsError):
+class RunExists(FileExistsError):
     """The run directory already holds a run that this one would overwrite."""
 
 
-class TrainingDiverged(_cli.DivergedError, RuntimeError):
+class TrainingDiverged(RuntimeError):
     """The loss became NaN/inf or exploded; the message names the last good checkpoint."""
 
 

@@ -29,11 +29,11 @@ image or holds none, an unreadable model: the one-line message names it); 1 a mo
 non-finite outputs (one line), or an internal error."""
 
 
-class PredictError(_cli.UsageError, ValueError):
+class PredictError(ValueError):
     """A user's input that cannot be predicted on; the message names it."""
 
 
-class NonFiniteOutputs(_cli.FailedError, ValueError):
+class NonFiniteOutputs(ValueError):
     """The model gave NaN or infinite outputs: it is broken, and no ranking (nor valid JSON,
     which has no NaN) can be made of them."""
 

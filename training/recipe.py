@@ -9,19 +9,19 @@ import functools
 import os
 import warnings
 
-from keras_resnet import _cli, _imports
+from keras_resnet import _imports
 
 from training.config import WEIGHT_SUFFIXES, TrainConfig
 from training.console import log
 from training.modelio import load_model
 
 
-class RunError(_cli.UsageError, ValueError):
+class RunError(ValueError):
     """A run that cannot start as asked (its options, --weights, its run directory); the
     message says what to change."""
 
 
-class RunFileMissing(_cli.UsageError, FileNotFoundError):
+class RunFileMissing(FileNotFoundError):
     """A file the run starts from (--weights, a resumed run's config.json) does not exist."""
 
 

@@ -18,7 +18,7 @@ TEMP_PREFIX = ".tmp-"
 _OURS = re.compile(r"^\.tmp-\d+-.+$|^.+\.tmp-\d+$")  # the second: files of earlier versions
 
 
-class RunDirError(_cli.UsageError, RuntimeError):
+class RunDirError(RuntimeError):
     """The run directory cannot be used as asked; the message names the path and what to do."""
 
 

@@ -11,7 +11,6 @@ import os
 
 from training.preprocessing import Preprocessing
 
-from keras_resnet._cli import UsageError
 
 CONFIG = "config.json"
 # What training.fit always writes (write_record checks it); fit writes more (versions,
@@ -21,7 +20,7 @@ REQUIRED = ("arch", "dataset", "input_shape", "num_classes", "options")
 SUMMARY = ("arch", "dataset", "input_shape", "precision", "preprocessing")
 
 
-class RunRecordError(UsageError, ValueError):
+class RunRecordError(ValueError):
     """A config.json that cannot be read as a run record; the message names the file."""
 
 
