@@ -1,4 +1,4 @@
-"""Our ResNet on Keras's JAX backend, for ``benchmarks.gpu_row``: a compiled training step and a
+"""Our ResNet on Keras's JAX backend, for ``benchmarks.gpu.row``: a compiled training step and a
 compiled inference step on synthetic data already on the device.
 
 The training step is the one ``model.fit`` compiles on JAX (``jax.jit`` of
@@ -13,13 +13,13 @@ from __future__ import annotations
 import os
 
 if os.environ.get("KERAS_BACKEND") != "jax":  # imported by a process that chose otherwise
-    raise ImportError("benchmarks.gpu_keras needs KERAS_BACKEND=jax set before Keras loads")
+    raise ImportError("benchmarks.gpu.keras_runner needs KERAS_BACKEND=jax set before Keras loads")
 
 import jax  # noqa: E402
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from benchmarks.gpu_row import measure  # noqa: E402
+from benchmarks.gpu.timing import measure  # noqa: E402
 
 
 class Runner:
