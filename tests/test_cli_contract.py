@@ -82,7 +82,7 @@ def test_library_errors_are_plain_python_errors_and_one_table_gives_their_exit_s
     from training.distribute import DistributeError
     from training.evaluate import EvaluateError, ModelNotFound
     from training.fit import RunExists, TrainingDiverged, WorkerLost
-    from training.predict import NonFiniteOutputs, PredictError
+    from training.predicting import NonFiniteOutputs, PredictError
     from training.recipe import RunError, RunFileMissing
     from training.rundir import RunDirError
     from training.runrecord import RunRecordError
