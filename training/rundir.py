@@ -9,7 +9,6 @@ import json
 import os
 import re
 
-from keras_resnet import _cli
 
 LOCK_FILE = "fit.lock"
 # Every temporary file this package writes is named like this (Keras needs the real suffix to
