@@ -48,7 +48,7 @@ def child_env(device: str) -> dict:
     env.setdefault("JAX_COMPILATION_CACHE_DIR",
                    os.path.join(tempfile.gettempdir(), "keras-resnet-jax-cache"))
     env.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
-    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     env["PYTHONPATH"] = os.pathsep.join(p for p in (repo, env.get("PYTHONPATH")) if p)
     return env
 
