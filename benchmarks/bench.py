@@ -47,18 +47,18 @@ class KerasRunner:
         from keras_resnet import build_resnet
         from keras_resnet.fast import default_jit_compile
 
-        if cfg["precision"] != "float32":
-            keras.config.set_dtype_policy(cfg["precision"])
-        if cfg.get("input_gradient", "forward") == "tensorflow":
-            from keras_resnet import kernels
+        from keras_resnet import kernels
 
-            kernels.use(kernels.active() - {"flipped_input_gradient"})
+        # Chosen for every step (the first traces the model's function): see keras_resnet.kernels.
+        self.kernels = kernels.active()
+        if cfg.get("input_gradient", "forward") == "tensorflow":
+            self.kernels -= {"flipped_input_gradient"}
         keras.utils.set_random_seed(0)
         h, w, c = cfg["input_shape"]
         self.batch = cfg["batch"]
         self.model = build_resnet(cfg["arch"], input_shape=(h, w, c),
                                   num_classes=cfg["num_classes"], stem=cfg["stem"],
-                                  width=cfg.get("width", 64))
+                                  width=cfg.get("width", 64), dtype=cfg["precision"])
         jit = {"on": True, "off": False}.get(cfg["jit"], None)
         if jit is None:
             jit = default_jit_compile()
@@ -79,18 +79,19 @@ class KerasRunner:
         self.y = rng.integers(0, cfg["num_classes"], self.batch).astype("int32")
 
     def step(self, mode: str) -> None:
-        if mode == "train":
-            self.model.train_on_batch(self.x, self.y)
-        else:
-            self.model.predict_on_batch(self.x)
+        from keras_resnet import kernels
+
+        with kernels.use(self.kernels):
+            if mode == "train":
+                self.model.train_on_batch(self.x, self.y)
+            else:
+                self.model.predict_on_batch(self.x)
 
     def describe(self) -> str:
         import keras
         import tensorflow as tf
 
-        from keras_resnet import kernels
-
-        grad = ("forward conv" if "flipped_input_gradient" in kernels.active()
+        grad = ("forward conv" if "flipped_input_gradient" in self.kernels
                 else "Conv2DBackpropInput")
         return (f"tensorflow {tf.__version__}, keras {keras.__version__}, jit_compile={self.jit}, "
                 f"stride-1 3x3 input gradient: {grad}")

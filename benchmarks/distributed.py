@@ -33,7 +33,7 @@ DEFAULT_FIT = ["--arch", "resnet18", "--dataset", "synthetic", "--synthetic-shap
                "--verbose", "2"]
 
 
-class RunFailed(_cli.FailedError):
+class RunFailed(RuntimeError):
     """One of the compared training runs did not finish; the message ends with its output."""
 
 

@@ -126,7 +126,6 @@ def _train_on_batch_worker(fit_args: list, steps: int, warmup: int, queue) -> No
         import keras
 
         cfg = parse_args(fit_args).resolved()
-        keras.config.set_dtype_policy(cfg.precision)
         keras.utils.set_random_seed(cfg.seed)
         data = datasets.load_pipelines(cfg.dataset, batch_size=cfg.batch_size,
                                        data_dir=cfg.data_dir, augment=cfg.augment,
@@ -135,7 +134,7 @@ def _train_on_batch_worker(fit_args: list, steps: int, warmup: int, queue) -> No
                                        epochs=cfg.epochs, **cfg.data_options())
         x, y = next(iter(data.train))
         x, y = x.numpy(), y.numpy()
-        model = build_model(cfg, data.info)
+        model = build_model(cfg, data.info, dtype=cfg.precision)
         compile_model(model, make_optimizer(cfg, model, data.steps_per_epoch),
                       make_loss(cfg.label_smoothing), jit_compile=False)
         for _ in range(warmup):

@@ -10,7 +10,9 @@ Python API::
     report = export.verify("out/model.onnx", model, images)  # report["passed"], figures
     manifest = export.export_all(model, "out", images=x, labels=y, calibration_images=train_x)
 
-Every writer rebuilds a mixed-precision model in float32 (weights copied) first. Modules are
+Every writer takes a Keras model or an ``export.ExportSource`` (the model made once for an
+export: its float32 reference, input, classes, serving functions); a mixed-precision model is
+rebuilt in float32 (weights copied) first. Modules are
 named ``*_format`` so that ``export.onnx`` etc. stay functions, not submodules.
 """
 
@@ -22,8 +24,9 @@ _EXPORTS = {
     "DEFAULT_OPSET": ("export.checks", "DEFAULT_OPSET"),
     "ExportError": ("export.model_io", "ExportError"),
     "FORMATS": ("export.pipeline", "FORMATS"),
-    "INPUT_NAME": ("export.savedmodel_format", "INPUT_NAME"),
-    "OUTPUT_NAMES": ("export.savedmodel_format", "OUTPUT_NAMES"),
+    "ExportSource": ("export.source", "ExportSource"),
+    "INPUT_NAME": ("export.source", "INPUT_NAME"),
+    "OUTPUT_NAMES": ("export.source", "OUTPUT_NAMES"),
     "TFLITE_VARIANTS": ("export.tflite_format", "VARIANTS"),
     "export_all": ("export.pipeline", "export_all"),
     "float32_model": ("export.model_io", "float32_model"),
@@ -38,7 +41,7 @@ _EXPORTS = {
 }
 
 __all__ = [
-    "DEFAULT_OPSET", "ExportError", "FORMATS", "INPUT_NAME", "OUTPUT_NAMES", "TFLITE_VARIANTS",
+    "DEFAULT_OPSET", "ExportError", "ExportSource", "FORMATS", "INPUT_NAME", "OUTPUT_NAMES", "TFLITE_VARIANTS",
     "export_all", "float32_model", "format_table", "load_model", "load_runner", "onnx",
     "op_report", "saved_model", "tflite", "verify",
 ]

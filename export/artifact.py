@@ -5,8 +5,9 @@ Each format module (``savedmodel_format``, ``onnx_format``, ``tflite_format``) e
 * ``FORMAT``: its name in the manifest, and ``VARIANTS``: the variants it can write;
 * ``check(variant, options, shape)``: raises ExportError when ``options`` cannot give that
   variant for a model taking ``shape`` (H, W, C), before anything is written;
-* ``write_artifact(model, folder, variant, options) -> Artifact``: writes one artifact of the
-  float32 ``model`` under ``folder``.
+* ``write_artifact(source, folder, variant, options) -> Artifact``: writes one artifact of
+  ``source`` (an ``export.source.ExportSource``: the float32 reference and its serving
+  functions) under ``folder``.
 
 Judging an artifact is not the writer's business: ``export.verification`` holds every rule.
 """

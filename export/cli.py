@@ -16,10 +16,11 @@ from keras_resnet import _cli
 from keras_resnet._cli import positive_int
 
 from export.checks import DEFAULT_OPSET, image_array, parse_list
-from export.model_io import ExportError, input_spec, load_model, num_classes
+from export.model_io import ExportError, load_model
 from export.onnx_format import LAYOUTS as ONNX_LAYOUTS, VARIANTS as ONNX_VARIANTS
 from export.outdir import check_out_dir
 from export.pipeline import FORMATS, export_all, format_table
+from export.source import ExportSource
 from export.tflite_format import DEFAULT_CALIBRATION_SIZE, IO_DTYPES, VARIANTS
 from training.weightsets import add_arguments
 
@@ -204,12 +205,12 @@ def run(args) -> int:
     # Cheap checks first: fail before loading TensorFlow models or data.
     formats, variants = _checked_options(args)
     onnx_variants = parse_list(args.onnx_variants, ONNX_VARIANTS, "ONNX variant")
-    model, record, source = _model(args, out)
-    shape = input_spec(model)
+    export_source, record = _export_source(args, out)
+    shape = export_source.shape
     dataset, load_kwargs = _data_source(args, record)
     need_int8 = (("tflite" in formats and "int8" in variants)
                  or ("onnx" in formats and "int8" in onnx_variants))
-    images, labels, data_desc = _verification_data(args, model, shape, dataset, load_kwargs)
+    images, labels, data_desc = _verification_data(args, export_source, dataset, load_kwargs)
     calibration, calib_desc = _calibration_data(args, shape, dataset, load_kwargs, need_int8,
                                                 have_inputs=images is not None)
     if calibration is None and need_int8 and args.tflite_variants == DEFAULT_VARIANTS:
@@ -219,10 +220,8 @@ def run(args) -> int:
              "training set (--calibration FILE.npy or a --dataset); the other artifacts need "
              "none")
 
-    # The model's own names first: a .keras copied away from its run has no config.json.
-    class_names = getattr(model, "class_names", None) or (record and record.class_names)
     manifest = export_all(
-        model,
+        export_source,
         out,
         formats=formats,
         tflite_variants=variants,
@@ -231,7 +230,6 @@ def run(args) -> int:
         images=images,
         labels=labels,
         calibration_images=calibration,
-        class_names=class_names,
         opset=args.opset,
         int8_io=args.int8_io,
         overwrite=args.overwrite,
@@ -239,10 +237,18 @@ def run(args) -> int:
         latency_runs=args.latency_runs,
         data_description=data_desc,
         calibration_description=calib_desc,
-        source=source,
         log=_log,
     )
     return _report(manifest, out)
+
+
+def _export_source(args, out: Path) -> tuple[ExportSource, object]:
+    """(the export's source, its run record or None) of --model FILE or --weights NAME, once
+    --out was found writable."""
+    model, record, provenance = _model(args, out)
+    # The model's own names first: a .keras copied away from its run has no config.json.
+    class_names = getattr(model, "class_names", None) or (record and record.class_names)
+    return ExportSource(model, class_names, provenance), record
 
 
 def _model(args, out: Path):
@@ -287,13 +293,13 @@ def _data_source(args, record):
     return dataset, {} if args.data_dir is None else {"data_dir": args.data_dir}
 
 
-def _verification_data(args, model, shape, dataset, load_kwargs):
+def _verification_data(args, export_source: ExportSource, dataset, load_kwargs):
     """(images, labels, description) to verify on: --inputs, else the data set's evaluation
     split, else (None, None, None)."""
     if args.inputs:
-        images = _npy_images(args.inputs, "--inputs", shape)
-        labels = (_npy_labels(args.labels, len(images), num_classes(model)) if args.labels
-                  else None)
+        images = _npy_images(args.inputs, "--inputs", export_source.shape)
+        labels = (_npy_labels(args.labels, len(images), export_source.num_classes)
+                  if args.labels else None)
         return images, labels, f"{len(images)} images from {args.inputs}"
     if dataset:
         images, labels, split = _eval_arrays(dataset, args.num_verify, load_kwargs)

@@ -9,13 +9,12 @@ import gc
 
 import numpy as np
 
-from keras_resnet._cli import UsageError
 from keras_resnet._keras_compat import flatten_layers
 
 FLOAT32 = "float32"
 
 
-class ExportError(UsageError):
+class ExportError(ValueError):
     """A user-facing problem (bad model file, bad options, missing data): printed, exit 2."""
 
 
@@ -115,21 +114,27 @@ def float32_model(model):
     format. Variables of a mixed-precision model are already float32, so the weights copy
     over exactly.
     """
-    import keras
-
-    import keras_resnet  # noqa: F401
-
     if is_float32(model):
         return model
-    config = _force_float32(model.get_config())
-    previous = keras.config.dtype_policy()
-    # Every layer's policy is in the config; the model object itself has no dtype argument
-    # and takes the global policy, which is_float32 checks too.
-    keras.config.set_dtype_policy(FLOAT32)
-    try:
-        rebuilt = model.__class__.from_config(config)
-    finally:
-        keras.config.set_dtype_policy(previous)
+    rebuilt = _float32_rebuild(model)
+    if not is_float32(rebuilt):
+        bad = sorted({_policy_name(l) for l in flatten_layers(rebuilt)} - {FLOAT32})
+        raise ExportError(f"float32 rebuild still has dtype policies {bad}")
+    return rebuilt
+
+
+def _float32_rebuild(model):
+    from keras_resnet.builder import ResNet
+    from keras_resnet.transfer import with_dtype
+
+    if isinstance(model, ResNet):
+        return with_dtype(model, FLOAT32)
+    # Another Keras model: every layer's policy is in its config; the model object and its
+    # input layers take no dtype argument, so they are given float32 after the rebuild.
+    rebuilt = model.__class__.from_config(_force_float32(model.get_config()))
+    for layer in flatten_layers(rebuilt):
+        if _policy_name(layer) != FLOAT32 and (layer is rebuilt or not layer.weights):
+            layer.dtype_policy = FLOAT32
     weights = model.get_weights()
     if len(weights) != len(rebuilt.weights):
         raise ExportError(
@@ -138,9 +143,6 @@ def float32_model(model):
         )
     rebuilt.set_weights([np.asarray(w, dtype=np.float32) if w.dtype.kind == "f" else w
                          for w in weights])
-    if not is_float32(rebuilt):
-        bad = sorted({_policy_name(l) for l in flatten_layers(rebuilt)} - {FLOAT32})
-        raise ExportError(f"float32 rebuild still has dtype policies {bad}")
     return rebuilt
 
 

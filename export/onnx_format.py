@@ -16,13 +16,11 @@ from pathlib import Path
 
 import numpy as np
 
-from keras_resnet import kernels
-
 from export import onnx_graph
 from export.artifact import Artifact, WriterOptions
 from export.checks import DEFAULT_OPSET, check_opset, image_array
-from export.model_io import ExportError, float32_model, release_memory
-from export.savedmodel_format import INPUT_NAME, OUTPUT_NAMES, frozen_graph_def
+from export.model_io import ExportError, release_memory
+from export.source import INPUT_NAME, OUTPUT_NAMES, ExportSource
 
 FORMAT = "onnx"
 VARIANTS = ("float32", "int8")
@@ -30,6 +28,10 @@ LAYOUTS = onnx_graph.LAYOUTS
 BATCH_DIM = "batch"
 # Where the file says its input layout; export.verification's runner reads it.
 LAYOUT_KEY = "keras_resnet.input_layout"
+# Convolutions on small maps as matrix products are a TensorFlow CPU speed-up; in ONNX they
+# would be Reshape/Transpose/MatMul chains around unfused batch norms instead of the Conv
+# that every ONNX runtime has its fastest kernels for.
+EXCLUDED_KERNELS = ("matmul_conv",)
 
 
 def check(variant: str, options: WriterOptions, shape) -> None:
@@ -48,23 +50,23 @@ def check(variant: str, options: WriterOptions, shape) -> None:
         image_array(options.calibration_images, shape, "calibration images")
 
 
-def write_artifact(model, folder, variant: str, options: WriterOptions) -> Artifact:
+def write_artifact(source: ExportSource, folder, variant: str, options: WriterOptions) -> Artifact:
     """``folder/model.onnx`` (see ``onnx``), or ``folder/model_int8.onnx`` quantized from it."""
     folder = Path(folder)
     info = {"opset": options.opset, "layout": options.onnx_layout.upper()}
     if variant == "float32":
-        path = onnx(model, folder / "model.onnx", opset=options.opset,
+        path = onnx(source, folder / "model.onnx", opset=options.opset,
                     layout=options.onnx_layout)
         return Artifact(FORMAT, variant, path, info)
-    source = folder / "model.onnx"
-    if not source.is_file():  # float32 not asked for: the int8 file's source, then removed
-        source = onnx(model, folder / ".model_float32.onnx", opset=options.opset,
-                      layout=options.onnx_layout)
+    float32_file = folder / "model.onnx"
+    if not float32_file.is_file():  # float32 not asked for: the int8 file's source, then removed
+        float32_file = onnx(source, folder / ".model_float32.onnx", opset=options.opset,
+                            layout=options.onnx_layout)
     try:
-        path = quantize(source, folder / "model_int8.onnx", options.calibration_images)
+        path = quantize(float32_file, folder / "model_int8.onnx", options.calibration_images)
     finally:
-        if source.name.startswith("."):
-            source.unlink(missing_ok=True)
+        if float32_file.name.startswith("."):
+            float32_file.unlink(missing_ok=True)
     info["calibration"] = {
         "images": int(len(options.calibration_images)),
         "source": options.calibration_description or "given calibration images",
@@ -74,7 +76,8 @@ def write_artifact(model, folder, variant: str, options: WriterOptions) -> Artif
 
 
 def onnx(model, path, opset: int = DEFAULT_OPSET, layout: str = "nhwc") -> Path:
-    """Writes ``model`` (made float32 first) to ``path`` (a ``.onnx`` file).
+    """Writes ``model`` (a Keras model, made float32 first, or an ExportSource) to ``path``
+    (a ``.onnx`` file).
 
     Input ``image`` (``batch`` x H x W x C float32 raw pixels; ``batch`` x C x H x W with
     ``layout="nchw"``), outputs ``logits`` and ``probabilities``; the batch dimension is
@@ -90,12 +93,7 @@ def onnx(model, path, opset: int = DEFAULT_OPSET, layout: str = "nhwc") -> Path:
         raise ExportError(f"ONNX path must end with '.onnx', got {str(path)!r}")
     if layout not in LAYOUTS:
         raise ExportError(f"Unknown ONNX layout {layout!r}; expected one of {list(LAYOUTS)}")
-    model = float32_model(model)
-    # Convolutions on small maps as matrix products are a TensorFlow CPU speed-up; in ONNX they
-    # would be Reshape/Transpose/MatMul chains around unfused batch norms instead of the Conv
-    # that every ONNX runtime has its fastest kernels for.
-    with kernels.use(kernels.active() - {"matmul_conv"}):
-        graph_def, input_name, outputs = frozen_graph_def(model)
+    graph_def, input_name, outputs = ExportSource.of(model).frozen_graph_def(EXCLUDED_KERNELS)
     patch_tf2onnx()  # tf2onnx 1.17 uses np.object etc., gone in numpy 2
     proto = _convert(graph_def, input_name, outputs, opset)
     del graph_def

@@ -14,14 +14,7 @@ from keras_resnet._keras_compat import flatten_layers
 from export import onnx_format, savedmodel_format, tflite_format
 from export.artifact import Artifact, WriterOptions
 from export.checks import DEFAULT_OPSET, describe_path, image_array, library_versions, parse_list
-from export.model_io import (
-    ExportError,
-    float32_model,
-    input_spec,
-    normalization,
-    num_classes,
-    release_memory,
-)
+from export.model_io import ExportError, release_memory
 from export.outdir import (
     MANIFEST,
     check_out_dir,
@@ -30,7 +23,7 @@ from export.outdir import (
     publish,
     staging_dir,
 )
-from export.savedmodel_format import INPUT_NAME, OUTPUT_NAMES
+from export.source import INPUT_NAME, OUTPUT_NAMES, ExportSource
 from export.verification import (
     DEFAULT_BATCH_SIZES,
     batch1_latency_ms,
@@ -62,34 +55,40 @@ def export_all(model, out, formats=FORMATS, tflite_variants=tflite_format.VARIAN
     the returned manifest's ``passed`` says whether all passed.
 
     Args:
+        model: a Keras model, or an ``ExportSource`` (which then holds the class names and
+            ``source``, the manifest's account of where the model came from).
         images / labels: verification data, raw pixels (N, H, W, C); random images when None.
         calibration_images: training images for the int8 variants (TFLite and ONNX).
         onnx_variants: "float32" and/or "int8" (static QDQ, export.onnx_format.QUANTIZATION).
         onnx_layout: "nhwc" (the input of every artifact) or "nchw" for the ONNX files.
     """
-    shape = input_spec(model)
+    if isinstance(model, ExportSource):
+        export_source = model
+        if class_names is not None or source is not None:
+            raise ExportError("class_names and source belong to the ExportSource given as model")
+    else:
+        export_source = ExportSource(model, class_names, source)
+    shape = export_source.shape
     plan, options = _checked_plan(formats, {"tflite": tflite_variants, "onnx": onnx_variants},
                                   shape, opset, int8_io, calibration_images,
                                   calibration_description, onnx_layout)
     images, labels, data_description = _verification_data(images, labels, shape,
                                                           data_description, log)
-    _check_class_names(class_names, num_classes(model))
     out = check_out_dir(out, overwrite, log=log)
 
-    reference = float32_model(model)
+    reference = export_source.reference
     ref_logits = reference_logits(reference, images)
     ref_latency = batch1_latency_ms(_keras_fn(reference), images[:1], latency_runs)
     release_memory()
 
     tmp = staging_dir(out)
     try:
-        entries = [_write_and_verify(reference, tmp, fmt, variant, options, ref_logits, images,
-                                     labels, batch_sizes, latency_runs, log)
+        entries = [_write_and_verify(export_source, tmp, fmt, variant, options, ref_logits,
+                                     images, labels, batch_sizes, latency_runs, log)
                    for fmt, variant in plan]
-        manifest = _manifest(model, reference, entries, shape=shape, class_names=class_names,
-                             images=images, labels=labels, ref_logits=ref_logits,
-                             ref_latency=ref_latency, data_description=data_description,
-                             batch_sizes=batch_sizes, source=source)
+        manifest = _manifest(export_source, entries, images=images, labels=labels,
+                             ref_logits=ref_logits, ref_latency=ref_latency,
+                             data_description=data_description, batch_sizes=batch_sizes)
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
         publish(tmp, out)
     except BaseException as err:
@@ -131,16 +130,11 @@ def _checked_plan(formats, variants, shape, opset, int8_io, calibration_images,
     return plan, options
 
 
-def _check_class_names(class_names, classes: int) -> None:
-    if class_names is not None and len(class_names) != classes:
-        raise ExportError(f"{len(class_names)} class names for a {classes}-class model")
-
-
-def _write_and_verify(reference, tmp, fmt, variant, options, ref_logits, images, labels,
+def _write_and_verify(source: ExportSource, tmp, fmt, variant, options, ref_logits, images, labels,
                       batch_sizes, latency_runs, log) -> dict:
     """One artifact written into ``tmp`` and run in its runtime: its manifest entry."""
     log(f"writing {fmt} {variant}")
-    artifact = WRITERS[fmt].write_artifact(reference, tmp, variant, options)
+    artifact = WRITERS[fmt].write_artifact(source, tmp, variant, options)
     log(f"verifying {fmt} {variant}: {artifact.path.relative_to(tmp)}")
     result = verify(artifact.path, ref_logits, images, labels, kind=fmt,
                     variant=variant, batch_sizes=batch_sizes, latency_runs=latency_runs)
@@ -153,22 +147,23 @@ def _write_and_verify(reference, tmp, fmt, variant, options, ref_logits, images,
     return entry
 
 
-def _manifest(model, reference, entries, *, shape, class_names, images, labels, ref_logits,
-              ref_latency, data_description, batch_sizes, source) -> dict:
-    rebuilt = reference is not model
+def _manifest(source: ExportSource, entries, *, images, labels, ref_logits, ref_latency,
+              data_description, batch_sizes) -> dict:
+    rebuilt = source.rebuilt
+    class_names = source.class_names
     return {
         "manifest_version": MANIFEST_VERSION,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "source": {
-            **(source or {}),
-            "model_name": model.name,
+            **source.provenance,
+            "model_name": source.model.name,
             "dtype_policies": sorted({getattr(l.dtype_policy, "name", "float32")
-                                      for l in flatten_layers(model)}),
+                                      for l in flatten_layers(source.model)}),
             "rebuilt_in_float32": rebuilt,
         },
         "input": {
             "name": INPUT_NAME,
-            "shape": [None, *shape],
+            "shape": [None, *source.shape],
             "dtype": "float32",
             "layout": "NHWC",
             "range": "raw pixels 0..255 (normalization is inside the model)",
@@ -176,7 +171,7 @@ def _manifest(model, reference, entries, *, shape, class_names, images, labels, 
         "outputs": list(OUTPUT_NAMES),
         "class_names": list(class_names) if class_names is not None else
         [str(i) for i in range(ref_logits.shape[1])],
-        "normalization": normalization(reference),
+        "normalization": source.normalization,
         "verification": {
             "reference": "float32 Keras model" + (" (rebuilt from mixed precision)"
                                                   if rebuilt else ""),

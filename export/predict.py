@@ -12,21 +12,13 @@ compare the two. Class names come from the manifest.json that
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
 
-from keras_resnet import _cli
-
-from training.predict import (EXIT_CODES, PredictError, add_common_arguments, find_images,
-                              predict_files, refuse_feature_extractor, report)
-
-
-def manifest_for(artifact: Path):
-    """(manifest, its artifact entry) of the export that wrote `artifact`, or (None, None)."""
-    manifest, entry, _ = _find_manifest(artifact)
-    return manifest, entry
+from training.predicting import (PredictError, find_images, print_predictions,
+                                 refuse_feature_extractor, run)
+from training.predicting import build_parser as predict_parser
 
 
 def _find_manifest(artifact: Path):
@@ -141,19 +133,14 @@ def _transform(config, path: Path, shape):
                            "again to restore it") from None
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = _cli.ArgumentParser(prog="python -m export.predict", description=__doc__,
-                                epilog=EXIT_CODES,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--artifact", required=True,
-                   help="a SavedModel folder (e.g. artifacts/saved_model/1), .onnx or .tflite")
-    add_common_arguments(p)
-    return p
+def build_parser():
+    return predict_parser("python -m export.predict", __doc__, lambda p: p.add_argument(
+        "--artifact", required=True,
+        help="a SavedModel folder (e.g. artifacts/saved_model/1), .onnx or .tflite"))
 
 
 def main(argv=None) -> int:
-    p = build_parser()
-    return _cli.run(p, _predict, argv, prefix=f"{p.prog}: error")
+    return run(build_parser(), _predict, argv)
 
 
 def _predict(args) -> None:
@@ -176,9 +163,7 @@ def _predict(args) -> None:
 
     runner = load_runner(artifact)
     prep = _preprocessing(manifest, manifest_path, artifact, shape, record)
-    files, rows = predict_files(runner, prep, args.paths, args.top_k, class_names,
-                                args.batch_size)
-    print(report(files, rows, args.json))
+    print_predictions(runner, prep, args, class_names)
 
 
 if __name__ == "__main__":

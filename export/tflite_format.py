@@ -27,8 +27,8 @@ import numpy as np
 
 from export.artifact import Artifact, WriterOptions
 from export.checks import image_array
-from export.model_io import ExportError, float32_model, input_spec, release_memory
-from export.savedmodel_format import SIGNATURE, frozen_serving_function
+from export.model_io import ExportError, release_memory
+from export.source import SIGNATURE, ExportSource
 
 FORMAT = "tflite"
 VARIANTS = ("float32", "float16", "dynamic_int8", "int8")
@@ -51,11 +51,11 @@ def check(variant: str, options: WriterOptions, shape) -> None:
         image_array(options.calibration_images, shape, "calibration images")
 
 
-def write_artifact(model, folder, variant: str, options: WriterOptions) -> Artifact:
+def write_artifact(source: ExportSource, folder, variant: str, options: WriterOptions) -> Artifact:
     """``folder/tflite/model_<variant>.tflite`` (see ``tflite``); the int8 variant takes the
     calibration images and I/O type of ``options``."""
     int8 = variant == "int8"
-    path = tflite(model, Path(folder) / "tflite" / f"model_{variant}.tflite", variant,
+    path = tflite(source, Path(folder) / "tflite" / f"model_{variant}.tflite", variant,
                   options.calibration_images if int8 else None,
                   io_dtype=options.int8_io if int8 else "float32")
     info = {}
@@ -85,7 +85,8 @@ def tflite(
     representative_images=None,
     io_dtype: str = "float32",
 ) -> Path:
-    """Writes one TFLite variant of ``model`` to ``path`` (a ``.tflite`` file).
+    """Writes one TFLite variant of ``model`` (a Keras model, made float32 first, or an
+    ExportSource) to ``path`` (a ``.tflite`` file).
 
     Args:
         variant: "float32"; "float16" (float16 weights, float compute); "dynamic_int8" (int8
@@ -96,21 +97,21 @@ def tflite(
     """
     import tensorflow as tf
 
+    source = ExportSource.of(model)
     check(variant, WriterOptions(int8_io=io_dtype, calibration_images=representative_images),
-          input_spec(model))
+          source.shape)
     if io_dtype != "float32" and variant != "int8":
         raise ExportError(f"io_dtype={io_dtype!r} needs variant 'int8', got {variant!r}")
-    model = float32_model(model)
     calibration = None
     if variant == "int8":
-        calibration = image_array(representative_images, input_spec(model), "calibration images")
+        calibration = image_array(representative_images, source.shape, "calibration images")
     path = Path(path)
     if path.suffix != ".tflite":
         raise ExportError(f"TFLite path must end with '.tflite', got {str(path)!r}")
 
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f".{path.stem}.frozen-", dir=path.parent) as tmp:
-        _save_frozen(model, tmp)
+        _save_frozen(source, tmp)
         converter = tf.lite.TFLiteConverter.from_saved_model(tmp)
         release_memory()  # from_saved_model loaded the whole SavedModel to read its signatures
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
@@ -137,12 +138,12 @@ def tflite(
     return path
 
 
-def _save_frozen(model, directory) -> None:
+def _save_frozen(source: ExportSource, directory) -> None:
     """Writes the frozen serving function as a SavedModel (signature ``serving_default``, the
     converter names the outputs from it) and drops the function before the converter runs."""
     import tensorflow as tf
 
-    serve = frozen_serving_function(model)
+    serve = source.frozen_serving_function()
     tf.saved_model.save(
         tf.Module(),
         str(directory),

@@ -51,7 +51,7 @@ from pathlib import Path
 import numpy as np
 
 from export.model_io import ExportError, release_memory
-from export.savedmodel_format import INPUT_NAME, SIGNATURE
+from export.source import INPUT_NAME, SIGNATURE, ExportSource
 
 FLOAT_ATOL = 1e-4
 FLOAT_RTOL = 1e-5
@@ -227,7 +227,8 @@ def verify(
 
     Args:
         artifact: a SavedModel version folder, ``.onnx`` or ``.tflite`` file.
-        reference: the float32 Keras model, or its logits on ``images`` (N, classes).
+        reference: the export's ExportSource or float32 Keras model, or its logits on
+            ``images`` (N, classes).
         images: (N, H, W, C) float32 raw pixels.
         labels: optional (N,) int labels; adds accuracy and the accuracy-drop check.
         variant: "float32", "float16", "dynamic_int8" or "int8"; inferred from the tensor
@@ -275,6 +276,8 @@ def _checked_inputs(images, reference, labels):
         raise ExportError(f"verification images must be (N, H, W, C), got {images.shape}")
     if isinstance(reference, np.ndarray):
         ref = np.asarray(reference, dtype=np.float32)
+    elif isinstance(reference, ExportSource):
+        ref = reference_logits(reference.reference, images)
     else:
         ref = reference_logits(reference, images)
     if ref.shape[0] != len(images):

@@ -38,6 +38,7 @@ _EXPORTS = {
     "feature_extractor": "keras_resnet.features",
     "freeze": "keras_resnet.features",
     "model_from_keras_weights": "keras_resnet.transfer",
+    "with_dtype": "keras_resnet.transfer",
 }
 
 # public subpackages, imported on first use: keras_resnet.weights (named weight sets)
@@ -47,7 +48,7 @@ __all__ = [
     "ARCHS", "STEMS", "BN_EPSILON", "BN_MOMENTUM", "BasicBlock", "Bottleneck", "ResNet",
     "build_resnet", "feature_extractor", "freeze", "min_input_size", "model_config",
     "model_from_keras_weights", "output_stride", "stem_for_kernel", "resnet18", "resnet34",
-    "resnet50", "resnet101", "resnet152", "weights",
+    "resnet50", "resnet101", "resnet152", "weights", "with_dtype",
 ]
 
 

@@ -134,6 +134,7 @@ def build_resnet(
     class_names: Sequence[str] | None = None,
     name: str | None = None,
     weights=None,
+    dtype=None,
 ) -> "ResNet":
     """Builds a torchvision-equivalent ResNet (v1.5): a functional ``ResNet`` model.
 
@@ -144,27 +145,26 @@ def build_resnet(
         num_classes: size of the classifier (only with ``include_top``); default 1000, or the
             class count of the named ``weights``.
         include_top: add global pooling and the ``predictions`` Dense layer.
-        pooling: "avg" or "max" global pooling, or None (only used without the top: the
-            model then returns the last stage's feature map).
+        pooling: "avg" or "max" global pooling, or None (without the top only: the model then
+            returns the last stage's feature map).
         classifier_activation: None (logits, the default), "softmax", or any Keras activation.
-        stem: "imagenet" (7x7/2 conv + 3x3/2 max-pool) or "cifar" (3x3/1 conv, no pool) for
-            28x28 and 32x32 inputs.
+        stem: "imagenet" (7x7/2 conv, 3x3/2 max-pool) or "cifar" (3x3/1 conv; 28x28, 32x32).
         width: base channel count (64 in the paper; stage i has ``width * 2**(i-1)`` filters).
         zero_init_residual: start each block's last BN gamma at zero.
         normalization: optional ``(mean, std)`` in raw pixel units (per channel or scalar);
             adds a float32 ``normalization`` layer so the model takes raw 0..255 pixels.
-        class_names: optional name of each output class (``num_classes`` distinct strings),
-            kept in the model's config so that a saved .keras file can name its predictions.
-        name: model name; defaults to ``arch``.
+        class_names: optional names of the ``num_classes`` classes (distinct strings), kept in
+            the config: a saved .keras file names its predictions.
+        name: model name (default ``arch``).
         weights: None (random), a weight set's name (``"IMAGENET1K_V2"``, ``"DEFAULT"``: see
             ``keras_resnet.weights``) or a torchvision-style checkpoint file. A name also sets
             the defaults of ``normalization``, ``num_classes`` and ``class_names``;
             ``include_top=False`` or another ``num_classes`` load the backbone only
             (fine-tuning). Raises ``keras_resnet.weights.WeightsError`` (a ValueError).
+        dtype: the dtype policy of every layer but the float32 normalization and classifier
+            (``"mixed_bfloat16"``, a ``keras.DTypePolicy``; default: Keras's global one).
 
-    The model remembers these arguments (``model.builder_config``, ``model.arch``,
-    ``model.class_names``); ``keras.models.load_model`` gives them back once ``keras_resnet``
-    is imported.
+    The model keeps these arguments (``model.builder_config``), in its saved files too.
     """
     weight_set = None
     if weights is not None:  # a named set's defaults, and the checks before any download
@@ -175,7 +175,7 @@ def build_resnet(
         arch, input_shape=input_shape, num_classes=1000 if num_classes is None else num_classes,
         include_top=include_top, pooling=pooling, classifier_activation=classifier_activation,
         stem=stem, width=width, zero_init_residual=zero_init_residual,
-        normalization=normalization, class_names=class_names, name=name,
+        normalization=normalization, class_names=class_names, name=name, dtype=dtype,
     )
     if weights is not None:
         named_weights.load_into(model, weight_set)
@@ -243,8 +243,9 @@ def _activation_name(activation):
 
 
 def _resnet_graph(arch, shape, num_classes, include_top, pooling, classifier_activation, stem,
-                  width, zero_init_residual, normalization):
-    """(inputs, outputs) of the functional graph, from checked arguments."""
+                  width, zero_init_residual, normalization, dtype):
+    """(inputs, outputs) of the functional graph, from checked arguments; every layer but the
+    normalization and the classifier (float32 both) computes under the policy ``dtype``."""
     block_type, depths = ARCHS[arch]
     block_cls = BLOCKS[block_type]
     inputs = keras.Input(shape=shape, name="image")
@@ -254,15 +255,16 @@ def _resnet_graph(arch, shape, num_classes, include_top, pooling, classifier_act
         x = _normalization_layer(mean, std, shape[-1])(x)
 
     if stem == "imagenet":
-        x = make_conv(width, 7, 2, "stem_conv")(x)
+        x = make_conv(width, 7, 2, "stem_conv", dtype=dtype)(x)
     else:
-        x = make_conv(width, 3, 1, "stem_conv")(x)
-    x = make_bn("stem_bn")(x)
-    x = keras.layers.ReLU(name="stem_relu")(x)
+        x = make_conv(width, 3, 1, "stem_conv", dtype=dtype)(x)
+    x = make_bn("stem_bn", dtype=dtype)(x)
+    x = keras.layers.ReLU(name="stem_relu", dtype=dtype)(x)
     if stem == "imagenet":
         # Zero padding equals torch's -inf padding here: the input is post-ReLU (>= 0).
-        x = keras.layers.ZeroPadding2D(1, name="stem_pool_pad")(x)
-        x = keras.layers.MaxPooling2D(3, strides=2, padding="valid", name="stem_pool")(x)
+        x = keras.layers.ZeroPadding2D(1, name="stem_pool_pad", dtype=dtype)(x)
+        x = keras.layers.MaxPooling2D(3, strides=2, padding="valid", name="stem_pool",
+                                      dtype=dtype)(x)
 
     for stage, depth in enumerate(depths, start=1):
         filters = width * 2 ** (stage - 1)
@@ -273,10 +275,11 @@ def _resnet_graph(arch, shape, num_classes, include_top, pooling, classifier_act
                 stride=stride,
                 zero_init_residual=zero_init_residual,
                 name=f"stage{stage}_block{block}",
+                dtype=dtype,
             )(x)
 
     if include_top:
-        x = _global_pool(pooling)(x)
+        x = _global_pool(pooling, dtype)(x)
         fan_in = width * 2 ** (NUM_STAGES - 1) * block_cls.expansion
         # torch.nn.Linear's default: U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for weight and bias.
         bound = 1.0 / math.sqrt(fan_in)
@@ -289,7 +292,7 @@ def _resnet_graph(arch, shape, num_classes, include_top, pooling, classifier_act
             name="predictions",
         )(x)
     elif pooling is not None:
-        x = _global_pool(pooling)(x)
+        x = _global_pool(pooling, dtype)(x)
     return inputs, x
 
 
@@ -327,21 +330,6 @@ def _checked_builder_config(arch, input_shape, num_classes, include_top, pooling
         "normalization": None if normalization is None else [list(v) for v in normalization],
         "class_names": names,
     }
-
-
-def _graph_under_policy(policy, config: dict):
-    """(inputs, outputs) of the graph for a checked builder config, built under ``policy``."""
-    previous = keras.config.dtype_policy()
-    # The blocks create their sublayers under the global policy.
-    keras.config.set_dtype_policy(policy)
-    try:
-        return _resnet_graph(
-            config["arch"], tuple(config["input_shape"]), config["num_classes"],
-            config["include_top"], config["pooling"], config["classifier_activation"],
-            config["stem"], config["width"], config["zero_init_residual"],
-            config["normalization"])
-    finally:
-        keras.config.set_dtype_policy(previous)
 
 
 @keras.saving.register_keras_serializable(package="keras_resnet")
@@ -382,8 +370,14 @@ class ResNet(keras.Model):
             arch, input_shape, num_classes, include_top, pooling, classifier_activation, stem,
             width, zero_init_residual, normalization, class_names)
         policy = keras.config.dtype_policy() if dtype is None else keras.dtype_policies.get(dtype)
-        inputs, outputs = _graph_under_policy(policy, config)
+        inputs, outputs = _resnet_graph(
+            arch, tuple(config["input_shape"]), num_classes, include_top, pooling,
+            config["classifier_activation"], stem, width, zero_init_residual,
+            config["normalization"], policy)
         super().__init__(inputs, outputs, name=name or arch, trainable=trainable)
+        # A functional model takes no dtype argument; its own policy is what compile reads
+        # (mixed_float16 wraps the optimizer in a LossScaleOptimizer).
+        self.dtype_policy = policy
         # Kept as JSON text: Keras would track a dict (and deep copies of it would copy the
         # model), and the config must stay what a .keras file can hold.
         self._resnet_config = json.dumps(config)
@@ -451,10 +445,10 @@ def model_config(model: keras.Model) -> dict:
     return model.builder_config
 
 
-def _global_pool(pooling: str):
+def _global_pool(pooling: str, dtype=None):
     if pooling == "avg":
-        return keras.layers.GlobalAveragePooling2D(name="avg_pool")
-    return keras.layers.GlobalMaxPooling2D(name="max_pool")
+        return keras.layers.GlobalAveragePooling2D(name="avg_pool", dtype=dtype)
+    return keras.layers.GlobalMaxPooling2D(name="max_pool", dtype=dtype)
 
 
 def _make_variant(arch: str):

@@ -12,7 +12,6 @@ import os
 import zipfile
 
 from keras_resnet import _cli
-from keras_resnet._cli import UsageError
 from keras_resnet.archs import ARCHS, NUM_STAGES
 
 # What Keras 3 writes into every .keras archive.
@@ -34,7 +33,7 @@ DEFAULT_MAX_WEIGHTS_BYTES = 2 * 2**30
 MAX_WEIGHTS_VARIABLE = "KERAS_RESNET_MAX_WEIGHTS_BYTES"
 
 
-class ModelFileError(UsageError, ValueError):
+class ModelFileError(ValueError):
     """A model file that is missing or cannot be loaded; the message names it and the fault."""
 
 

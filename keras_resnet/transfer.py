@@ -6,7 +6,7 @@ from typing import Sequence
 
 import keras
 
-from keras_resnet.builder import build_resnet, model_config
+from keras_resnet.builder import ResNet, build_resnet, model_config
 
 
 def model_from_keras_weights(
@@ -56,3 +56,20 @@ def copy_matching_weights(source: keras.Model, target: keras.Model) -> list[str]
             continue
         layer.set_weights(old.get_weights())
     return skipped
+
+
+def with_dtype(model: ResNet, dtype) -> ResNet:
+    """``model`` itself if it computes under the dtype policy ``dtype`` (a name or a
+    ``keras.DTypePolicy``), else the same ResNet rebuilt under it, holding its weights.
+
+    Variables are float32 under every policy Keras has (mixed precision computes in half
+    precision on float32 variables), so the weights copy over exactly; the normalization and
+    the classifier stay float32 in both.
+    """
+    policy = keras.dtype_policies.get(dtype)
+    model_config(model)  # a ResNet, or a ValueError saying it is not
+    if model.dtype_policy.name == policy.name:
+        return model
+    rebuilt = ResNet.from_config({**model.get_config(), "dtype": policy.name})
+    rebuilt.set_weights(model.get_weights())
+    return rebuilt

@@ -1,4 +1,5 @@
-"""The contract every CLI keeps (keras_resnet._cli): a UsageError is the user's to fix (exit 2,
+"""The contract every CLI keeps (keras_resnet._cli): a UsageError, or a library error that its
+table names, is the user's to fix (exit 2,
 one line), DivergedError exits 3, FailedError 1 with one line, and anything else is a bug:
 exit 1 with its traceback, never a line that reads as the user's mistake.
 
@@ -72,36 +73,38 @@ def test_a_usage_error_is_one_line_with_exit_2(name, monkeypatch, capsys, tmp_pa
         f"{PREFIX[name]}--model m.keras: no such file")
 
 
-def _raise(err):
-    raise err
-
-
-def test_user_error_classes_keep_their_names_and_library_bases():
+def test_library_errors_are_plain_python_errors_and_one_table_gives_their_exit_status():
     from export.model_io import ExportError
     from keras_resnet.convert.cli import CheckFailed, ConvertError
     from keras_resnet.modelfile import ModelFileError
     from keras_resnet.weights import WeightsError
+    from training.data.errors import DataFormatError, DatasetError
     from training.distribute import DistributeError
     from training.evaluate import EvaluateError, ModelNotFound
-    from training.fit import TrainingDiverged, WorkerLost
-    from training.predict import PredictError
+    from training.fit import RunExists, TrainingDiverged, WorkerLost
+    from training.predicting import NonFiniteOutputs, PredictError
+    from training.recipe import RunError, RunFileMissing
     from training.rundir import RunDirError
     from training.runrecord import RunRecordError
 
-    for cls in (DistributeError, PredictError, RunRecordError, ModelFileError, EvaluateError):
-        assert issubclass(cls, _cli.UsageError) and issubclass(cls, ValueError), cls
-    # Library errors apart from the CLI module: plain ValueError/RuntimeError subclasses, which
-    # the CLI layer maps to their exit status.
-    for cls, code in ((WeightsError, 2), (ConvertError, 2), (CheckFailed, 1)):
-        assert not issubclass(cls, (_cli.UsageError, _cli.FailedError)), cls
-        assert issubclass(cls, ValueError if code == 2 else RuntimeError), cls
-        assert _cli.exit_status(partial(_raise, cls("x"))) == code, cls
-    assert issubclass(ExportError, _cli.UsageError)
-    assert issubclass(RunDirError, _cli.UsageError) and issubclass(RunDirError, RuntimeError)
-    assert issubclass(ModelNotFound, _cli.UsageError)
-    assert issubclass(ModelNotFound, FileNotFoundError)
-    assert issubclass(TrainingDiverged, _cli.DivergedError)
-    assert issubclass(WorkerLost, _cli.FailedError)
+    for cls in (DistributeError, PredictError, RunRecordError, ModelFileError, ConvertError,
+                EvaluateError, WeightsError, ExportError, RunError, DataFormatError):
+        assert issubclass(cls, ValueError) and _cli.status_of(cls("x")) == 2, cls
+    for cls in (RunDirError, DatasetError):
+        assert issubclass(cls, RuntimeError) and _cli.status_of(cls("x")) == 2, cls
+    assert issubclass(ModelNotFound, FileNotFoundError) and issubclass(RunFileMissing,
+                                                                       FileNotFoundError)
+    assert issubclass(RunExists, FileExistsError) and _cli.status_of(RunExists("x")) == 2
+    assert issubclass(TrainingDiverged, RuntimeError)
+    assert _cli.status_of(TrainingDiverged("x")) == 3
+    for cls in (WorkerLost, CheckFailed, NonFiniteOutputs):
+        assert _cli.status_of(cls("x")) == 1, cls
+    # Ours only: a plain ValueError, or any class the table does not name, is a bug.
+    assert _cli.status_of(ValueError("x")) is None
+    assert _cli.status_of(type("Other", (RuntimeError,), {})("x")) is None
+    # The library modules do not import the command-line layer for their errors.
+    for cls in (ExportError, RunError, ModelFileError, DataFormatError, TrainingDiverged):
+        assert not any(base.__module__.startswith("keras_resnet._") for base in cls.__mro__)
 
 
 @pytest.mark.parametrize("error, code", [

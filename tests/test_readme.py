@@ -357,17 +357,17 @@ def test_readme_links_every_results_file_and_each_keeps_its_command():
 @pytest.mark.slow  # the GPU section's commands: --help, the script's usage line, its syntax
 def test_gpu_section_commands(tmp_path):
     prose = " ".join(README.split())
-    for command in ("python -m benchmarks.gpu", "benchmarks/gpu_wheels.sh",
-                    "benchmarks/gpu_run.sh OUTDIR", "PYTHON=venv/bin/python"):
+    for command in ("python -m benchmarks.gpu", "benchmarks/gpu/wheels.sh",
+                    "benchmarks/gpu/run.sh OUTDIR", "PYTHON=venv/bin/python"):
         assert command in prose, command
     assert "GPU figures: pending." in prose or "| ResNet-50" in README  # figures or why none
     help_text = run_bash("python -m benchmarks.gpu --help", tmp_path)
     assert "--row-timeout" in help_text and "exit status:" in help_text
-    for script in ("gpu_run.sh", "gpu_wheels.sh"):
-        run_bash(f"bash -n {REPO / 'benchmarks' / script}", tmp_path)
-    r = subprocess.run(["bash", str(REPO / "benchmarks" / "gpu_run.sh")], cwd=tmp_path,
+    for script in ("run.sh", "wheels.sh"):
+        run_bash(f"bash -n {REPO / 'benchmarks' / 'gpu' / script}", tmp_path)
+    r = subprocess.run(["bash", str(REPO / "benchmarks" / "gpu" / "run.sh")], cwd=tmp_path,
                        env=env(), capture_output=True, text=True, timeout=60)
-    assert r.returncode == 2 and r.stderr.startswith("usage: benchmarks/gpu_run.sh OUTDIR"), r
+    assert r.returncode == 2 and r.stderr.startswith("usage: benchmarks/gpu/run.sh OUTDIR"), r
 
 
 @pytest.mark.slow  # a prediction, a fine-tuning, two ONNX exports and their predictions

@@ -15,7 +15,7 @@ import sys
 
 import pytest
 
-from keras_resnet import _cli
+from keras_resnet import _cli, _tflog
 
 from tests.conftest import REPO
 
@@ -49,7 +49,7 @@ def discovered_clis() -> set[str]:
 
 def run_python(tmp_path, *args, env=None, timeout=300) -> subprocess.CompletedProcess:
     clean = {k: v for k, v in os.environ.items()
-             if k not in (_cli.ENV_VAR, _cli.TF_LEVEL_VAR, _cli._STATE_VAR)}
+             if k not in (_cli.ENV_VAR, _cli.TF_LEVEL_VAR, _tflog._STATE_VAR)}
     clean["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), clean.get("PYTHONPATH")) if p)
     clean.update(env or {})
     return subprocess.run([sys.executable, *args], cwd=tmp_path, env=clean, text=True,
@@ -183,7 +183,7 @@ def test_our_errors_still_show_once_tensorflow_is_loaded_quietly(tmp_path):
 ])
 def test_level_resolution(level, env, expected):
     resolved, settings = _cli.resolve(level, env)
-    assert (resolved, settings[_cli._STATE_VAR].split(":")[1]) == expected
+    assert (resolved, settings[_tflog._STATE_VAR].split(":")[1]) == expected
     assert settings.get(_cli.TF_LEVEL_VAR, env.get(_cli.TF_LEVEL_VAR)) == expected[1]
 
 

@@ -22,12 +22,6 @@ BEST = "best.keras"
 LOG_CSV = "log.csv"
 
 
-def atomic_save_model(model: keras.Model, path: str) -> str:
-    """Saves `model` to `path` whole or not at all (as RunCheckpoint writes last.keras);
-    returns the file's sha256."""
-    return Snapshot(model).write(path)
-
-
 def _float(v):
     try:
         return float(v)

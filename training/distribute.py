@@ -15,10 +15,9 @@ import os
 import shutil
 import tempfile
 
-from keras_resnet._cli import UsageError
 
 
-class DistributeError(UsageError, ValueError):
+class DistributeError(ValueError):
     """A strategy that cannot run here; the message says what was found and what to change."""
 
 

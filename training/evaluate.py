@@ -22,12 +22,12 @@ file, the data: the one-line message says which and what to do); 1 an internal e
 please report the traceback)."""
 
 
-class EvaluateError(_cli.UsageError, ValueError):
+class EvaluateError(ValueError):
     """A model, dataset or run record that cannot be evaluated together; the message says what
     to pass instead."""
 
 
-class ModelNotFound(_cli.UsageError, FileNotFoundError):
+class ModelNotFound(FileNotFoundError):
     """--model names no file."""
 
 

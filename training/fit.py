@@ -8,7 +8,6 @@ RUN/history.png, RUN/confusion_matrix.png, RUN/log.csv, RUN/logs/ (TensorBoard)
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import os
 import sys
@@ -34,15 +33,15 @@ from training.runrecord import (check_resume_config, command_line, recorded_opti
 # of the options answer without loading TensorFlow.
 
 
-class WorkerLost(_cli.FailedError, RuntimeError):
+class WorkerLost(RuntimeError):
     """Another worker of a multi-worker run stopped; the run can resume from its last epoch."""
 
 
-class RunExists(_cli.UsageError, FileExistsError):
+class RunExists(FileExistsError):
     """The run directory already holds a run that this one would overwrite."""
 
 
-class TrainingDiverged(_cli.DivergedError, RuntimeError):
+class TrainingDiverged(RuntimeError):
     """The loss became NaN/inf or exploded; the message names the last good checkpoint."""
 
 
@@ -196,13 +195,12 @@ def _run_locked(cfg: TrainConfig, plan: Plan, run_dir: str, extra_callbacks, pla
     if cfg.resume:
         check_resume_config(run_dir, cfg)
     cb.clean_temporaries(out)
-    with _dtype_policy(setup.precision):
-        # Built before the record is written: starting weights that cannot be used stop the
-        # run before it writes anything.
-        model = _compiled_model(cfg, data, setup, run_dir, resume_entry)
-        _write_run_record(cfg, plan, run_dir, out, data, setup,
-                          _architecture(cfg, plan.recipe, model))
-        done = _fit(cfg, data, setup, model, out, resume_entry, extra_callbacks)
+    # Built before the record is written: starting weights that cannot be used stop the run
+    # before it writes anything.
+    model = _compiled_model(cfg, data, setup, run_dir, resume_entry)
+    _write_run_record(cfg, plan, run_dir, out, data, setup,
+                      _architecture(cfg, plan.recipe, model))
+    done = _fit(cfg, data, setup, model, out, resume_entry, extra_callbacks)
     _check_divergence(done, run_dir)
     if not placement.is_chief:
         log(f"worker {placement.worker_index} done; the chief evaluates and reports")
@@ -301,7 +299,8 @@ def _compiled_model(cfg: TrainConfig, data, setup: Setup, run_dir: str, resume_e
     from training import callbacks as cb
     placement = setup.placement
     with placement.strategy.scope():
-        model = build_model(cfg, data.info, start_weights=not resume_entry)
+        model = build_model(cfg, data.info, start_weights=not resume_entry,
+                            dtype=setup.precision)
         if placement.num_replicas > 1:
             distribute.set_batchnorm_sync(model, cfg.batchnorm == "sync")
         optimizer = make_optimizer(cfg, model, data.steps_per_epoch)
@@ -312,20 +311,6 @@ def _compiled_model(cfg: TrainConfig, data, setup: Setup, run_dir: str, resume_e
             log(f"resumed from {run_dir}/{cb.LAST} after epoch {resume_entry['epoch']} "
                 f"(optimizer step {int(model.optimizer.iterations.numpy())})")
     return model
-
-
-@contextlib.contextmanager
-def _dtype_policy(precision: str):
-    """Keras's global dtype policy set to the run's precision (the model is built and trained
-    under it), and given back afterwards."""
-    import keras
-
-    previous_policy = keras.config.dtype_policy()
-    keras.config.set_dtype_policy(precision)
-    try:
-        yield
-    finally:
-        keras.config.set_dtype_policy(previous_policy)
 
 
 def _fit(cfg: TrainConfig, data, setup: Setup, model, out: str, resume_entry,

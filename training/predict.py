@@ -15,119 +15,11 @@ an exported artifact.
 
 from __future__ import annotations
 
-import argparse
-import os
 import sys
 
-from keras_resnet import _cli
-from keras_resnet._cli import positive_int
-
-from training.ranking import report, top_k
-
-EXIT_CODES = """exit status: 0 predictions printed; 2 bad input or usage (a path that is not an
-image or holds none, an unreadable model: the one-line message names it); 1 a model that gives
-non-finite outputs (one line), or an internal error."""
-
-
-class PredictError(_cli.UsageError, ValueError):
-    """A user's input that cannot be predicted on; the message names it."""
-
-
-class NonFiniteOutputs(_cli.FailedError, ValueError):
-    """The model gave NaN or infinite outputs: it is broken, and no ranking (nor valid JSON,
-    which has no NaN) can be made of them."""
-
-
-def add_common_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders")
-    p.add_argument("--top-k", type=positive_int, default=5, help="classes shown per image")
-    p.add_argument("--json", action="store_true",
-                   help='one JSON list of {"path", "top": [{"class", "index", "probability"}]}')
-    p.add_argument("--batch-size", type=positive_int, default=32, help="images per model call")
-    _cli.add_log_level_argument(p)
-
-
-def refuse_feature_extractor(what: str, config, outputs) -> None:
-    """Refuses a model without a classifier (``config``: its builder_config, or None when
-    unknown): its outputs are features, which a ranking would print as class scores."""
-    if isinstance(config, dict) and config.get("include_top") is False:
-        size = "x".join(str(d) for d in list(outputs)[1:] if d is not None) or "?"
-        raise PredictError(f"{what} has no classifier (built with include_top=False): it is a "
-                           f"feature extractor giving {size} features per image, not class "
-                           "scores; predict with a model that has its classifier")
-
-
-def find_images(paths) -> list[str]:
-    """The image files named or found below the folders named, in a stable order."""
-    from training.preprocessing import IMAGE_SUFFIXES, is_image_name, not_regular
-
-    found = []
-    for path in paths:
-        if os.path.isdir(path):
-            inside = sorted(
-                os.path.join(root, name)
-                for root, dirs, names in os.walk(path) for name in names
-                if is_image_name(name))
-            if not inside:
-                raise PredictError(f"folder {path} holds no image files "
-                                   f"({', '.join(IMAGE_SUFFIXES)})")
-            found += inside
-        elif os.path.isfile(path):
-            found.append(path)
-        elif os.path.exists(path):
-            kind = not_regular(os.stat(path).st_mode)
-            raise PredictError(f"{path} is {kind}; give image files or folders")
-        else:
-            raise PredictError(f"{path} does not exist")
-    # A FIFO would block the reader forever, a device may never end: neither is read.
-    for f in found:
-        if os.path.exists(f) and not os.path.isfile(f):
-            raise PredictError(f"{f} is {not_regular(os.stat(f).st_mode)}; image files are "
-                               "regular files")
-    return found
-
-
-def load_images(files, preprocessing):
-    """float32 (N, H, W, C) model inputs of image files: training.preprocessing.load_images, with
-    its errors as PredictError. `preprocessing` is a Preprocessing, an input shape (H, W, C;
-    then the default for that size) or a named weight set's transform (a callable)."""
-    from training.preprocessing import ImageError, Preprocessing
-    from training.preprocessing import load_images as load
-
-    try:
-        if callable(preprocessing):
-            from training.weightsets import load_transformed
-
-            return load_transformed(files, preprocessing)
-        if not isinstance(preprocessing, Preprocessing):
-            preprocessing = Preprocessing.for_shape(preprocessing)
-        return load(files, preprocessing)
-    except ImageError as e:
-        raise PredictError(str(e)) from None
-
-
-def predict_files(run_logits, preprocessing, paths, k, class_names, batch_size,
-                  probabilities=False):
-    """(files, top-k rows): `run_logits(images) -> logits` over the images found in `paths`,
-    prepared by `preprocessing` (see load_images)."""
-    import numpy as np
-
-    files = find_images(paths)
-    logits = []
-    for i in range(0, len(files), batch_size):
-        logits.append(np.asarray(run_logits(load_images(files[i:i + batch_size],
-                                                        preprocessing))))
-    logits = np.concatenate(logits)
-    bad = ~np.isfinite(logits).all(axis=tuple(range(1, logits.ndim)))
-    if bad.any():
-        raise NonFiniteOutputs(
-            f"the model gives non-finite outputs (NaN or infinity) for {int(bad.sum())} of "
-            f"{len(files)} images (first: {files[int(np.argmax(bad))]}): it is broken; use "
-            "another checkpoint or retrain it")
-    if class_names is not None and len(class_names) != logits.shape[1]:
-        raise PredictError(f"{len(class_names)} class names for a model with "
-                           f"{logits.shape[1]} outputs")
-    return files, top_k(logits, k, class_names, probabilities)
+from training.predicting import (PredictError, find_images, print_predictions,
+                                 refuse_feature_extractor, run)
+from training.predicting import build_parser as predict_parser
 
 
 def model_class_names(model, model_path: str):
@@ -148,22 +40,17 @@ def class_names_beside(model_path: str):
     return list(record.class_names) if record and record.class_names else None
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = _cli.ArgumentParser(prog="python -m training.predict", description=__doc__,
-                                epilog=EXIT_CODES,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser():
     from training.weightsets import add_arguments
 
-    add_arguments(p, "a .keras file (e.g. RUN/best.keras)",
-                  "ImageNet's class names and the set's evaluation transform (resize, centre "
-                  "crop) are used")
-    add_common_arguments(p)
-    return p
+    return predict_parser("python -m training.predict", __doc__, lambda p: add_arguments(
+        p, "a .keras file (e.g. RUN/best.keras)",
+        "ImageNet's class names and the set's evaluation transform (resize, centre crop) are "
+        "used"))
 
 
 def main(argv=None) -> int:
-    p = build_parser()
-    return _cli.run(p, _predict, argv, prefix=f"{p.prog}: error")
+    return run(build_parser(), _predict, argv)
 
 
 def _predict(args) -> None:
@@ -187,11 +74,8 @@ def _predict(args) -> None:
     def run_logits(images):
         return model.predict(images, verbose=0)
 
-    prep = preprocessing_for(args.model, shape)
-    files, rows = predict_files(run_logits, prep, args.paths, args.top_k,
-                                model_class_names(model, args.model), args.batch_size,
-                                probabilities=softmax_out)
-    print(report(files, rows, args.json))
+    print_predictions(run_logits, preprocessing_for(args.model, shape), args,
+                      model_class_names(model, args.model), probabilities=softmax_out)
 
 
 def _predict_named(args) -> None:
@@ -200,10 +84,8 @@ def _predict_named(args) -> None:
     weight_set = weightsets.resolve(args.weights, args.arch)
     find_images(args.paths)  # before a download: a wrong path fails fast
     model = weightsets.pretrained_model(weight_set)
-    files, rows = predict_files(lambda images: model.predict(images, verbose=0),
-                                weightsets.transform(weight_set), args.paths, args.top_k,
-                                list(weight_set.categories), args.batch_size)
-    print(report(files, rows, args.json))
+    print_predictions(lambda images: model.predict(images, verbose=0),
+                      weightsets.transform(weight_set), args, list(weight_set.categories))
 
 
 if __name__ == "__main__":

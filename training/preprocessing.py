@@ -31,7 +31,7 @@ import os
 import re
 import stat
 
-from keras_resnet._cli import UsageError, positive_env_int
+from keras_resnet._cli import positive_env_int
 
 # The suffixes tf.io.decode_image reads (TIFF is not among them).
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
@@ -58,7 +58,7 @@ _SIGNATURES = ((b"\xff\xd8\xff", "JpegImagePlugin", "JpegImageFile"),
                (b"BM", "BmpImagePlugin", "BmpImageFile"))
 
 
-class ImageError(UsageError, ValueError):
+class ImageError(ValueError):
     """An image file that cannot be read or decoded; the message names it, `reason` says why."""
 
     def __init__(self, message: str, reason: str = ""):

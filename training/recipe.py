@@ -9,35 +9,39 @@ import functools
 import os
 import warnings
 
-from keras_resnet import _cli, _imports
+from keras_resnet import _imports
 
 from training.config import WEIGHT_SUFFIXES, TrainConfig
 from training.console import log
 from training.modelio import load_model
 
 
-class RunError(_cli.UsageError, ValueError):
+class RunError(ValueError):
     """A run that cannot start as asked (its options, --weights, its run directory); the
     message says what to change."""
 
 
-class RunFileMissing(_cli.UsageError, FileNotFoundError):
+class RunFileMissing(FileNotFoundError):
     """A file the run starts from (--weights, a resumed run's config.json) does not exist."""
 
 
-def build_model(cfg: TrainConfig, info, start_weights: bool = True):
-    """The run's model: from scratch, or from --weights (loaded only when `start_weights`: a
-    resumed run loads its own checkpoint instead), with --freeze-stages applied."""
-    from keras_resnet import build_resnet, freeze
+def build_model(cfg: TrainConfig, info, start_weights: bool = True, dtype=None):
+    """The run's model under the dtype policy `dtype` (default: Keras's global one): from
+    scratch, or from --weights (loaded only when `start_weights`: a resumed run loads its own
+    checkpoint instead), with --freeze-stages applied."""
+    from keras_resnet import build_resnet, freeze, with_dtype
 
     if cfg.weights:
         model = model_from_weights(cfg, info, load=start_weights)
+        if dtype is not None:
+            model = with_dtype(model, dtype)
     else:
         try:
             model = build_resnet(
                 cfg.arch, input_shape=info.image_size, num_classes=info.num_classes,
                 stem=cfg.stem, width=cfg.width, zero_init_residual=cfg.zero_init_residual,
-                normalization=(list(info.mean), list(info.std)), class_names=info.class_names)
+                normalization=(list(info.mean), list(info.std)), class_names=info.class_names,
+                dtype=dtype)
         except ValueError as e:  # the options (--stem, --width, the data's image size) do not fit
             raise RunError(str(e)) from None
     if cfg.freeze_stages >= 0:

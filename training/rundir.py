@@ -9,7 +9,6 @@ import json
 import os
 import re
 
-from keras_resnet import _cli
 
 LOCK_FILE = "fit.lock"
 # Every temporary file this package writes is named like this (Keras needs the real suffix to
@@ -18,7 +17,7 @@ TEMP_PREFIX = ".tmp-"
 _OURS = re.compile(r"^\.tmp-\d+-.+$|^.+\.tmp-\d+$")  # the second: files of earlier versions
 
 
-class RunDirError(_cli.UsageError, RuntimeError):
+class RunDirError(RuntimeError):
     """The run directory cannot be used as asked; the message names the path and what to do."""
 
 

@@ -14,7 +14,6 @@ from training.config import TrainConfig, flag
 from training.preprocessing import Preprocessing
 from training.recipe import RunError, RunFileMissing
 
-from keras_resnet._cli import UsageError
 
 CONFIG = "config.json"
 # What training.fit always writes (write_record checks it); fit writes more (versions,
@@ -24,7 +23,7 @@ REQUIRED = ("arch", "dataset", "input_shape", "num_classes", "options")
 SUMMARY = ("arch", "dataset", "input_shape", "precision", "preprocessing")
 
 
-class RunRecordError(UsageError, ValueError):
+class RunRecordError(ValueError):
     """A config.json that cannot be read as a run record; the message names the file."""
 
 

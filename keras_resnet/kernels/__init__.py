@@ -10,11 +10,13 @@ thing faster where it applies, and everywhere else the layer runs Keras's own co
 - ``"fused_batch_norm"``: TensorFlow's fused batch norm, whose moving variance follows the
   unbiased batch variance as torch's does (``kernels.batch_norm``; TensorFlow).
 
-The switch is ``KERAS_RESNET_KERNELS`` in the environment, read once on first use: ``fast``
+The choice is ``KERAS_RESNET_KERNELS`` in the environment, read once on first use: ``fast``
 (the default: every kernel), ``stock`` (none: Keras's own layers' computation) or a
-comma-separated list of kernel names. ``use(...)`` changes it for the process, or inside a
-``with use(...):`` block only. A layer reads it when it is called, i.e. when Keras traces a
-model's train or predict function: choose before a model's first ``fit``/``predict``.
+comma-separated list of kernel names. ``with use(...):`` chooses others for the thread that
+enters the block, until it leaves it: another thread (building or tracing another model
+meanwhile) keeps its own choice, and so do the threads tf.distribute traces replicas in (they
+take the environment's). A layer reads the choice when it is called, i.e. when Keras traces a
+model's train or predict function: trace inside the block.
 
 "stock" gives the same results up to float round-off, except that Keras's batch norm updates
 the moving variance with the biased batch variance (as on backends other than TensorFlow).
@@ -23,12 +25,14 @@ the moving variance with the biased batch variance (as on backends other than Te
 from __future__ import annotations
 
 import os
+import threading
 
 KERNELS = ("matmul_conv", "flipped_input_gradient", "fused_batch_norm")
 MODES = {"fast": frozenset(KERNELS), "stock": frozenset()}
 ENV = "KERAS_RESNET_KERNELS"
 
-_active: frozenset | None = None  # None: the environment is not read yet
+_from_environment: frozenset | None = None  # None: the environment is not read yet
+_chosen = threading.local()  # .kernels: this thread's choice inside a `use` block
 
 
 def _parse(choice) -> frozenset:
@@ -44,33 +48,36 @@ def _parse(choice) -> frozenset:
 
 
 def active() -> frozenset:
-    """The names of the kernels in use."""
-    global _active
-    if _active is None:
-        _active = _parse(os.environ.get(ENV, "fast"))
-    return _active
+    """The names of the kernels in use on this thread."""
+    global _from_environment
+    chosen = getattr(_chosen, "kernels", None)
+    if chosen is not None:
+        return chosen
+    if _from_environment is None:
+        _from_environment = _parse(os.environ.get(ENV, "fast"))
+    return _from_environment
 
 
 def enabled(name: str) -> bool:
-    """Whether kernel ``name`` is in use."""
+    """Whether kernel ``name`` is in use on this thread."""
     if name not in KERNELS:
         raise ValueError(f"unknown kernel {name!r}; expected one of {list(KERNELS)}")
     return name in active()
 
 
 class use:
-    """Chooses the kernels: ``"fast"``, ``"stock"``, or kernel names (a list, or one string
-    separated by commas). Takes effect at once; as a context manager, the previous choice
-    comes back at the end of the block."""
+    """``with use(choice):`` the kernels ``choice`` names (``"fast"``, ``"stock"``, or kernel
+    names: a list, or one string separated by commas) are in use on this thread; the previous
+    choice comes back at the end of the block. A bad choice fails at the call."""
 
     def __init__(self, choice):
-        global _active
-        self._previous = active()
-        _active = _parse(choice)
+        self.kernels = _parse(choice)
+        self._previous = []
 
-    def __enter__(self):
-        return self
+    def __enter__(self) -> frozenset:
+        self._previous.append(getattr(_chosen, "kernels", None))
+        _chosen.kernels = self.kernels
+        return self.kernels
 
     def __exit__(self, *exc) -> None:
-        global _active
-        _active = self._previous
+        _chosen.kernels = self._previous.pop()

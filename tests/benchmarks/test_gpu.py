@@ -10,7 +10,9 @@ import sys
 
 import pytest
 
-from benchmarks import gpu, gpu_report, gpu_rows
+from benchmarks.gpu import cli as gpu
+from benchmarks.gpu import report as gpu_report
+from benchmarks.gpu import rows as gpu_rows
 from tests import harness
 from tests.conftest import REPO
 
@@ -170,7 +172,7 @@ def test_the_benchmark_end_to_end_on_jax_cpu_at_tiny_sizes(tmp_path):
 def test_a_failing_torch_compile_is_the_rows_note(monkeypatch):
     import torch
 
-    from benchmarks import gpu_torch
+    from benchmarks.gpu import torch_runner as gpu_torch
 
     def broken(model, *args, **kwargs):
         def call(*a, **k):

@@ -105,7 +105,7 @@ def test_other_backend_matches_tensorflow_and_round_trips(backend, kind, tmp_pat
     assert np.isfinite(report["loss"])
     assert report["changed"] == report["trainable"]  # every trainable variable got a gradient
     # All of it ran without TensorFlow, as on the GPU machine that runs the library on JAX
-    # (benchmarks/gpu_run.sh).
+    # (benchmarks/gpu/run.sh).
     assert report["tensorflow_loaded"] is False
 
     # A .keras written under the other backend loads here with the same outputs.

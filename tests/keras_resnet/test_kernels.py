@@ -30,13 +30,34 @@ def test_the_switch_chooses_modes_or_kernel_names_and_restores_after_a_block():
         kernels.enabled("nope")
 
 
+def test_a_choice_holds_for_the_thread_that_made_it_only():
+    import threading
+
+    seen = {}
+    inside, leave = threading.Event(), threading.Event()
+
+    def other_thread():
+        inside.wait()
+        seen["other"] = kernels.active()
+        leave.set()
+
+    thread = threading.Thread(target=other_thread)
+    thread.start()
+    with kernels.use("stock"):
+        inside.set()
+        leave.wait()
+        seen["own"] = kernels.active()
+    thread.join()
+    assert seen == {"own": frozenset(), "other": frozenset(kernels.KERNELS)}
+
+
 def test_the_environment_variable_is_read_once(monkeypatch):
-    monkeypatch.setattr(kernels, "_active", None)
+    monkeypatch.setattr(kernels, "_from_environment", None)
     monkeypatch.setenv(kernels.ENV, "stock")
     assert kernels.active() == frozenset()
     monkeypatch.setenv(kernels.ENV, "fast")
     assert kernels.active() == frozenset()
-    monkeypatch.setattr(kernels, "_active", None)
+    monkeypatch.setattr(kernels, "_from_environment", None)
     monkeypatch.setenv(kernels.ENV, "flipped_input_gradient")
     assert kernels.active() == {"flipped_input_gradient"}
 

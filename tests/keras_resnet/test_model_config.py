@@ -146,7 +146,7 @@ def test_build_resnet_takes_exactly_the_model_class_arguments():
     built = inspect.signature(build_resnet).parameters
     cls = dict(inspect.signature(ResNet.__init__).parameters)
     del cls["self"]
-    loader_only = {"trainable", "dtype", "frozen_layers"}  # what a loaded config also carries
+    loader_only = {"trainable", "frozen_layers"}  # what a loaded config also carries
     builder_only = {"weights"}  # a built model holds its weights: the config need not name them
     assert set(cls) - set(built) == loader_only
     assert set(built) - set(cls) == builder_only

@@ -271,9 +271,15 @@ def test_normalization_layer_takes_raw_pixels():
 @pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
 @pytest.mark.parametrize("arch", ["resnet18", "resnet50"])
 def test_mixed_precision(policy, arch):
-    keras.config.set_dtype_policy(policy)
     compute = policy.split("_")[1]
-    model = build_resnet(arch, input_shape=(32, 32, 3), num_classes=10, stem="cifar", width=4)
+    # A name or a policy object; the global policy stays as it was.
+    dtype = policy if arch == "resnet18" else keras.DTypePolicy(policy)
+    model = build_resnet(arch, input_shape=(32, 32, 3), num_classes=10, stem="cifar", width=4,
+                         dtype=dtype)
+    assert keras.config.dtype_policy().name == "float32"
+    assert model.dtype_policy.name == model.get_config()["dtype"] == policy
+    assert model.get_layer("predictions").compute_dtype == "float32"
+    assert model.get_layer("stage2_block1").shortcut_bn.compute_dtype == compute
     assert all(w.dtype == "float32" for w in model.weights)
     assert model.get_layer("stage1_block1").convs[0].compute_dtype == compute
     assert model.get_layer("stem_conv").compute_dtype == compute
@@ -461,17 +467,23 @@ def test_fused_batch_norm_matches_keras_and_updates_like_torch():
 
 
 def test_mixed_precision_keras_file_loads_under_the_float32_policy(tmp_path):
-    keras.config.set_dtype_policy("mixed_bfloat16")
     model = build_resnet("resnet50", input_shape=(32, 32, 3), num_classes=3, stem="cifar",
-                         width=4)
+                         width=4, dtype="mixed_bfloat16")
     x = random_images((32, 32, 3)) * 255
     expected = np.asarray(model(x, training=False))
     model.save(tmp_path / "mixed.keras")
-    keras.config.set_dtype_policy("float32")
     loaded = keras.models.load_model(tmp_path / "mixed.keras")
     block = loaded.get_layer("stage2_block1")
     assert block.convs[0].compute_dtype == block.shortcut_bn.compute_dtype == "bfloat16"
     np.testing.assert_array_equal(np.asarray(loaded(x, training=False)), expected)
+    from keras_resnet import with_dtype
+
+    assert with_dtype(loaded, keras.DTypePolicy("mixed_bfloat16")) is loaded
+    rebuilt = with_dtype(loaded, "float32")
+    assert rebuilt.get_layer("stage2_block1").shortcut_bn.compute_dtype == "float32"
+    assert rebuilt.get_config() == {**loaded.get_config(), "dtype": "float32"}
+    for a, b in zip(loaded.get_weights(), rebuilt.get_weights()):
+        np.testing.assert_array_equal(a, b)
 
 
 @pytest.mark.parametrize("size,kernel,stride,padding,pad,path", [

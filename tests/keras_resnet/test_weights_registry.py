@@ -4,10 +4,8 @@ defaults; and each set's parameter count against our model's."""
 
 import sys
 
-import numpy as np
 import pytest
 
-from keras_resnet import build_resnet
 from keras_resnet import weights as kw
 from tests.conftest import ALL_ARCHS
 
@@ -55,16 +53,15 @@ def test_every_figure_is_torchvisions(key):
     assert t.interpolation.value == "bilinear" and t.antialias is True
 
 
-# resnet18 every day; the bigger builds (1 to 6 s each) in the slow run.
-@pytest.mark.parametrize("arch", [
-    pytest.param(a, marks=[pytest.mark.slow] if a != "resnet18" else []) for a in ALL_ARCHS])
-def test_parameter_counts_are_our_models(arch):
-    model = build_resnet(arch, input_shape=(None, None, 3))
-    # torchvision counts parameters, not buffers: BatchNorm's moving statistics are left out.
-    trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
-    for ws in kw.all_weights():
-        if ws.builtin and ws.arch == arch:
-            assert trainable == ws.num_params, ws.qualified_name
+def test_parameter_counts_are_our_models():
+    # test_models.test_trainable_params_equal_torchvision builds every arch and checks its
+    # trainable count (torchvision's: parameters, not BatchNorm's buffers) against this table.
+    from tests.keras_resnet.test_models import TORCHVISION_PARAMS
+
+    builtin = [ws for ws in kw.all_weights() if ws.builtin]
+    assert {ws.arch for ws in builtin} == set(ALL_ARCHS)
+    for ws in builtin:
+        assert ws.num_params == TORCHVISION_PARAMS[ws.arch], ws.qualified_name
 
 
 def test_the_categories_file_is_torchvisions_list():

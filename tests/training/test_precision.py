@@ -63,7 +63,7 @@ def test_bfloat16_training_keeps_statistics_logits_loss_and_files_float32(tmp_pa
     import export
     from export.model_io import is_float32
     from keras_resnet import build_resnet
-    from training.callbacks import atomic_save_model
+    from training.checkpoints import Snapshot
     from training.modelio import load_model
 
     keras.config.set_dtype_policy("mixed_bfloat16")
@@ -88,7 +88,7 @@ def test_bfloat16_training_keeps_statistics_logits_loss_and_files_float32(tmp_pa
     assert all(w.dtype == np.float32 for w in model.get_weights())
 
     path = str(tmp_path / "bf16.keras")
-    atomic_save_model(model, path)
+    Snapshot(model).write(path)  # as the run checkpoints write it
     loaded = load_model(path)
     assert loaded.get_layer("stem_conv").compute_dtype == "bfloat16"
     rebuilt = export.float32_model(loaded)

@@ -159,7 +159,8 @@ def test_non_finite_outputs_are_a_failure_not_invalid_json(run_and_images, tmp_p
     import keras
 
     from tests.harness import one_line, run_cli
-    from training.predict import NonFiniteOutputs, main, predict_files
+    from training.predict import main
+    from training.predicting import NonFiniteOutputs, predict_files
 
     model, _, images = run_and_images
     broken = keras.models.clone_model(model)

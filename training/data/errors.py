@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from keras_resnet._cli import UsageError
 
-
-class DataError(UsageError, ValueError):
+class DataError(ValueError):
     """Data that cannot be used as asked (a split, a subset, an option that does not fit the
     dataset); a ValueError too, for library callers that catch one."""
 
 
-class DatasetError(UsageError):
+class DatasetError(RuntimeError):
     """A dataset cannot be loaded (offline and no archive, TFDS missing); the message says what
     to do."""
 

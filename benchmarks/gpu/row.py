@@ -1,4 +1,4 @@
-"""One row of ``python -m benchmarks.gpu``, in its own process: ``python -m benchmarks.gpu_row
+"""One row of ``python -m benchmarks.gpu``, in its own process: ``python -m benchmarks.gpu.row
 SPEC.json RESULT.json``.
 
 A process per row because JAX's peak-memory counter cannot be reset, and so that a crash, a hang
@@ -12,48 +12,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
-import time
+
+from benchmarks.gpu.timing import write_json
 
 MODES = ("infer", "train")
 
 
-def measure(step, sync, batch: int, warmup: int, steps: int, repeats: int) -> dict:
-    """Images/s of ``step`` (one batch): ``warmup`` untimed steps (the first one compiles),
-    then the median of ``repeats`` timed runs of ``steps`` steps, each ended by ``sync``."""
-    start = time.perf_counter()
-    step()
-    sync()
-    first = time.perf_counter() - start
-    for _ in range(warmup - 1):
-        step()
-    sync()
-    seconds = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        for _ in range(steps):
-            step()
-        sync()
-        seconds.append(time.perf_counter() - start)
-    median = statistics.median(seconds)
-    return {"images_per_s": batch * steps / median, "median_s": median, "seconds": seconds,
-            "first_step_s": first, "steps": steps, "repeats": repeats, "warmup": warmup}
-
-
-def write_json(path: str, data: dict) -> None:
-    """Writes ``data`` to ``path`` through a temporary name, so a reader sees all or nothing."""
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(data, f, indent=1)
-    os.replace(tmp, path)
-
-
 def run(spec: dict, out_path: str) -> None:
     if spec["framework"] == "keras":
-        from benchmarks import gpu_keras as framework
+        from benchmarks.gpu import keras_runner as framework
     else:
-        from benchmarks import gpu_torch as framework
+        from benchmarks.gpu import torch_runner as framework
     runner = framework.Runner(spec)
     result = {"device_name": runner.device_name, "platform": runner.platform,
               "versions": runner.versions(), "notes": list(runner.notes)}
@@ -75,7 +45,7 @@ def run(spec: dict, out_path: str) -> None:
 def main(argv=None) -> int:
     from keras_resnet import _cli
 
-    p = _cli.ArgumentParser(prog="python -m benchmarks.gpu_row", description=__doc__,
+    p = _cli.ArgumentParser(prog="python -m benchmarks.gpu.row", description=__doc__,
                             formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("spec", help="JSON file: one row planned by python -m benchmarks.gpu")
     p.add_argument("result", help="JSON file to write the row's figures to")

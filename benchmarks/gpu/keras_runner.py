@@ -1,4 +1,4 @@
-"""Our ResNet on Keras's JAX backend, for ``benchmarks.gpu_row``: a compiled training step and a
+"""Our ResNet on Keras's JAX backend, for ``benchmarks.gpu.row``: a compiled training step and a
 compiled inference step on synthetic data already on the device.
 
 The training step is the one ``model.fit`` compiles on JAX (``jax.jit`` of
@@ -13,13 +13,13 @@ from __future__ import annotations
 import os
 
 if os.environ.get("KERAS_BACKEND") != "jax":  # imported by a process that chose otherwise
-    raise ImportError("benchmarks.gpu_keras needs KERAS_BACKEND=jax set before Keras loads")
+    raise ImportError("benchmarks.gpu.keras_runner needs KERAS_BACKEND=jax set before Keras loads")
 
 import jax  # noqa: E402
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from benchmarks.gpu_row import measure  # noqa: E402
+from benchmarks.gpu.timing import measure  # noqa: E402
 
 
 class Runner:
@@ -31,11 +31,11 @@ class Runner:
         self.platform = self.device.platform
         self.device_name = self.device.device_kind
         self.notes = []
-        keras.config.set_dtype_policy(spec["precision"])
         # Unseeded initial weights (no figure depends on them): keras.utils.set_random_seed
         # would import TensorFlow, where installed, to seed it too.
         h, w, c = spec["input_shape"]
-        self.model = build_resnet(spec["arch"], (h, w, c), spec["num_classes"], stem=spec["stem"])
+        self.model = build_resnet(spec["arch"], (h, w, c), spec["num_classes"], stem=spec["stem"],
+                                  dtype=spec["precision"])
         optimizer = keras.optimizers.SGD(0.1, momentum=0.9)
         if spec["precision"] == "mixed_float16":
             optimizer = keras.optimizers.LossScaleOptimizer(optimizer)

@@ -1,4 +1,4 @@
-"""Runs the rows of ``python -m benchmarks.gpu``, each as its own ``benchmarks.gpu_row`` process,
+"""Runs the rows of ``python -m benchmarks.gpu``, each as its own ``benchmarks.gpu.row`` process,
 in priority order, under a time limit per row and one for the whole run."""
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ def child_env(device: str) -> dict:
     env.setdefault("JAX_COMPILATION_CACHE_DIR",
                    os.path.join(tempfile.gettempdir(), "keras-resnet-jax-cache"))
     env.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
-    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     env["PYTHONPATH"] = os.pathsep.join(p for p in (repo, env.get("PYTHONPATH")) if p)
     return env
 
@@ -63,7 +63,7 @@ def run_one(spec: dict, timeout: float, folder: str, index: int) -> dict:
     start = time.monotonic()
     with open(err_path, "w") as err:
         # Its own session, so that a timeout also ends the compile workers it started.
-        proc = subprocess.Popen([sys.executable, "-m", "benchmarks.gpu_row", spec_path, out_path],
+        proc = subprocess.Popen([sys.executable, "-m", "benchmarks.gpu.row", spec_path, out_path],
                                 stdout=err, stderr=err, env=child_env(spec["device"]),
                                 start_new_session=True)
         try:

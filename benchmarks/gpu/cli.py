@@ -1,7 +1,7 @@
 """Mixed precision on a GPU, measured: our ResNets on Keras's JAX backend beside torchvision's.
 
     python -m benchmarks.gpu                    # a GPU: full sizes; none: tiny sizes, to test it
-    benchmarks/gpu_run.sh OUTDIR                # the prepared run for the lent GPU machine
+    benchmarks/gpu/run.sh OUTDIR                # the prepared run for the lent GPU machine
 
 Models: ResNet-50 (ImageNet stem, 224x224x3, batch 256, 1000 classes) and ResNet-18 (CIFAR
 stem, 32x32x3, batch 512, 10 classes). Ours under float32, mixed_bfloat16 and mixed_float16
@@ -11,7 +11,7 @@ under torch.autocast (bfloat16, float16 with a GradScaler; float32 without), eag
 torch.compile. Figures: median images/s of the timed repeats after warm-up (the first warm-up
 step compiles and is reported apart), peak device memory, and ours/torch.
 
-Each row runs in its own process (``benchmarks.gpu_row``), in priority order
+Each row runs in its own process (``benchmarks.gpu.row``), in priority order
 (``gpu_rows.priority``: ResNet-50 under bfloat16 first, the other torch.compile rows last) until
 ``--budget`` is spent; a row that fails or outlasts ``--row-timeout`` keeps what it measured
 and gets a note. Neither this
@@ -32,8 +32,8 @@ import signal
 import sys
 import threading
 
-from benchmarks import gpu_rows
-from benchmarks.gpu_report import markdown, ratios
+from benchmarks.gpu import rows as gpu_rows
+from benchmarks.gpu.report import markdown, ratios
 from benchmarks.machine import describe
 from keras_resnet import _cli
 
@@ -213,7 +213,7 @@ def _interrupt(signum, frame):
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     a = build_parser().parse_args(argv)
-    # A time limit's SIGTERM (gpu_run.sh's timeout) ends the row running and still writes the
+    # A time limit's SIGTERM (run.sh's timeout) ends the row running and still writes the
     # table of the rows measured, as Ctrl-C does.
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _interrupt) if in_main_thread else None
@@ -222,7 +222,3 @@ def main(argv=None) -> int:
     finally:
         if in_main_thread:
             signal.signal(signal.SIGTERM, previous)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

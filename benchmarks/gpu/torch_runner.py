@@ -1,4 +1,4 @@
-"""torchvision's ResNet for ``benchmarks.gpu_row``: the same network as ours, channels_last,
+"""torchvision's ResNet for ``benchmarks.gpu.row``: the same network as ours, channels_last,
 under ``torch.autocast`` (bfloat16, or float16 with ``torch.amp.GradScaler``; float32 without
 autocast), eager or through ``torch.compile``, SGD with momentum, synthetic data on the device.
 
@@ -14,7 +14,7 @@ import torch
 import torchvision
 
 from benchmarks.bench import torch_resnet
-from benchmarks.gpu_row import measure
+from benchmarks.gpu.timing import measure
 
 DTYPES = {"float32": None, "mixed_bfloat16": torch.bfloat16, "mixed_float16": torch.float16}
 
