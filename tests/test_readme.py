@@ -179,13 +179,14 @@ def test_e2e_benchmark_block(tmp_path):
         # Full width (torchvision has no other), a batch of 8: the one run beside torch, in
         # float32 only (bfloat16 at full width is emulated, and slow, on CPUs without it); the
         # next command measures both precisions at width 4.
-        "--dataset mnist --steps 28 --repeats 2\n":
+        "--dataset mnist --steps 28 --repeats 2 -- --recipe seed\n":
             "--dataset mnist --repeats 1 --steps 2 --precisions float32 --json e2e.json -- "
-            "--batch-size 8\n",
+            "--recipe seed --batch-size 8\n",
         "--steps 15 --repeats 3 -- --stem cifar":
             "--steps 2 --repeats 1 --no-torch -- --width 4 --stem cifar",
-        "--dataset mnist --steps 28 --repeats 2 --precisions float32   #":
-            "--dataset mnist --repeats 1 --steps 2 --precisions float32 --no-torch -- --width 4 #",
+        "--dataset mnist --steps 28 --repeats 2 --precisions float32 -- --recipe seed   #":
+            "--dataset mnist --repeats 1 --steps 2 --precisions float32 --no-torch -- --recipe "
+            "seed --width 4 #",
     })
     text = run_bash(e2e, tmp_path)
     assert text.count("fit / train_on_batch") == 4  # float32, two precisions, float32 again
