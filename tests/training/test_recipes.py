@@ -113,7 +113,7 @@ def test_ema_weights_are_validated_saved_and_recorded(tmp_path):
     run_dir = str(tmp_path / "run")
     capture = _Capture()
     metrics = run(TrainConfig(run_dir=run_dir, epochs=2, ema=0.9, lr=0.05, optimizer="sgd",
-                              **TINY), extra_callbacks=[capture])
+                              subset=128, **TINY), extra_callbacks=[capture])
     config = json.load(open(os.path.join(run_dir, "config.json")))
     assert config["recipe"]["name"] == "seed" and config["recipe"]["values"]["ema"] == 0.9
     assert "ema" in config["recipe"]["explicit"]

@@ -28,7 +28,8 @@ from tests.harness import argv
 from tests.training.test_train_parsers import idx_bytes, write_cifar10, write_mnist
 
 TINY = dict(dataset="synthetic", synthetic_shape="8,8,3", stem="cifar", width=4,
-            batch_size=64, jit_compile="off", verbose="0", val_fraction=0.25, epochs=1)
+            batch_size=64, jit_compile="off", verbose="0", val_fraction=0.25, epochs=1,
+            subset=128)
 DIGITS = dict(dataset="digits", width=4, batch_size=32, jit_compile="off", verbose="0",
               subset=256, epochs=1)
 
