@@ -31,13 +31,29 @@ import sys
 import tempfile
 
 from keras_resnet import _cli
+from benchmarks.e2e import ROOT, _idx
 from benchmarks.machine import describe, write_json
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATASETS = ("digits", "idx", "folder")
 # What each --recipes word runs: "seed" is the previous quick-start line's recipe.
 RECIPE_OPTIONS = {"auto": [], "seed": ["--recipe", "seed", "--width", "16", "--epochs", "10"]}
 TARGET = 0.99
+
+
+def write_digits_as_mnist(folder: str) -> str:
+    """scikit-learn's digits (in MNIST's 28x28 layout) as the four IDX .gz files of MNIST."""
+    from training.data import load_arrays
+    from training.data.archives import IDX_FILES
+
+    out = os.path.join(folder, "mnist")
+    os.makedirs(out, exist_ok=True)
+    for split, (images_file, labels_file) in IDX_FILES.items():
+        x, y, _ = load_arrays("digits", split, None, "auto", 0.0, None)
+        x = x[..., 0]
+        y = y.astype("uint8")
+        for base, data in ((images_file, _idx(x, x.shape)), (labels_file, _idx(y, y.shape))):
+            with open(os.path.join(out, base + ".gz"), "wb") as f:
+                f.write(data)
+    return folder
 
 
 def data_options(dataset: str, tmp: str) -> list:
@@ -45,8 +61,6 @@ def data_options(dataset: str, tmp: str) -> list:
     if dataset == "digits":
         return ["--dataset", "digits"]
     if dataset == "idx":
-        from benchmarks.precision_accuracy import write_digits_as_mnist
-
         folder = os.path.join(tmp, "idx")
         if not os.path.isdir(folder):
             write_digits_as_mnist(folder)

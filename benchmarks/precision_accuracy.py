@@ -12,47 +12,20 @@ difference in points. Figures only: nothing here asserts an accuracy.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
-import subprocess
-import sys
 import tempfile
 
 from keras_resnet import _cli
-from benchmarks.e2e import ROOT, _idx
+from benchmarks.accuracy import fit, write_digits_as_mnist
 from benchmarks.machine import describe, write_json
 
 PRECISIONS = ("float32", "mixed_bfloat16")
 RECIPE = ("--arch", "resnet18", "--recipe", "seed", "--width", "16", "--epochs", "10", "--verbose", "0")
 
 
-def write_digits_as_mnist(folder: str) -> str:
-    """scikit-learn's digits (in MNIST's 28x28 layout) as the four IDX .gz files of MNIST."""
-    from training.data import load_arrays
-    from training.data.archives import IDX_FILES
-
-    out = os.path.join(folder, "mnist")
-    os.makedirs(out, exist_ok=True)
-    for split, (images_file, labels_file) in IDX_FILES.items():
-        x, y, _ = load_arrays("digits", split, None, "auto", 0.0, None)
-        x = x[..., 0]
-        y = y.astype("uint8")
-        for base, data in ((images_file, _idx(x, x.shape)), (labels_file, _idx(y, y.shape))):
-            with open(os.path.join(out, base + ".gz"), "wb") as f:
-                f.write(data)
-    return folder
-
-
 def train(args: list, run_dir: str) -> float:
-    cmd = [sys.executable, "-m", "training.fit", *args, "--run-dir", run_dir]
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        p for p in (ROOT, os.environ.get("PYTHONPATH")) if p))
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    if proc.returncode != 0:
-        raise RuntimeError(f"training.fit exited {proc.returncode}: {proc.stderr[-2000:]}")
-    with open(os.path.join(run_dir, "metrics.json")) as f:
-        return json.load(f)["test_accuracy"]
+    return fit(args, run_dir)["test_accuracy"]
 
 
 def main(argv=None) -> int:
