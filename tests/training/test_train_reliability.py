@@ -219,7 +219,7 @@ def test_divergence_in_a_later_epoch_names_the_last_good_checkpoint(tmp_path, ca
     run_dir = str(tmp_path / "late")
     # A step schedule that multiplies the learning rate by 1e9 after epoch 1.
     code = exit_code(fit.main, argv(DIGITS, run_dir=run_dir, epochs=3, step_epochs=1,
-                                    step_gamma=1e9))
+                                    step_gamma=1e9, schedule="step"))
     line = error_line(capsys)
     assert code == 3 and "epoch 2" in line
     assert f"{os.path.join(run_dir, 'last.keras')} (epoch 1)" in line
