@@ -190,9 +190,11 @@ def _run_locked(cfg: TrainConfig, plan: Plan, run_dir: str, extra_callbacks, pla
     resume_entry = cb.read_resume_state(run_dir) if cfg.resume else None
     initial_epoch = resume_entry["epoch"] if resume_entry else 0
     data = _data(cfg, placement, initial_epoch, plan.recipe)
+    settled = cfg.epochs is None
     cfg = dataclasses.replace(cfg, epochs=data.epochs)
     log(plan.recipe.line(cfg))
-    if cfg.resume:
+    if cfg.resume and settled:
+        # Only the epochs were unknown when the options were first checked.
         check_resume_config(run_dir, cfg)
     cb.clean_temporaries(out)
     # Built before the record is written: starting weights that cannot be used stop the run
