@@ -28,8 +28,8 @@ def evaluate_model(model, dataset, info, class_names=None, label_map=None,
     start = time.perf_counter()
     for x, y in dataset:
         z = np.asarray(model.predict_on_batch(x), dtype=np.float64)
-        plain.append(z)
         if tta_flip:
+            plain.append(z.argmax(axis=1))
             mirrored = np.asarray(x)[:, :, ::-1]
             z = (z + np.asarray(model.predict_on_batch(mirrored), dtype=np.float64)) / 2.0
         logits.append(z)
@@ -66,7 +66,7 @@ def evaluate_model(model, dataset, info, class_names=None, label_map=None,
     }
     if tta_flip:
         metrics["test_accuracy_without_flip"] = float(
-            (np.concatenate(plain).argmax(axis=1) == y).mean())
+            (np.concatenate(plain) == y).mean())
     if info.synthetic:
         metrics.update(test_accuracy=None, per_class_accuracy=None, note=SYNTHETIC_NOTE)
         metrics.pop("test_accuracy_without_flip", None)
