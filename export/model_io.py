@@ -48,7 +48,7 @@ def return_large_blocks_on_free(threshold: int = MMAP_THRESHOLD_BYTES) -> bool:
     block is freed, after which weight-sized buffers (a 3x3x512x512 kernel is 9 MiB) come from
     the heap, where the converters' interleaved allocations fragment it and freed memory stays
     resident. For a process-wide setting like this, the CLI calls it (``python -m export``;
-    ``python -m benchmarks.memory`` measures the peak). Returns whether it was applied (False
+    ``python -m benchmarks.deploy.memory`` measures the peak). Returns whether it was applied (False
     where the C library has no ``mallopt``).
     """
     try:

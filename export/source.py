@@ -136,7 +136,7 @@ class ExportSource:
         weights exist there and where TensorFlow registers the function. Wrapping
         ``convert_variables_to_constants_v2``'s ConcreteFunction in a tf.function instead held
         about seven copies (that function's graph and registration, and both again in the
-        wrapper's function library); ``python -m benchmarks.memory`` measures the result.
+        wrapper's function library); ``python -m benchmarks.deploy.memory`` measures the result.
         """
         import tensorflow as tf
 

@@ -67,7 +67,7 @@ BATCH1_EXAMPLES = 8
 # Batch size of the Keras reference run. Small, because TensorFlow's oneDNN CPU allocator keeps
 # the largest working set it ever had for the rest of the process, a floor under every later
 # conversion that grows with this batch while the logits stay identical (batch 1 takes another
-# oneDNN path and differs in the last bits); benchmarks.memory shows the export's peak.
+# oneDNN path and differs in the last bits); benchmarks.deploy.memory shows the export's peak.
 REFERENCE_BATCH_SIZE = 2
 
 

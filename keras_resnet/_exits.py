@@ -68,7 +68,7 @@ EXIT_STATUSES = {
     ("training.rundir", "RunDirError"): 2,
     ("training.runrecord", "RunRecordError"): 2,
     ("export.model_io", "ExportError"): 2,
-    ("benchmarks.distributed", "RunFailed"): ONE_LINE_FAILURE,
+    ("benchmarks.train.distributed", "RunFailed"): ONE_LINE_FAILURE,
 }
 
 

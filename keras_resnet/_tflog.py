@@ -39,7 +39,7 @@ ENV_VAR = "KERAS_RESNET_LOG"
 TF_LEVEL_VAR = "TF_CPP_MIN_LOG_LEVEL"
 BACKEND_VAR = "KERAS_BACKEND"
 # "LEVEL:N", set by configure() and inherited by the processes a CLI starts (e.g.
-# benchmarks.bench's spawned workers): our level, and the C++ log level below which the lines
+# benchmarks.model.bench's spawned workers): our level, and the C++ log level below which the lines
 # written while TensorFlow loads are dropped.
 _STATE_VAR = "_KERAS_RESNET_LOG_STATE"
 # Modules whose first import loads TensorFlow (each sets up the same filter; nested ones no-op).

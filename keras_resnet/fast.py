@@ -8,7 +8,7 @@ import os
 def default_jit_compile(gpus=None) -> bool:
     """Whether to XLA-compile training/inference steps by default: on with a GPU, off on CPU.
 
-    On CPU, XLA made these models several times slower (``python -m benchmarks.bench
+    On CPU, XLA made these models several times slower (``python -m benchmarks.model.bench
     --jit on`` against the default; figures in README), because its CPU convolutions do
     not use oneDNN. On GPUs XLA fuses batch norm and ReLU into the cuDNN
     convolutions. This is what Keras's ``jit_compile="auto"`` resolves to for these models; it is

@@ -142,7 +142,7 @@ def test_train_evaluate_export_and_run_every_artifact(tmp_path):
 
 @pytest.mark.slow  # two short trainings on MNIST- and CIFAR-format archives the test writes
 def test_gpu_recipes_run_on_cpu_with_archives(tmp_path):
-    from benchmarks.e2e import write_archive
+    from benchmarks.train.e2e import write_archive
 
     for name in ("mnist", "cifar10"):
         write_archive(name, str(tmp_path / "data"), n_train=300, n_test=64)  # 270 after val
@@ -175,7 +175,7 @@ def test_pytorch_interop_blocks(tmp_path):
 
 @pytest.mark.slow  # three short trainings, each beside train_on_batch (the first beside torch)
 def test_e2e_benchmark_block(tmp_path):
-    e2e = shrink(block("bash", "python -m benchmarks.e2e --dataset mnist --steps 28"), {
+    e2e = shrink(block("bash", "python -m benchmarks.train.e2e --dataset mnist --steps 28"), {
         # Full width (torchvision has no other), a batch of 8: the one run beside torch, in
         # float32 only (bfloat16 at full width is emulated, and slow, on CPUs without it); the
         # next command measures both precisions at width 4.
@@ -203,7 +203,7 @@ def test_e2e_benchmark_block(tmp_path):
 
 @pytest.mark.slow  # four model benchmarks, ours and torch's, a step each
 def test_bench_block(tmp_path):
-    bench = shrink(block("bash", "python -m benchmarks.bench --arch resnet18"), {
+    bench = shrink(block("bash", "python -m benchmarks.model.bench --arch resnet18"), {
         "--batch 128": "--batch 8",
         "--batch 64": "--batch 8",
         "--batch 32": "--batch 4",
@@ -215,8 +215,8 @@ def test_bench_block(tmp_path):
 
 @pytest.mark.slow  # convert, an export of two formats and each format alone, as subprocesses
 def test_memory_block_reports_peak_rss_of_each_cli(tmp_path):
-    memory = shrink(block("bash", "python -m benchmarks.memory"), {
-        "python -m benchmarks.memory ": "python -m benchmarks.memory --arch resnet18 "
+    memory = shrink(block("bash", "python -m benchmarks.deploy.memory"), {
+        "python -m benchmarks.deploy.memory ": "python -m benchmarks.deploy.memory --arch resnet18 "
         "--input-size 32 --width 8 --num-classes 4 --formats onnx,tflite --tflite-variants "
         "float32 --latency-runs 1 --calibration-images 4 --keep work --json memory.json ",
     })
@@ -234,18 +234,18 @@ def test_memory_block_reports_peak_rss_of_each_cli(tmp_path):
 @pytest.mark.slow  # the benchmark commands README names in its prose, each cut to a step
 def test_benchmark_commands_in_the_prose(tmp_path):
     prose = " ".join(README.split())  # commands wrap across lines in paragraphs
-    for command in ("python -m benchmarks.peak", "python -m benchmarks.weight_grad",
-                    "python -m benchmarks.conv_paths",
-                    "python -m benchmarks.profile --arch resnet18 --input-shape 32,32,3 "
+    for command in ("python -m benchmarks.model.peak", "python -m benchmarks.model.weight_grad",
+                    "python -m benchmarks.model.conv_paths",
+                    "python -m benchmarks.model.profile --arch resnet18 --input-shape 32,32,3 "
                     "--stem cifar --batch 64 --mode train",
                     "python -m keras_resnet.summary --arch resnet50 --input-shape 224,224,3"):
         assert command in prose, command
-    small = {"python -m benchmarks.peak": " --iters 1000000 --n 256",
-             "python -m benchmarks.weight_grad": " --batch 2 --repeats 1",
-             "python -m benchmarks.conv_paths": " --repeats 1 --only 'on 1x1'"}
+    small = {"python -m benchmarks.model.peak": " --iters 1000000 --n 256",
+             "python -m benchmarks.model.weight_grad": " --batch 2 --repeats 1",
+             "python -m benchmarks.model.conv_paths": " --repeats 1 --only 'on 1x1'"}
     for command, args in small.items():
         run_bash(command + args, tmp_path)
-    run_bash("python -m benchmarks.profile --arch resnet18 --input-shape 32,32,3 --stem cifar "
+    run_bash("python -m benchmarks.model.profile --arch resnet18 --input-shape 32,32,3 --stem cifar "
              "--batch 4 --width 8 --mode train", tmp_path)
     assert "Total" in run_bash(
         "python -m keras_resnet.summary --arch resnet50 --input-shape 224,224,3", tmp_path)
@@ -311,8 +311,8 @@ def test_several_machines_blocks(tmp_path):
 @pytest.mark.slow  # three short trainings
 def test_distributed_benchmark_command(tmp_path):
     prose = " ".join(README.split())
-    assert "python -m benchmarks.distributed" in prose
-    out = run_bash("python -m benchmarks.distributed -- --arch resnet18 --dataset digits "
+    assert "python -m benchmarks.train.distributed" in prose
+    out = run_bash("python -m benchmarks.train.distributed -- --arch resnet18 --dataset digits "
                    "--width 4 --batch-size 32 --subset 64 --epochs 1 --optimizer sgd "
                    "--lr 0.01 --deterministic", tmp_path)
     assert "one device" in out and "mirrored, 2 logical CPUs" in out
@@ -335,14 +335,14 @@ def test_folder_to_deployed_model_journey(tmp_path):
 
 @pytest.mark.slow  # writes JPEGs and runs three tf.data pipelines twice
 def test_decode_benchmark_block(tmp_path):
-    decode = shrink(block("bash", "python -m benchmarks.decode"), {
-        "python -m benchmarks.decode     #": "python -m benchmarks.decode --images 16 --size 64 #",
+    decode = shrink(block("bash", "python -m benchmarks.train.decode"), {
+        "python -m benchmarks.train.decode     #": "python -m benchmarks.train.decode --images 16 --size 64 #",
     })
     out = run_bash(decode, tmp_path)
     assert "training pipeline" in out and "evaluation pipeline" in out and "per core" in out
     prose = " ".join(README.split())
     assert "`--images 2000 --size 32`" in prose
-    assert "decode check" in run_bash("python -m benchmarks.decode --images 20 --size 32",
+    assert "decode check" in run_bash("python -m benchmarks.train.decode --images 20 --size 32",
                                       tmp_path)
 
 

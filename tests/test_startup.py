@@ -22,8 +22,8 @@ from tests.conftest import REPO
 PACKAGES = ("keras_resnet", "training", "export", "benchmarks")
 CLIS = (
     "training.fit", "training.evaluate", "export", "keras_resnet.convert",
-    "keras_resnet.summary", "benchmarks.bench", "benchmarks.profile", "benchmarks.peak",
-    "benchmarks.conv_paths", "benchmarks.e2e", "benchmarks.weight_grad", "training.predict",
+    "keras_resnet.summary", "benchmarks.model.bench", "benchmarks.model.profile", "benchmarks.model.peak",
+    "benchmarks.model.conv_paths", "benchmarks.train.e2e", "benchmarks.model.weight_grad", "training.predict",
     "export.predict",
 )
 # Not one of them may be loaded to print --help or a usage error.
@@ -83,8 +83,8 @@ USAGE_ERRORS = [(cli, ["--log-level", "loud"], "invalid choice") for cli in CLIS
     ("training.fit", ["--width", "0"], "width must be positive"),
     ("training.fit", ["--no-such-option"], "unrecognized arguments"),
     ("keras_resnet.summary", ["--input-shape", "1,2"], "needs 3 values"),
-    ("benchmarks.bench", ["--modes", "fly"], "--modes accepts"),
-    ("benchmarks.profile", ["--arch", "resnet19"], "invalid choice"),
+    ("benchmarks.model.bench", ["--modes", "fly"], "--modes accepts"),
+    ("benchmarks.model.profile", ["--arch", "resnet19"], "invalid choice"),
     ("export", ["--model", "m.keras"], "required: --out"),
     ("keras_resnet.convert", ["--out", "x.keras"], "one of the arguments"),
 ]

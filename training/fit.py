@@ -70,7 +70,7 @@ def resolve_jit_compile(requested: str, gpus: list) -> bool:
 
     "auto" is keras_resnet.fast.default_jit_compile(): on with a GPU, off on CPU, where XLA
     made these models several times slower (its CPU convolutions bypass oneDNN; measured with
-    benchmarks.bench, see README).
+    benchmarks.model.bench, see README).
     """
     if requested == "auto":
         from keras_resnet.fast import default_jit_compile
@@ -418,7 +418,7 @@ def _report(cfg: TrainConfig, run_dir: str, data, setup: Setup, done: Training) 
             data.num_train * (len(seconds) - 1) / sum(seconds[1:]) if len(seconds) > 1
             else None),
         # Whole epochs (validation and checkpoints included) and their validation parts, for
-        # benchmarks.e2e; validation_images: how many images each validation pass saw.
+        # benchmarks.train.e2e; validation_images: how many images each validation pass saw.
         epoch_seconds=done.timer.epoch_seconds, validation_seconds=done.timer.validation_seconds,
         validation_images=data.num_val if data.val is not None else data.num_test,
         precision=setup.precision, device="GPU" if setup.gpus else "CPU",

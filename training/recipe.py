@@ -1,6 +1,6 @@
 """What a run trains and how: its model (new, or holding --weights), the learning-rate schedule,
 the optimizer with weight decay on kernels only, the loss (with label smoothing), and the one
-compile call (shared with benchmarks.e2e).
+compile call (shared with benchmarks.train.e2e).
 """
 
 from __future__ import annotations
@@ -249,5 +249,5 @@ _imports.after_import("keras", _register_loss)
 
 
 def compile_model(model, optimizer, loss, jit_compile) -> None:
-    """The single compile call of the project's training, shared with benchmarks.e2e."""
+    """The single compile call of the project's training, shared with benchmarks.train.e2e."""
     model.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"], jit_compile=jit_compile)

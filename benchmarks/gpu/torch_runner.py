@@ -13,7 +13,7 @@ import math
 import torch
 import torchvision
 
-from benchmarks.bench import torch_resnet
+from benchmarks.model.bench import torch_resnet
 from benchmarks.gpu.timing import measure
 
 DTYPES = {"float32": None, "mixed_bfloat16": torch.bfloat16, "mixed_float16": torch.float16}

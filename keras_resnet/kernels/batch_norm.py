@@ -1,7 +1,7 @@
 """Batch normalization on TensorFlow's fused kernel (FusedBatchNormV3), torch's statistics.
 
 Keras 3 normalises with separate moments / normalize ops; the fused kernel does the forward and
-backward pass in one op each (a faster CPU training step, which ``python -m benchmarks.bench``
+backward pass in one op each (a faster CPU training step, which ``python -m benchmarks.model.bench``
 measures), and in inference TensorFlow's optimizer folds Conv2D + FusedBatchNorm + ReLU into one
 oneDNN convolution. The moving variance follows the unbiased batch variance, as in
 torch.nn.BatchNorm2d (Keras's own layer uses the biased one); normalisation uses the biased one

@@ -9,7 +9,7 @@ tap meets a pixel, on a 2x2 map each output sees 4 of 9 taps. There the convolut
 product ``x (N, P*Cin) @ W[q] (P*Cin, Cout)`` per output pixel q, over the P input pixels that
 some tap reaches, with ``W`` gathered from the kernel's taps (a zero block where no tap links a
 pair), several times faster forward and backward than TensorFlow's CPU convolution
-(``python -m benchmarks.conv_paths``). Padding given as ``explicit_padding`` is skipped, not
+(``python -m benchmarks.model.conv_paths``). Padding given as ``explicit_padding`` is skipped, not
 multiplied.
 
 Flipped input gradient (``"flipped_input_gradient"``): see ``conv_same_flipped_input_gradient``.

@@ -1,10 +1,10 @@
-"""benchmarks.accuracy's own arithmetic: the time to a validation accuracy, the shown command,
+"""benchmarks.train.accuracy's own arithmetic: the time to a validation accuracy, the shown command,
 scikit-learn's baselines on a run's split, the Markdown table (the training runs themselves are
 README's quick-start test and the recipe tests)."""
 
 import pytest
 
-from benchmarks import accuracy
+from benchmarks.train import accuracy
 
 
 def test_time_to_target_counts_whole_epochs_until_validation_reaches_it():
@@ -39,7 +39,7 @@ def test_markdown_holds_every_run_and_baseline():
     summary = accuracy.summarize(runs)
     assert summary["mean"] == pytest.approx(0.9925)
     assert (summary["min"], summary["reached_target"]) == (0.99, 1)
-    text = accuracy.markdown({"command": "python -m benchmarks.accuracy", "machine": "cpu",
+    text = accuracy.markdown({"command": "python -m benchmarks.train.accuracy", "machine": "cpu",
                               "date": "2026-12-07", "seeds": "0-1",
                               "summaries": {"digits auto": summary},
                               "baselines": {"digits": {"SVC()": 0.99, "test_images": 359}}})

@@ -4,7 +4,7 @@ import importlib.util
 
 import pytest
 
-from benchmarks.bench import main, run
+from benchmarks.model.bench import main, run
 
 
 @pytest.mark.slow
@@ -43,13 +43,13 @@ def test_cli_prints_table_and_rejects_bad_modes(capsys, tmp_path):
 
 
 def test_pipeline_throughput_runs_the_training_pipeline():
-    from benchmarks.bench import pipeline_throughput
+    from benchmarks.model.bench import pipeline_throughput
 
     assert pipeline_throughput("digits", batch=64, batches=5) > 0
 
 
 def test_peak_reports_the_fma_ceiling_or_why_not_and_the_sgemm_rate(capsys):
-    from benchmarks.peak import fma_gmacs, main, padding_time_ratio, sgemm_gmacs
+    from benchmarks.model.peak import fma_gmacs, main, padding_time_ratio, sgemm_gmacs
 
     gmacs, how = fma_gmacs(iters=10_000)
     assert (gmacs is None and how) or (gmacs > 0 and "threads" in how)
@@ -64,7 +64,7 @@ def test_peak_reports_the_fma_ceiling_or_why_not_and_the_sgemm_rate(capsys):
 
 
 def test_conv_paths_times_both_formulations_and_they_agree(capsys):
-    from benchmarks.conv_paths import main, measure
+    from benchmarks.model.conv_paths import main, measure
 
     r = measure(batch=2, size=2, cin=8, cout=8, kernel=3, stride=2, pad=1, repeats=1)
     assert all(t > 0 for t in r["ours"] + r["keras"])
@@ -77,7 +77,7 @@ def test_conv_paths_times_both_formulations_and_they_agree(capsys):
 
 
 def test_profile_lists_op_types_and_convolution_rates(capsys):
-    from benchmarks.profile import layer_of, main
+    from benchmarks.model.profile import layer_of, main
 
     assert layer_of("gradient_tape/resnet18_1/stage4_block2_1/stage4_block2_conv1_1/convolution",
                     {"stage4_block2_conv1": 1}) == "stage4_block2_conv1"
@@ -94,7 +94,7 @@ def test_profile_lists_op_types_and_convolution_rates(capsys):
 
 
 def test_weight_gradient_formulations_agree_with_tensorflows(capsys):
-    from benchmarks.weight_grad import METHODS, main, measure
+    from benchmarks.model.weight_grad import METHODS, main, measure
 
     r = measure(batch=2, size=4, channels=8, repeats=1)
     assert set(r) == set(METHODS)

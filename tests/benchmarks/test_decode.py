@@ -3,7 +3,7 @@ figures are asserted)."""
 
 import re
 
-from benchmarks.decode import main
+from benchmarks.train.decode import main
 
 
 def test_decode_benchmark_prints_every_pipeline_per_core(capsys):

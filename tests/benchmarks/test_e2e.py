@@ -5,7 +5,7 @@ torchvision (figures only: nothing asserts a speed). A whole run of it is README
 import numpy as np
 import pytest
 
-from benchmarks import e2e
+from benchmarks.train import e2e
 from training.data import load_arrays
 
 

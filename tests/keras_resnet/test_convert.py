@@ -89,7 +89,7 @@ MEASURED = {}
 
 
 def torchvision_model(arch, cifar, channels, seed=0):
-    from benchmarks.bench import torch_resnet
+    from benchmarks.model.bench import torch_resnet
 
     torch, torchvision = _torch()
     torch.manual_seed(seed)

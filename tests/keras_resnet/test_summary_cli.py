@@ -46,12 +46,12 @@ def test_help_documents_the_exit_codes(tmp_path):
 
 
 def test_one_shape_parser_for_every_cli():
-    import benchmarks.bench
+    import benchmarks.model.bench
     import keras_resnet._cli
     import keras_resnet.summary
 
     assert keras_resnet.summary.parse_shape is keras_resnet._cli.parse_shape
-    assert benchmarks.bench.parse_shape is keras_resnet._cli.parse_shape
+    assert benchmarks.model.bench.parse_shape is keras_resnet._cli.parse_shape
     assert keras_resnet._cli.parse_shape(" 28, 28,1") == (28, 28, 1)
 
 

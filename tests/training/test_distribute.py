@@ -106,7 +106,7 @@ def _launch(tmp_path, name, *extra, nproc=2, env=None, popen=False, run=EQUIVALE
 
 
 def _difference(a, b) -> float:
-    from benchmarks.distributed import weight_difference
+    from benchmarks.train.distributed import weight_difference
 
     return weight_difference(str(a / "last.keras"), str(b / "last.keras"))[0]
 

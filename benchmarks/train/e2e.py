@@ -1,8 +1,8 @@
 """Training speed as users get it: `python -m training.fit` itself, beside its own model's
 `train_on_batch` and beside torchvision's training loop fed by a torch DataLoader.
 
-    python -m benchmarks.e2e --dataset mnist
-    python -m benchmarks.e2e --dataset cifar10 -- --stem cifar --batch-size 64
+    python -m benchmarks.train.e2e --dataset mnist
+    python -m benchmarks.train.e2e --dataset cifar10 -- --stem cifar --batch-size 64
 
 Three measurements per repeat and precision (`--precisions`: float32 and mixed_bfloat16 by
 default), one after the other, each in its own process:
@@ -45,7 +45,7 @@ import time
 from keras_resnet import _cli
 from benchmarks.machine import describe, write_json
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # Datasets whose archive format this benchmark can write (digits and synthetic need no files).
 WRITABLE = ("mnist", "fashion_mnist", "cifar10", "cifar100")
 PRECISIONS = ("float32", "mixed_bfloat16")
@@ -160,7 +160,7 @@ def _torch_worker(spec: dict, queue) -> None:
         import torchvision
         from torchvision.transforms import v2
 
-        from benchmarks.bench import torch_resnet
+        from benchmarks.model.bench import torch_resnet
         from training.data import load_arrays
 
         torch.manual_seed(0)
@@ -244,7 +244,7 @@ def _in_process(target, *args) -> dict:
 
 # ------------------------------------------------------------------------- driver
 def build_parser() -> argparse.ArgumentParser:
-    p = _cli.ArgumentParser(prog="python -m benchmarks.e2e", description=__doc__,
+    p = _cli.ArgumentParser(prog="python -m benchmarks.train.e2e", description=__doc__,
                                 epilog=_cli.EXIT_CODES,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset", default="mnist",

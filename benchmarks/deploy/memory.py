@@ -1,8 +1,8 @@
 """Peak resident memory of ``python -m export`` and ``python -m keras_resnet.convert``, run as a
 user runs them.
 
-    python -m benchmarks.memory                                  # ResNet-50, 224x224, 1000 classes
-    python -m benchmarks.memory --arch resnet18 --input-size 32 --width 16 --num-classes 10 \\
+    python -m benchmarks.deploy.memory                                  # ResNet-50, 224x224, 1000 classes
+    python -m benchmarks.deploy.memory --arch resnet18 --input-size 32 --width 16 --num-classes 10 \\
         --what export --formats onnx,tflite --tflite-variants float32
 
 In a temporary folder it writes the inputs (a ``.keras`` model from keras_resnet, a torchvision
@@ -61,7 +61,7 @@ def _csv(allowed, what):
 
 def build_parser() -> argparse.ArgumentParser:
     p = _cli.ArgumentParser(
-        prog="python -m benchmarks.memory",
+        prog="python -m benchmarks.deploy.memory",
         description="Peak resident memory of the export and convert CLIs, each run as a "
         "subprocess on inputs made in a temporary folder.",
         epilog=_cli.EXIT_CODES.replace("a failed check", "a command measured failed"),
@@ -216,7 +216,7 @@ def run(args, folder: Path) -> dict:
         notes.append("torch/torchvision not installed: convert skipped")
         args.what = [w for w in args.what if w != "convert"]
     started = run_measured(
-        [sys.executable, "-m", "benchmarks.memory", "--make-inputs", str(folder)]
+        [sys.executable, "-m", "benchmarks.deploy.memory", "--make-inputs", str(folder)]
         + _forward(args), folder / "make_inputs.log")
     if started["exit_code"] != 0:
         raise RuntimeError(f"making the inputs failed; see {started['log']}:\n"

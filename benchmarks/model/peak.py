@@ -1,10 +1,10 @@
 """The arithmetic ceiling of this machine, to read the throughput figures of bench.py against.
 
-    python -m benchmarks.peak
+    python -m benchmarks.model.peak
 
 Two figures, in float32 multiply-accumulates per second (GMAC/s) over all CPU threads:
 
-- ``fma``: benchmarks/fma_peak.c, compiled here with the system C compiler (-O3 -march=native
+- ``fma``: benchmarks/model/fma_peak.c, compiled here with the system C compiler (-O3 -march=native
   -fopenmp), runs nothing but independent fused multiply-add chains on the widest vector
   registers: no real convolution or matrix product can go faster. Skipped, with the reason,
   when no C compiler with OpenMP is found.
@@ -102,7 +102,7 @@ def padding_time_ratio(size: int = 4, channels: int = 512, batch: int = 64,
 
 
 def main(argv=None) -> int:
-    p = _cli.ArgumentParser(prog="python -m benchmarks.peak", description=__doc__,
+    p = _cli.ArgumentParser(prog="python -m benchmarks.model.peak", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--n", type=_cli.positive_int, default=4096, help="matrix size for sgemm")
     p.add_argument("--iters", type=_cli.positive_int, default=50_000_000,

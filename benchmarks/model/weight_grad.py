@@ -1,11 +1,11 @@
 """The weight gradient of stride-1 3x3 'same' convolutions: TensorFlow's Conv2DBackpropFilter
 beside three exact reformulations, on the four stage shapes of a CIFAR-stem ResNet-18.
 
-    python -m benchmarks.weight_grad
-    ONEDNN_MAX_CPU_ISA=AVX2 python -m benchmarks.weight_grad
+    python -m benchmarks.model.weight_grad
+    ONEDNN_MAX_CPU_ISA=AVX2 python -m benchmarks.model.weight_grad
 
 The weight gradient is the largest share of a CIFAR-stem training step when oneDNN runs AVX2
-kernels (`python -m benchmarks.profile --mode train` under that cap), so this checks whether
+kernels (`python -m benchmarks.model.profile --mode train` under that cap), so this checks whether
 another formulation of the same sums runs faster:
 - taps: nine matrix products, one per kernel tap, of the shifted padded input with the output
   gradient (batch x pixels as the long inner dimension);
@@ -98,7 +98,7 @@ def measure(batch, size, channels, repeats=10) -> dict:
 
 
 def main(argv=None) -> int:
-    p = _cli.ArgumentParser(prog="python -m benchmarks.weight_grad", description=__doc__,
+    p = _cli.ArgumentParser(prog="python -m benchmarks.model.weight_grad", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--repeats", type=_cli.positive_int, default=10,
                    help="timed calls per figure (median)")

@@ -1,6 +1,6 @@
 """One device, MirroredStrategy over logical CPUs, and N local workers: same weights, what speed.
 
-    python -m benchmarks.distributed [--replicas 2] [-- training.fit options]
+    python -m benchmarks.train.distributed [--replicas 2] [-- training.fit options]
 
 Runs `python -m training.fit` four times with the same options, seed and global batch:
 on one device, on one device with one intra-op thread (the same arithmetic summed in another
@@ -65,7 +65,7 @@ def weight_difference(reference: str, other: str) -> tuple[float, float, str]:
 
 
 def main(argv=None) -> int:
-    parser = _cli.ArgumentParser(prog="python -m benchmarks.distributed",
+    parser = _cli.ArgumentParser(prog="python -m benchmarks.train.distributed",
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--replicas", type=_cli.at_least(2), default=2,
                         help="replicas of the mirrored run and workers of the launched run")

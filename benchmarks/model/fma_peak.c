@@ -1,7 +1,7 @@
 /* Floating-point ceiling of this CPU: every thread runs independent chains of fused
  * multiply-adds on the widest vectors the compiler targets (-march=native), nothing else.
  * Prints multiply-accumulates per second over all threads (best of 5 runs).
- * Built and run by benchmarks/peak.py; a figure, not a test. */
+ * Built and run by benchmarks/model/peak.py; a figure, not a test. */
 #include <immintrin.h>
 #include <omp.h>
 #include <stdio.h>

@@ -1,7 +1,7 @@
 """Decode + augment throughput of the image-folder pipelines, per core.
 
-    python -m benchmarks.decode                     # 512 JPEGs of 224x224, 2 passes
-    python -m benchmarks.decode --images 2000 --size 32   # small files (e.g. the check pass)
+    python -m benchmarks.train.decode                     # 512 JPEGs of 224x224, 2 passes
+    python -m benchmarks.train.decode --images 2000 --size 32   # small files (e.g. the check pass)
 
 In a temporary folder it writes `--images` JPEG files of `--size` x `--size` pixels (smooth
 random colour fields with noise, quality 90: photo-like file sizes), as two class folders,
@@ -60,7 +60,7 @@ def images_per_second(ds, passes: int) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _cli.ArgumentParser(prog="python -m benchmarks.decode", description=__doc__,
+    p = _cli.ArgumentParser(prog="python -m benchmarks.train.decode", description=__doc__,
                                 epilog=EXIT_CODES,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--images", type=at_least(2), default=512, help="JPEG files written")

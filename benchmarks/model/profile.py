@@ -1,6 +1,6 @@
 """Where the time of a training or inference step goes, op by op (TensorFlow profiler).
 
-    python -m benchmarks.profile --arch resnet18 --input-shape 32,32,3 --stem cifar --batch 64
+    python -m benchmarks.model.profile --arch resnet18 --input-shape 32,32,3 --stem cifar --batch 64
 
 Builds the model as bench.py does, warms it up, records `--steps` steps with
 tf.profiler.experimental, and prints the time per step of each TensorFlow op type and of the
@@ -77,7 +77,7 @@ def profile(cfg: dict, steps: int, inter_op: int | None):
         except RuntimeError as e:  # TensorFlow already ran something in this process
             print(f"warning: inter-op threads stay at TensorFlow's setting ({e}); op times may "
                   "overlap", file=sys.stderr)
-    from benchmarks.bench import KerasRunner
+    from benchmarks.model.bench import KerasRunner
 
     runner = KerasRunner(cfg)
     mode = cfg["modes"][0]
@@ -98,9 +98,9 @@ def profile(cfg: dict, steps: int, inter_op: int | None):
 
 
 def main(argv=None) -> int:
-    from benchmarks.bench import add_model_arguments
+    from benchmarks.model.bench import add_model_arguments
 
-    p = _cli.ArgumentParser(prog="python -m benchmarks.profile", description=__doc__,
+    p = _cli.ArgumentParser(prog="python -m benchmarks.model.profile", description=__doc__,
                                 epilog=_cli.EXIT_CODES,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     add_model_arguments(p)

@@ -1,6 +1,6 @@
 """Training and inference throughput of keras_resnet beside torchvision's ResNet, side by side.
 
-    python -m benchmarks.bench --arch resnet18 --input-shape 28,28,1 --stem imagenet --batch 128
+    python -m benchmarks.model.bench --arch resnet18 --input-shape 28,28,1 --stem imagenet --batch 128
 
 Each framework runs in its own worker process (so peak memory is its own); the parent alternates
 between them: one timed run of ours, one of torchvision's, and so on, so that a slow moment of
@@ -72,7 +72,7 @@ class KerasRunner:
 
         # Same architecture as torchvision's, so the same work for both. Taps on zero padding are
         # not counted: oneDNN's kernels skip them (a 3x3 conv on 4x4 maps takes 0.73x the time of
-        # one on 6x6 maps without padding: python -m benchmarks.peak).
+        # one on 6x6 maps without padding: python -m benchmarks.model.peak).
         self.macs = total_macs(self.model, on_pixels=True)
         rng = np.random.default_rng(0)
         self.x = rng.uniform(0, 1, (self.batch, h, w, c)).astype("float32")
@@ -267,7 +267,7 @@ def print_results(res: dict) -> None:
         print(line)
     if macs:
         print(f"  GMAC/s: forward pass {macs / 1e9:.3f} GMAC per image, taps on zero padding "
-              "excluded (training counted as 3x); the machine's ceiling: python -m benchmarks.peak")
+              "excluded (training counted as 3x); the machine's ceiling: python -m benchmarks.model.peak")
 
 
 def add_model_arguments(p: argparse.ArgumentParser) -> None:
@@ -284,7 +284,7 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(argv=None) -> int:
-    p = _cli.ArgumentParser(prog="python -m benchmarks.bench", description=__doc__,
+    p = _cli.ArgumentParser(prog="python -m benchmarks.model.bench", description=__doc__,
                                 epilog=_cli.EXIT_CODES,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     add_model_arguments(p)

@@ -3,7 +3,7 @@ both precisions, over several seeds, on scikit-learn's digits (`--dataset digits
 same scans written as MNIST's IDX archive files (`--dataset mnist --data-dir`: MNIST's loader,
 normalization and pipeline; real MNIST needs a download this benchmark does not make).
 
-    python -m benchmarks.precision_accuracy --seeds 3
+    python -m benchmarks.train.precision_accuracy --seeds 3
 
 Prints each run's test accuracy and, per data set, the mean of each precision and their
 difference in points. Figures only: nothing here asserts an accuracy.
@@ -17,11 +17,11 @@ import statistics
 import tempfile
 
 from keras_resnet import _cli
-from benchmarks.accuracy import RECIPE_OPTIONS, fit, write_digits_as_mnist
+from benchmarks.train.accuracy import RECIPE_OPTIONS, fit, write_digits_as_mnist
 from benchmarks.machine import describe, write_json
 
 PRECISIONS = ("float32", "mixed_bfloat16")
-# The previous quick-start line, as benchmarks.accuracy runs it.
+# The previous quick-start line, as benchmarks.train.accuracy runs it.
 RECIPE = ("--arch", "resnet18", *RECIPE_OPTIONS["seed"])
 
 
@@ -30,7 +30,7 @@ def train(args: list, run_dir: str) -> float:
 
 
 def main(argv=None) -> int:
-    p = _cli.ArgumentParser(prog="python -m benchmarks.precision_accuracy", description=__doc__,
+    p = _cli.ArgumentParser(prog="python -m benchmarks.train.precision_accuracy", description=__doc__,
                             epilog=_cli.EXIT_CODES,
                             formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seeds", type=_cli.positive_int, default=3, help="seeds 0..N-1")

@@ -87,7 +87,7 @@ def torch_onnx(model_file: Path, folder: Path) -> tuple[Path, tuple, tuple]:
 
     import keras
 
-    from benchmarks.bench import torch_resnet
+    from benchmarks.model.bench import torch_resnet
     from keras_resnet.builder import model_config
     from keras_resnet.convert import to_torch_state_dict
 

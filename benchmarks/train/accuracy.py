@@ -1,7 +1,7 @@
 """Test accuracy of `python -m training.fit` as users run it, over seeds, beside scikit-learn.
 
-    python -m benchmarks.accuracy --seeds 5 --datasets digits --out benchmarks/results/accuracy.md
-    python -m benchmarks.accuracy --seeds 3 --datasets idx,folder --recipes auto
+    python -m benchmarks.train.accuracy --seeds 5 --datasets digits --out benchmarks/results/accuracy.md
+    python -m benchmarks.train.accuracy --seeds 3 --datasets idx,folder --recipes auto
 
 Each dataset x recipe x seed is one `python -m training.fit --arch resnet18 ...` in its own
 process, with the recipe's defaults (nothing else given but the data and --seed):
@@ -31,7 +31,7 @@ import sys
 import tempfile
 
 from keras_resnet import _cli
-from benchmarks.e2e import ROOT, _idx
+from benchmarks.train.e2e import ROOT, _idx
 from benchmarks.machine import describe, write_json
 DATASETS = ("digits", "idx", "folder")
 # What each --recipes word runs: "seed" is the previous quick-start line's recipe.
@@ -203,7 +203,7 @@ def markdown(result: dict) -> str:
 
 
 def main(argv=None) -> int:
-    p = _cli.ArgumentParser(prog="python -m benchmarks.accuracy", description=__doc__,
+    p = _cli.ArgumentParser(prog="python -m benchmarks.train.accuracy", description=__doc__,
                             epilog=_cli.EXIT_CODES,
                             formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seeds", type=_cli.positive_int, default=5, help="seeds 0..N-1")
@@ -227,7 +227,7 @@ def main(argv=None) -> int:
         p.error(f"--recipes takes a subset of {['auto', *RECIPES]}, got {a.recipes!r}")
     result = {"machine": describe(), "date": datetime.date.today().isoformat(),
               "seeds": f"0-{a.seeds - 1}", "summaries": {}, "baselines": {},
-              "command": "python -m benchmarks.accuracy " + " ".join(
+              "command": "python -m benchmarks.train.accuracy " + " ".join(
                   argv if argv is not None else sys.argv[1:])}
     with tempfile.TemporaryDirectory(prefix="accuracy-") as tmp:
         for dataset in datasets:

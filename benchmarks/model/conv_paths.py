@@ -1,6 +1,6 @@
 """Time keras_resnet's Conv2D formulations against keras.layers.Conv2D, layer by layer.
 
-    python -m benchmarks.conv_paths
+    python -m benchmarks.model.conv_paths
 
 For each convolution shape that keras_resnet.layers.Conv2D computes differently (tiny maps as
 matrix products; the last row is a plain convolution for reference) it prints the median time of
@@ -91,7 +91,7 @@ def measure(batch, size, cin, cout, kernel, stride, pad, repeats=20) -> dict:
 
 
 def main(argv=None) -> int:
-    p = _cli.ArgumentParser(prog="python -m benchmarks.conv_paths", description=__doc__,
+    p = _cli.ArgumentParser(prog="python -m benchmarks.model.conv_paths", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--repeats", type=int, default=20, help="timed calls per figure (median)")
     p.add_argument("--only", help="measure only the shapes whose label contains this text")

@@ -1,0 +1,5 @@
+import sys
+
+from benchmarks.deploy.latency import main
+
+sys.exit(main())
