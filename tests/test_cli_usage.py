@@ -19,8 +19,9 @@ CLIS = {
     "keras_resnet.convert.cli": "python -m keras_resnet.convert",
     "keras_resnet.summary": "python -m keras_resnet.summary",
     **{f"benchmarks.{name}": f"python -m benchmarks.{name}"
-       for name in ("bench", "conv_paths", "decode", "distributed", "e2e", "memory", "peak",
-                    "profile", "weight_grad")},
+       for name in ("model.bench", "model.conv_paths", "train.decode", "train.distributed",
+                    "train.e2e", "deploy.memory", "model.peak", "model.profile",
+                    "model.weight_grad")},
 }
 
 

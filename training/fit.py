@@ -308,7 +308,6 @@ def _compiled_model(cfg: TrainConfig, data, setup: Setup, run_dir: str, resume_e
         optimizer = make_optimizer(cfg, model, data.steps_per_epoch)
         compile_model(model, optimizer, make_loss(cfg.label_smoothing), setup.jit_compile)
         if resume_entry:
-            model.optimizer.build(model.trainable_variables)
             model.load_weights(os.path.join(run_dir, cb.LAST))
             log(f"resumed from {run_dir}/{cb.LAST} after epoch {resume_entry['epoch']} "
                 f"(optimizer step {int(model.optimizer.iterations.numpy())})")

@@ -249,5 +249,16 @@ _imports.after_import("keras", _register_loss)
 
 
 def compile_model(model, optimizer, loss, jit_compile) -> None:
-    """The single compile call of the project's training, shared with benchmarks.train.e2e."""
-    model.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"], jit_compile=jit_compile)
+    """The single compile call of the project's training, shared with benchmarks.train.e2e.
+
+    The metric is an object and the optimizer is built here, because Keras creates a string
+    metric's and the optimizer's variables while tracing the first training step, and
+    TensorFlow then traces the whole step a second time without variable creation: the
+    compiled model's first epoch would start after two traces instead of one."""
+    import keras
+
+    model.compile(optimizer=optimizer, loss=loss,
+                  metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+                  jit_compile=jit_compile)
+    if not model.optimizer.built:
+        model.optimizer.build(model.trainable_variables)

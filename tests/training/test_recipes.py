@@ -181,3 +181,19 @@ def test_pipelines_settle_an_epochs_rule_and_evaluate_in_double_batches():
     items = ArrayItems(np.zeros((4, 8, 8, 1), np.uint8), np.zeros(4, np.int32), "mnist")
     with pytest.raises(ValueError, match="only an evaluation pipeline"):
         pipeline(items, 2, shuffle=True, augment=False, cache=True)
+
+
+def test_compile_model_lets_the_first_training_step_be_traced_once():
+    # A variable created while tracing (a string metric's, the optimizer's slots) makes
+    # TensorFlow trace the whole step again: twice the start-up cost of every run.
+    from training.recipe import compile_model, make_loss
+
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+    compile_model(model, keras.optimizers.AdamW(1e-3, use_ema=True), make_loss(0.1), False)
+    traces = []
+    step = model.train_step
+    model.train_step = lambda data: traces.append(1) or step(data)
+    x = np.zeros((8, 4), np.float32)
+    history = model.fit(x, np.arange(8) % 3, batch_size=4, epochs=1, verbose=0)
+    assert len(traces) == 1
+    assert set(history.history) == {"loss", "accuracy"}
