@@ -14,7 +14,7 @@ from keras_resnet._keras_compat import flatten_layers
 from export import onnx_format, savedmodel_format, tflite_format
 from export.artifact import Artifact, WriterOptions
 from export.checks import DEFAULT_OPSET, describe_path, image_array, library_versions, parse_list
-from export.model_io import ExportError, release_memory
+from export.model_io import ExportError, collecting_new_objects_only, release_memory
 from export.outdir import (
     MANIFEST,
     check_out_dir,
@@ -62,6 +62,17 @@ def export_all(model, out, formats=FORMATS, tflite_variants=tflite_format.VARIAN
         onnx_variants: "float32" and/or "int8" (static QDQ, export.onnx_format.QUANTIZATION).
         onnx_layout: "nhwc" (the input of every artifact) or "nchw" for the ONNX files.
     """
+    with collecting_new_objects_only():
+        return _export_all(model, out, formats, tflite_variants, images, labels,
+                           calibration_images, class_names, opset, int8_io, overwrite,
+                           batch_sizes, latency_runs, data_description, calibration_description,
+                           source, log, onnx_variants, onnx_layout)
+
+
+def _export_all(model, out, formats, tflite_variants, images, labels, calibration_images,
+                class_names, opset, int8_io, overwrite, batch_sizes, latency_runs,
+                data_description, calibration_description, source, log, onnx_variants,
+                onnx_layout) -> dict:
     if isinstance(model, ExportSource):
         export_source = model
         if class_names is not None or source is not None:

@@ -41,3 +41,16 @@ def test_class_names_must_fit_the_model():
     model = keras_resnet.build_resnet("resnet18", (28, 28, 1), 3, stem="cifar", width=2)
     with pytest.raises(ExportError, match="2 class names for a 3-class model"):
         ExportSource(model, ["a", "b"])
+
+
+def test_collections_inside_an_export_skip_the_objects_made_before_it():
+    import gc
+
+    from export.model_io import collecting_new_objects_only
+
+    before = gc.get_freeze_count()
+    with pytest.raises(RuntimeError):
+        with collecting_new_objects_only():
+            assert gc.get_freeze_count() > before
+            raise RuntimeError("a failed conversion")
+    assert gc.get_freeze_count() == before
