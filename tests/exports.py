@@ -34,11 +34,10 @@ def train_small(arch, shape, stem, width, seed=0, epochs=6, lr=3e-3):
         arch, shape, NUM_CLASSES, stem=stem, width=width, normalization=(100.0, 70.0)
     )
     x, y = separable_images(shape, 256, seed)
-    model.compile(
-        optimizer=keras.optimizers.Adam(lr),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=["accuracy"],
-    )
+    from training.recipe import compile_model, make_loss
+
+    # The project's compile call: the training step is traced once (see compile_model).
+    compile_model(model, keras.optimizers.Adam(lr), make_loss(0.0), jit_compile=False)
     model.fit(x, y, batch_size=32, epochs=epochs, verbose=0)
     return model
 
