@@ -245,8 +245,8 @@ def test_benchmark_commands_in_the_prose(tmp_path):
              "python -m benchmarks.model.conv_paths": " --repeats 1 --only 'on 1x1'"}
     for command, args in small.items():
         run_bash(command + args, tmp_path)
-    run_bash("python -m benchmarks.model.profile --arch resnet18 --input-shape 32,32,3 --stem cifar "
-             "--batch 4 --width 8 --mode train", tmp_path)
+    run_bash("python -m benchmarks.model.profile --arch resnet18 --input-shape 32,32,3 "
+             "--stem cifar --batch 4 --width 8 --mode train", tmp_path)
     assert "Total" in run_bash(
         "python -m keras_resnet.summary --arch resnet50 --input-shape 224,224,3", tmp_path)
 
@@ -336,7 +336,8 @@ def test_folder_to_deployed_model_journey(tmp_path):
 @pytest.mark.slow  # writes JPEGs and runs three tf.data pipelines twice
 def test_decode_benchmark_block(tmp_path):
     decode = shrink(block("bash", "python -m benchmarks.train.decode"), {
-        "python -m benchmarks.train.decode     #": "python -m benchmarks.train.decode --images 16 --size 64 #",
+        "python -m benchmarks.train.decode     #":
+            "python -m benchmarks.train.decode --images 16 --size 64 #",
     })
     out = run_bash(decode, tmp_path)
     assert "training pipeline" in out and "evaluation pipeline" in out and "per core" in out

@@ -22,8 +22,9 @@ from tests.conftest import REPO
 PACKAGES = ("keras_resnet", "training", "export", "benchmarks")
 CLIS = (
     "training.fit", "training.evaluate", "export", "keras_resnet.convert",
-    "keras_resnet.summary", "benchmarks.model.bench", "benchmarks.model.profile", "benchmarks.model.peak",
-    "benchmarks.model.conv_paths", "benchmarks.train.e2e", "benchmarks.model.weight_grad", "training.predict",
+    "keras_resnet.summary", "benchmarks.model.bench", "benchmarks.model.profile",
+    "benchmarks.model.peak", "benchmarks.model.conv_paths", "benchmarks.train.e2e",
+    "benchmarks.model.weight_grad", "training.predict",
     "export.predict",
 )
 # Not one of them may be loaded to print --help or a usage error.

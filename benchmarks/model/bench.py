@@ -267,7 +267,8 @@ def print_results(res: dict) -> None:
         print(line)
     if macs:
         print(f"  GMAC/s: forward pass {macs / 1e9:.3f} GMAC per image, taps on zero padding "
-              "excluded (training counted as 3x); the machine's ceiling: python -m benchmarks.model.peak")
+              "excluded (training counted as 3x); the machine's ceiling: "
+              "python -m benchmarks.model.peak")
 
 
 def add_model_arguments(p: argparse.ArgumentParser) -> None:

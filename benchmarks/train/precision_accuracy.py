@@ -30,8 +30,8 @@ def train(args: list, run_dir: str) -> float:
 
 
 def main(argv=None) -> int:
-    p = _cli.ArgumentParser(prog="python -m benchmarks.train.precision_accuracy", description=__doc__,
-                            epilog=_cli.EXIT_CODES,
+    p = _cli.ArgumentParser(prog="python -m benchmarks.train.precision_accuracy",
+                            description=__doc__, epilog=_cli.EXIT_CODES,
                             formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seeds", type=_cli.positive_int, default=3, help="seeds 0..N-1")
     p.add_argument("--datasets", default="digits,mnist",

@@ -14,7 +14,8 @@ CASES = [
     ("benchmarks.model.bench", ["--width", "0"], "--width: must be positive"),
     ("benchmarks.model.bench", ["--num-classes", "0"], "--num-classes: must be positive"),
     ("benchmarks.model.bench", ["--input-shape", "0,28,1"], "--input-shape: height, width and"),
-    ("benchmarks.model.bench", ["--input-shape", "28,x,1"], "--input-shape: must be H,W,C integers"),
+    ("benchmarks.model.bench", ["--input-shape", "28,x,1"],
+     "--input-shape: must be H,W,C integers"),
     ("benchmarks.model.bench", ["--input-shape", "28,28"], "--input-shape: needs 3 values"),
     ("benchmarks.model.profile", ["--batch", "0"], "--batch: must be positive"),
     ("benchmarks.model.profile", ["--steps", "0"], "--steps: must be positive"),
@@ -41,8 +42,8 @@ def test_bad_options_are_one_line_before_any_framework(cli, argv, message, tmp_p
     assert_usage_error(proc, f"python -m {cli}", message)
 
 
-@pytest.mark.parametrize("cli", ["benchmarks.model.bench", "benchmarks.model.profile", "benchmarks.train.e2e",
-                                 "benchmarks.deploy.memory"])
+@pytest.mark.parametrize("cli", ["benchmarks.model.bench", "benchmarks.model.profile",
+                                 "benchmarks.train.e2e", "benchmarks.deploy.memory"])
 def test_help_documents_the_exit_codes(cli, tmp_path):
     proc = run_python(tmp_path, "-m", cli, "--help")
     assert proc.returncode == 0
