@@ -71,7 +71,7 @@ def export_all(model, out, formats=FORMATS, tflite_variants=tflite_format.VARIAN
     shape = export_source.shape
     plan, options = _checked_plan(formats, {"tflite": tflite_variants, "onnx": onnx_variants},
                                   shape, opset, int8_io, calibration_images,
-                                  calibration_description, onnx_layout)
+                                  calibration_description, onnx_layout, log)
     images, labels, data_description = _verification_data(images, labels, shape,
                                                           data_description, log)
     out = check_out_dir(out, overwrite, log=log)
@@ -114,7 +114,7 @@ def _bytes_needed(model, plan) -> int:
 
 
 def _checked_plan(formats, variants, shape, opset, int8_io, calibration_images,
-                  calibration_description, onnx_layout) -> tuple[list, WriterOptions]:
+                  calibration_description, onnx_layout, log) -> tuple[list, WriterOptions]:
     """The (format, variant) pairs to write and the writers' options, every one checked."""
     # Checked even where no artifact uses them: a wrong argument is an error, not ignored.
     tflite_format.check_io_dtype(int8_io)
@@ -123,7 +123,7 @@ def _checked_plan(formats, variants, shape, opset, int8_io, calibration_images,
     options = WriterOptions(opset=opset, int8_io=int8_io,
                             calibration_images=calibration_images,
                             calibration_description=calibration_description,
-                            onnx_layout=onnx_layout)
+                            onnx_layout=onnx_layout, log=log)
     plan = _plan(formats, variants)
     for fmt, variant in plan:
         WRITERS[fmt].check(variant, options, shape)

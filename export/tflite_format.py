@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from export.artifact import Artifact, WriterOptions
+from export import tflite_metadata
 from export.checks import image_array
 from export.model_io import ExportError, release_memory
 from export.source import SIGNATURE, ExportSource
@@ -55,16 +56,29 @@ def write_artifact(source: ExportSource, folder, variant: str, options: WriterOp
     """``folder/tflite/model_<variant>.tflite`` (see ``tflite``); the int8 variant takes the
     calibration images and I/O type of ``options``."""
     int8 = variant == "int8"
+    io_dtype = options.int8_io if int8 else "float32"
     path = tflite(source, Path(folder) / "tflite" / f"model_{variant}.tflite", variant,
-                  options.calibration_images if int8 else None,
-                  io_dtype=options.int8_io if int8 else "float32")
-    info = {}
+                  options.calibration_images if int8 else None, io_dtype=io_dtype)
+    info = {"metadata": _add_metadata(source, path, variant, io_dtype, options.log)}
     if int8:
         info["calibration"] = {
             "images": int(len(options.calibration_images)),
             "source": options.calibration_description or "given calibration images",
         }
     return Artifact(FORMAT, variant, path, info)
+
+
+def _add_metadata(source: ExportSource, path: Path, variant: str, io_dtype: str, log) -> dict:
+    """Packs MediaPipe's classification metadata into ``path``: the manifest's record of it,
+    or of why it was not written (mediapipe missing), which ``log`` is told."""
+    record = tflite_metadata.describe(source, variant, io_dtype)
+    reason = tflite_metadata.unavailable()
+    if reason:
+        log(f"note: {path.name} written without metadata: {reason}")
+        return {"written": False, "reason": reason, **record}
+    names = source.class_names or [str(i) for i in range(source.num_classes)]
+    tflite_metadata.write(path, record, names)
+    return {"written": True, **record}
 
 
 def _check_variant(variant: str, io_dtype: str) -> None:
@@ -104,14 +118,15 @@ def tflite(
         raise ExportError(f"io_dtype={io_dtype!r} needs variant 'int8', got {variant!r}")
     calibration = None
     if variant == "int8":
-        calibration = image_array(representative_images, source.shape, "calibration images")
+        calibration = _calibration(
+            image_array(representative_images, source.shape, "calibration images"), io_dtype)
     path = Path(path)
     if path.suffix != ".tflite":
         raise ExportError(f"TFLite path must end with '.tflite', got {str(path)!r}")
 
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f".{path.stem}.frozen-", dir=path.parent) as tmp:
-        _save_frozen(source, tmp)
+        _save_frozen(source, tmp)  # RGB input, whatever the model takes: MediaPipe feeds RGB
         converter = tf.lite.TFLiteConverter.from_saved_model(tmp)
         release_memory()  # from_saved_model loaded the whole SavedModel to read its signatures
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
@@ -135,7 +150,33 @@ def tflite(
     path.write_bytes(flatbuffer)
     del flatbuffer
     release_memory()  # the converter's graphs, so that the next conversion starts lean
+    if variant == "int8" and io_dtype != "float32":
+        _check_pixel_quantization(path, io_dtype)
     return path
+
+
+def _calibration(images: np.ndarray, io_dtype: str) -> np.ndarray:
+    """The converter's representative images: RGB (a grey image repeated, which the model's
+    luma conversion maps back to itself); for integer I/O led by a black and a white image, so
+    that the input's calibrated range is exactly 0..255 and an integer pixel is its own
+    quantized value (scale 1), which is what MediaPipe feeds a uint8 input."""
+    if images.shape[-1] == 1:
+        images = np.repeat(images, 3, axis=-1)
+    if io_dtype != "float32":
+        anchors = np.stack([np.zeros_like(images[0]), np.full_like(images[0], 255.0)])
+        images = np.concatenate([anchors, images])
+    return images
+
+
+def _check_pixel_quantization(path, io_dtype: str) -> None:
+    """Refuses a file whose integer input is not raw pixels (scale 1; zero point 0 for uint8,
+    -128 for int8)."""
+    details = interpreter(path).get_input_details()[0]
+    scale, zero = details["quantization"]
+    want = 0 if io_dtype == "uint8" else -128
+    if not (abs(scale - 1.0) < 1e-6 and zero == want):
+        raise ExportError(f"{path.name}: its {io_dtype} input has quantization scale {scale} "
+                          f"and zero point {zero}, expected 1 and {want} (raw pixels)")
 
 
 def _save_frozen(source: ExportSource, directory) -> None:
@@ -143,7 +184,7 @@ def _save_frozen(source: ExportSource, directory) -> None:
     converter names the outputs from it) and drops the function before the converter runs."""
     import tensorflow as tf
 
-    serve = source.frozen_serving_function()
+    serve = source.frozen_serving_function(rgb=True)
     tf.saved_model.save(
         tf.Module(),
         str(directory),

@@ -163,6 +163,9 @@ class _TfliteRunner:
 
     def __call__(self, images):
         x = images
+        if x.shape[-1] == 1 and self.input["shape"][-1] == 3:
+            # A grey model's TFLite file takes RGB (for MediaPipe) and converts it back.
+            x = np.repeat(x, 3, axis=-1)
         if self._in_dtype.kind != "f":
             scale, zero = self._in_q
             info = np.iinfo(self._in_dtype)
