@@ -129,22 +129,7 @@ def tflite(
         _save_frozen(source, tmp)  # RGB input, whatever the model takes: MediaPipe feeds RGB
         converter = tf.lite.TFLiteConverter.from_saved_model(tmp)
         release_memory()  # from_saved_model loaded the whole SavedModel to read its signatures
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-        if variant != "float32":
-            converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        if variant == "float16":
-            converter.target_spec.supported_types = [tf.float16]
-        elif variant == "int8":
-
-            def representative_dataset():
-                for i in range(len(calibration)):
-                    yield [calibration[i : i + 1]]
-
-            converter.representative_dataset = representative_dataset
-            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-            if io_dtype != "float32":
-                converter.inference_input_type = getattr(tf, io_dtype)
-                converter.inference_output_type = getattr(tf, io_dtype)
+        _configure(converter, variant, calibration, io_dtype)
         flatbuffer = converter.convert()
     del converter
     path.write_bytes(flatbuffer)
@@ -153,6 +138,28 @@ def tflite(
     if variant == "int8" and io_dtype != "float32":
         _check_pixel_quantization(path, io_dtype)
     return path
+
+
+def _configure(converter, variant: str, calibration, io_dtype: str) -> None:
+    """Sets ``converter`` up for ``variant``: builtin ops only, the variant's quantization."""
+    import tensorflow as tf
+
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    if variant != "float32":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if variant == "float16":
+        converter.target_spec.supported_types = [tf.float16]
+    elif variant == "int8":
+
+        def representative_dataset():
+            for i in range(len(calibration)):
+                yield [calibration[i : i + 1]]
+
+        converter.representative_dataset = representative_dataset
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        if io_dtype != "float32":
+            converter.inference_input_type = getattr(tf, io_dtype)
+            converter.inference_output_type = getattr(tf, io_dtype)
 
 
 def _calibration(images: np.ndarray, io_dtype: str) -> np.ndarray:
