@@ -116,7 +116,7 @@ def table(figures: dict, manifest: dict) -> str:
     lines = ["| runtime | variant | threads | ms per image | images/s | size MB |",
              "|---|---|---|---|---|---|"]
     for (runtime, variant, threads), ms in figures.items():
-        size = sizes[(fmt.get(runtime, "tflite"), variant)] / 1e6
+        size = sizes[(fmt.get(runtime, "tflite"), variant)] / 2**20  # as the export table
         lines.append(f"| {runtime} | {variant} | {threads} | {ms:.2f} | {1e3 / ms:.1f} | "
                      f"{size:.2f} |")
     return "\n".join(lines)

@@ -335,15 +335,16 @@ def test_folder_to_deployed_model_journey(tmp_path):
 
 
 def _mediapipe_snippet_on_the_scans(tmp_path, keras_rows):
-    """README's MediaPipe snippet on the journey's float32 and int8 TFLite files, each scan MediaPipe
-    decodes itself (PNG, JPEG, BMP): its top-1 is training.predict's."""
-    files = [r["path"] for r in keras_rows if r["path"].lower().endswith((".png", ".jpg", ".bmp"))]
+    """README's MediaPipe snippet on the journey's float32 and int8 TFLite files, every scan: its
+    top-1 is training.predict's."""
+    files = [r["path"] for r in keras_rows]
     snippet = block("python", MEDIAPIPE_BLOCK).replace("max_results=3", "max_results=1")
     loop = ("import sys\nfor v in ('float32', 'int8'):\n    for f in sys.argv[1:]:\n"
             "        print(v, f, end=' ')\n"
             + "".join(f"        {line}\n" for line in shrink(snippet, {
                 "artifacts/tflite/model_int8.tflite": "artifacts/scans/tflite/model_{v}.tflite",
-                '"photo.png"': "f", "model_asset_path=": "model_asset_path=f"}).splitlines()))
+                'Image.open("photo.png")': "Image.open(f)",
+                "model_asset_path=": "model_asset_path=f"}).splitlines()))
     r = subprocess.run([sys.executable, "-c", loop, *files], cwd=tmp_path, env=env(),
                        capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
@@ -461,7 +462,7 @@ def test_mediapipe_block_classifies_like_keras(exported, tmp_path, monkeypatch, 
 
     (tmp_path / "artifacts").symlink_to(exported.out)
     image = exported.images[0].astype(np.uint8)
-    Image.fromarray(np.repeat(image, 3, axis=-1), "RGB").save(tmp_path / "photo.png")
+    Image.fromarray(image[..., 0], "L").save(tmp_path / "photo.png")  # a grey file
     monkeypatch.chdir(tmp_path)
     exec(block("python", MEDIAPIPE_BLOCK), {})
     printed = capsys.readouterr().out.strip()
