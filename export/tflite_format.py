@@ -58,8 +58,9 @@ def write_artifact(source: ExportSource, folder, variant: str, options: WriterOp
     int8 = variant == "int8"
     io_dtype = options.int8_io if int8 else "float32"
     path = tflite(source, Path(folder) / "tflite" / f"model_{variant}.tflite", variant,
-                  options.calibration_images if int8 else None, io_dtype=io_dtype)
-    info = {"metadata": _add_metadata(source, path, variant, io_dtype, options.log)}
+                  options.calibration_images if int8 else None, io_dtype=io_dtype,
+                  log=options.log)
+    info = {"metadata": _metadata_record(source, variant, io_dtype)}
     if int8:
         info["calibration"] = {
             "images": int(len(options.calibration_images)),
@@ -68,17 +69,23 @@ def write_artifact(source: ExportSource, folder, variant: str, options: WriterOp
     return Artifact(FORMAT, variant, path, info)
 
 
-def _add_metadata(source: ExportSource, path: Path, variant: str, io_dtype: str, log) -> dict:
-    """Packs MediaPipe's classification metadata into ``path``: the manifest's record of it,
-    or of why it was not written (mediapipe missing), which ``log`` is told."""
+def _metadata_record(source: ExportSource, variant: str, io_dtype: str) -> dict:
+    """The manifest's record of a file's metadata, or of why it was not written."""
     record = tflite_metadata.describe(source, variant, io_dtype)
     reason = tflite_metadata.unavailable()
-    if reason:
-        log(f"note: {path.name} written without metadata: {reason}")
-        return {"written": False, "reason": reason, **record}
+    return {"written": False, "reason": reason, **record} if reason else {"written": True,
+                                                                            **record}
+
+
+def _add_metadata(source: ExportSource, path: Path, variant: str, io_dtype: str, log) -> None:
+    """Packs MediaPipe's classification metadata into ``path``, or tells ``log`` in one line
+    why it cannot (mediapipe missing)."""
+    record = _metadata_record(source, variant, io_dtype)
+    if not record["written"]:
+        log(f"note: {path.name} written without metadata: {record['reason']}")
+        return
     names = source.class_names or [str(i) for i in range(source.num_classes)]
-    tflite_metadata.write(path, record, names)
-    return {"written": True, **record}
+    tflite_metadata.write(path, {k: v for k, v in record.items() if k != "written"}, names)
 
 
 def _check_variant(variant: str, io_dtype: str) -> None:
@@ -98,6 +105,7 @@ def tflite(
     variant: str = "float32",
     representative_images=None,
     io_dtype: str = "float32",
+    log=print,
 ) -> Path:
     """Writes one TFLite variant of ``model`` (a Keras model, made float32 first, or an
     ExportSource) to ``path`` (a ``.tflite`` file).
@@ -107,7 +115,9 @@ def tflite(
             weights, activations quantized on the fly); "int8" (full integer, calibrated).
         representative_images: (N, H, W, C) raw-pixel images from the training data; required
             for "int8"; all are used (the CLI takes ``DEFAULT_CALIBRATION_SIZE`` by default).
-        io_dtype: I/O type of the "int8" variant: "float32" (default), "int8" or "uint8".
+        io_dtype: I/O type of the "int8" variant: "float32" (default), "int8" or "uint8"
+            (raw pixels, what MediaPipe feeds a quantized model; the export's default).
+        log: told in one line when the file gets no metadata (``export.tflite_metadata``).
     """
     import tensorflow as tf
 
@@ -137,6 +147,7 @@ def tflite(
     release_memory()  # the converter's graphs, so that the next conversion starts lean
     if variant == "int8" and io_dtype != "float32":
         _check_pixel_quantization(path, io_dtype)
+    _add_metadata(source, path, variant, io_dtype, log)
     return path
 
 

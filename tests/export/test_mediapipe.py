@@ -107,7 +107,8 @@ def test_metadata_problems_are_one_line(tmp_path, monkeypatch):
 
     lines = []
     monkeypatch.setattr(tflite_metadata, "unavailable", lambda: "no schema here")
-    record = tflite_format._add_metadata(Source(), bad, "float32", "float32", lines.append)
-    assert record["written"] is False and record["reason"] == "no schema here"
+    tflite_format._add_metadata(Source(), bad, "float32", "float32", lines.append)
     assert lines == ["note: m.tflite written without metadata: no schema here"]
+    record = tflite_format._metadata_record(Source(), "float32", "float32")
+    assert record["written"] is False and record["reason"] == "no schema here"
     assert bad.read_bytes() == b"not a flatbuffer at all"
