@@ -8,6 +8,7 @@ import zipfile
 import numpy as np
 import pytest
 
+import keras_resnet
 from export import mediapipe_check, tflite_metadata
 from export.model_io import ExportError
 
@@ -40,7 +41,9 @@ def test_every_tflite_file_carries_classification_metadata(exported):
         record = entry["metadata"]
         assert record["written"] and record["score_output"] == "probabilities"
         meta, packed = _metadata(exported.out / entry["path"])
-        assert meta.name.decode() == record["name"] and meta.version.decode() == "0.1.0"
+        arch = exported.model.get_config()["arch"]
+        assert meta.name.decode() == record["name"] == f"keras_resnet {arch} imagenet stem width 8"
+        assert meta.version.decode() == keras_resnet.__version__
         assert meta.minParserVersion.decode() == "1.0.0"
         assert packed == {"labels.txt": "".join(f"{n}\n" for n in names).encode()}
         (graph,) = meta.subgraphMetadata
