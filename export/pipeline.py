@@ -210,7 +210,8 @@ def _manifest(source: ExportSource, entries, *, images, labels, ref_logits, ref_
         },
         "artifacts": entries,
         "passed": all(a["passed"] for a in entries),
-        "versions": library_versions("onnx", "tf2onnx", "onnxruntime", "ai-edge-litert"),
+        "versions": library_versions("onnx", "tf2onnx", "onnxruntime", "ai-edge-litert",
+                                     "mediapipe"),
     }
 
 
