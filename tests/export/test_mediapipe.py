@@ -115,3 +115,19 @@ def test_metadata_problems_are_one_line(tmp_path, monkeypatch):
     record = tflite_format._metadata_record(Source(), "float32", "float32")
     assert record["written"] is False and record["reason"] == "no schema here"
     assert bad.read_bytes() == b"not a flatbuffer at all"
+
+
+def test_without_mediapipe_the_check_is_skipped_and_says_why(monkeypatch):
+    from export import pipeline
+    from export.artifact import Artifact
+
+    monkeypatch.setattr(mediapipe_check, "unavailable", lambda: "mediapipe is not installed")
+    result = {"passed": True, "failures": []}
+    artifact = Artifact("tflite", "float32", "m.tflite", {"metadata": {"written": True}})
+    pipeline._run_in_mediapipe(None, artifact, None, None, result, print)
+    assert result == {"passed": True, "failures": [],
+                      "mediapipe": {"skipped": "mediapipe is not installed"}}
+    monkeypatch.setattr(mediapipe_check, "unavailable", lambda: None)
+    artifact.info["metadata"]["written"] = False
+    pipeline._run_in_mediapipe(None, artifact, None, None, result, print)
+    assert result["mediapipe"] == {"skipped": "the file has no metadata"}
