@@ -339,10 +339,13 @@ def _mediapipe_snippet_on_the_scans(tmp_path, keras_rows):
     top-1 is training.predict's."""
     files = [r["path"] for r in keras_rows]
     snippet = block("python", MEDIAPIPE_BLOCK).replace("max_results=3", "max_results=1")
+    prose = " ".join(README.split())
+    assert ("python -m export --model runs/scans/best.keras --formats saved_model,tflite,onnx "
+            "--out artifacts/scans") in prose
     loop = ("import sys\nfor v in ('float32', 'int8'):\n    for f in sys.argv[1:]:\n"
             "        print(v, f, end=' ')\n"
             + "".join(f"        {line}\n" for line in shrink(snippet, {
-                "artifacts/tflite/model_int8.tflite": "artifacts/scans/tflite/model_{v}.tflite",
+                "artifacts/scans/tflite/model_int8.tflite": "artifacts/scans/tflite/model_{v}.tflite",
                 'Image.open("photo.png")': "Image.open(f)",
                 "model_asset_path=": "model_asset_path=f"}).splitlines()))
     r = subprocess.run([sys.executable, "-c", loop, *files], cwd=tmp_path, env=env(),
@@ -460,7 +463,8 @@ def test_mediapipe_block_classifies_like_keras(exported, tmp_path, monkeypatch, 
     import numpy as np
     from PIL import Image
 
-    (tmp_path / "artifacts").symlink_to(exported.out)
+    (tmp_path / "artifacts").mkdir()
+    (tmp_path / "artifacts" / "scans").symlink_to(exported.out)
     image = exported.images[0].astype(np.uint8)
     Image.fromarray(image[..., 0], "L").save(tmp_path / "photo.png")  # a grey file
     monkeypatch.chdir(tmp_path)
