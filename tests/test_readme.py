@@ -466,7 +466,9 @@ def test_mediapipe_block_classifies_like_keras(exported, tmp_path, monkeypatch, 
     (tmp_path / "artifacts").mkdir()
     (tmp_path / "artifacts" / "scans").symlink_to(exported.out)
     image = exported.images[0].astype(np.uint8)
-    Image.fromarray(image[..., 0], "L").save(tmp_path / "photo.png")  # a grey file
+    grey = image.shape[-1] == 1  # the basic model's grey file; the bottleneck model's RGB
+    Image.fromarray(image[..., 0] if grey else image, "L" if grey else "RGB").save(
+        tmp_path / "photo.png")
     monkeypatch.chdir(tmp_path)
     exec(block("python", MEDIAPIPE_BLOCK), {})
     printed = capsys.readouterr().out.strip()
