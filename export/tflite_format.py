@@ -10,12 +10,16 @@ the loaded SavedModel and its GraphDef alive during the conversion, about twice 
 memory of this way. Every variant is restricted to TFLite builtin ops
 (no Flex / select-TF ops), which is all ``ai_edge_litert`` can run.
 
-Full-integer int8 (``variant="int8"``): every compute op is int8 with int32 biases. Its I/O
-is float32 by default (``io_dtype="float32"``): the file then takes raw float pixels and returns
+Full-integer int8 (``variant="int8"``): every compute op is int8 with int32 biases. With
+``io_dtype="float32"`` (``tflite()``'s default) the file takes raw float pixels and returns
 float logits like every other artifact, with a builtin QUANTIZE op at the input and DEQUANTIZE
-ops at the outputs. ``io_dtype="int8"`` / ``"uint8"`` gives integer I/O for integer-only
-accelerators (Edge TPU, microcontrollers); the caller then quantizes the image with the input
-tensor's (scale, zero_point) and dequantizes the outputs.
+ops at the outputs. ``io_dtype="uint8"`` (the export's default) / ``"int8"`` gives integer I/O,
+for MediaPipe's quantized path and integer-only accelerators (Edge TPU, microcontrollers): the
+input's quantization is made raw pixels (scale 1; see ``_calibration``), the outputs are
+dequantized with their (scale, zero_point).
+
+Every file takes RGB, a model of grey images converting inside (MediaPipe feeds RGB only), and
+carries MediaPipe's classification metadata (``export.tflite_metadata``).
 """
 
 from __future__ import annotations
