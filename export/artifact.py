@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -31,6 +32,7 @@ class WriterOptions:
     calibration_images: np.ndarray | None = None
     calibration_description: str | None = None
     onnx_layout: str = "nhwc"
+    log: Callable[[str], None] = print  # where a writer's notes go (the export's log)
 
 
 @dataclasses.dataclass

@@ -67,9 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "nchw for pipelines that already hold NCHW tensors)")
     p.add_argument("--opset", type=int, default=DEFAULT_OPSET,
                    help=f"ONNX opset (default {DEFAULT_OPSET})")
-    p.add_argument("--int8-io", choices=IO_DTYPES, default="float32",
-                   help="input/output type of the full-integer int8 TFLite file (default "
-                   "float32: same interface as the other artifacts)")
+    p.add_argument("--int8-io", choices=IO_DTYPES, default="uint8",
+                   help="I/O type of the full-integer int8 TFLite file (default uint8: raw "
+                   "pixels, as MediaPipe feeds a quantized model; float32: as other artifacts)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace a previous export in --out (a folder holding the manifest.json "
                    "and artifacts of python -m export, nothing else)")

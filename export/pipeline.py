@@ -11,7 +11,7 @@ import numpy as np
 
 from keras_resnet._keras_compat import flatten_layers
 
-from export import onnx_format, savedmodel_format, tflite_format
+from export import mediapipe_check, onnx_format, savedmodel_format, tflite_format
 from export.artifact import Artifact, WriterOptions
 from export.checks import DEFAULT_OPSET, describe_path, image_array, library_versions, parse_list
 from export.model_io import ExportError, collecting_new_objects_only, release_memory
@@ -27,6 +27,7 @@ from export.source import INPUT_NAME, OUTPUT_NAMES, ExportSource
 from export.verification import (
     DEFAULT_BATCH_SIZES,
     batch1_latency_ms,
+    mediapipe_rule,
     reference_logits,
     verify,
 )
@@ -40,7 +41,7 @@ RANDOM_VERIFY_IMAGES = 32
 
 def export_all(model, out, formats=FORMATS, tflite_variants=tflite_format.VARIANTS,
                images=None, labels=None, calibration_images=None, class_names=None,
-               opset: int = DEFAULT_OPSET, int8_io: str = "float32", overwrite: bool = False,
+               opset: int = DEFAULT_OPSET, int8_io: str = "uint8", overwrite: bool = False,
                batch_sizes=DEFAULT_BATCH_SIZES, latency_runs: int = 20,
                data_description: str | None = None, calibration_description: str | None = None,
                source: dict | None = None, log=print, onnx_variants=("float32",),
@@ -82,7 +83,7 @@ def _export_all(model, out, formats, tflite_variants, images, labels, calibratio
     shape = export_source.shape
     plan, options = _checked_plan(formats, {"tflite": tflite_variants, "onnx": onnx_variants},
                                   shape, opset, int8_io, calibration_images,
-                                  calibration_description, onnx_layout)
+                                  calibration_description, onnx_layout, log)
     images, labels, data_description = _verification_data(images, labels, shape,
                                                           data_description, log)
     out = check_out_dir(out, overwrite, log=log)
@@ -125,7 +126,7 @@ def _bytes_needed(model, plan) -> int:
 
 
 def _checked_plan(formats, variants, shape, opset, int8_io, calibration_images,
-                  calibration_description, onnx_layout) -> tuple[list, WriterOptions]:
+                  calibration_description, onnx_layout, log) -> tuple[list, WriterOptions]:
     """The (format, variant) pairs to write and the writers' options, every one checked."""
     # Checked even where no artifact uses them: a wrong argument is an error, not ignored.
     tflite_format.check_io_dtype(int8_io)
@@ -134,7 +135,7 @@ def _checked_plan(formats, variants, shape, opset, int8_io, calibration_images,
     options = WriterOptions(opset=opset, int8_io=int8_io,
                             calibration_images=calibration_images,
                             calibration_description=calibration_description,
-                            onnx_layout=onnx_layout)
+                            onnx_layout=onnx_layout, log=log)
     plan = _plan(formats, variants)
     for fmt, variant in plan:
         WRITERS[fmt].check(variant, options, shape)
@@ -149,6 +150,8 @@ def _write_and_verify(source: ExportSource, tmp, fmt, variant, options, ref_logi
     log(f"verifying {fmt} {variant}: {artifact.path.relative_to(tmp)}")
     result = verify(artifact.path, ref_logits, images, labels, kind=fmt,
                     variant=variant, batch_sizes=batch_sizes, latency_runs=latency_runs)
+    if fmt == tflite_format.FORMAT:
+        _run_in_mediapipe(source, artifact, images, ref_logits, result, log)
     entry = _entry(artifact, result, tmp)
     if not result["passed"]:
         log(f"FAILED {fmt} {variant}: " + "; ".join(result["failures"]))
@@ -156,6 +159,27 @@ def _write_and_verify(source: ExportSource, tmp, fmt, variant, options, ref_logi
     # starts: without this, the peaks of the formats add up.
     release_memory()
     return entry
+
+
+def _run_in_mediapipe(source: ExportSource, artifact: Artifact, images, ref_logits, result,
+                      log) -> None:
+    """Classifies the verification images with MediaPipe's ImageClassifier from the file alone
+    (where mediapipe is installed and the file has its metadata) into ``result["mediapipe"]``,
+    its failures joining the artifact's."""
+    reason = mediapipe_check.unavailable() or (
+        None if artifact.info.get("metadata", {}).get("written") else "the file has no metadata")
+    if reason:
+        result["mediapipe"] = {"skipped": reason}
+        return
+    log(f"classifying with MediaPipe: {artifact.path.name}")
+    rounded = mediapipe_check.pixels(images)[..., : source.shape[2]].astype(np.float32)
+    if not np.array_equal(rounded, images):  # e.g. random images: Keras sees what MediaPipe sees
+        ref_logits = reference_logits(source.reference, rounded)
+    scores = mediapipe_check.classify(artifact.path, images, source.num_classes)
+    check = mediapipe_rule(scores, ref_logits, artifact.variant, result.get("decisive_margin"))
+    result["mediapipe"] = check
+    result["failures"] += check["failures"]
+    result["passed"] = not result["failures"]
 
 
 def _manifest(source: ExportSource, entries, *, images, labels, ref_logits, ref_latency,
@@ -197,7 +221,8 @@ def _manifest(source: ExportSource, entries, *, images, labels, ref_logits, ref_
         },
         "artifacts": entries,
         "passed": all(a["passed"] for a in entries),
-        "versions": library_versions("onnx", "tf2onnx", "onnxruntime", "ai-edge-litert"),
+        "versions": library_versions("onnx", "tf2onnx", "onnxruntime", "ai-edge-litert",
+                                     "mediapipe"),
     }
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 
 from keras_resnet import kernels
+from training.preprocessing import LUMA
 
 from export.model_io import (
     ExportError,
@@ -70,11 +71,16 @@ class ExportSource:
         """The evaluation transform of the weight set the model came from, if any."""
         return self.provenance.get("transform")
 
-    def signature(self) -> list:
+    def input_shape(self, rgb: bool = False) -> tuple[int, int, int]:
+        """(H, W, C) of the serving functions' input: the model's, or with ``rgb`` three
+        channels whatever the model takes (see ``frozen_serving_function``)."""
+        return (*self.shape[:2], 3) if rgb else self.shape
+
+    def signature(self, rgb: bool = False) -> list:
         """The serving functions' input signature: ``image`` (None, H, W, C) float32."""
         import tensorflow as tf
 
-        return [tf.TensorSpec((None, *self.shape), tf.float32, name=INPUT_NAME)]
+        return [tf.TensorSpec((None, *self.input_shape(rgb)), tf.float32, name=INPUT_NAME)]
 
     def serving_function(self, exclude_kernels=()):
         """A tf.function ``image -> {logits, probabilities}`` of the reference, traced (with
@@ -123,7 +129,7 @@ class ExportSource:
         release_memory()  # the frozen ConcreteFunction held two more copies of the weights
         return graph_def, inputs[0], outputs
 
-    def frozen_serving_function(self, exclude_kernels=()):
+    def frozen_serving_function(self, exclude_kernels=(), rgb: bool = False):
         """``serving_function`` with every variable and captured tensor folded into constants.
 
         Returns its ConcreteFunction (``image`` -> {logits, probabilities}, batch dynamic).
@@ -137,16 +143,22 @@ class ExportSource:
         ``convert_variables_to_constants_v2``'s ConcreteFunction in a tf.function instead held
         about seven copies (that function's graph and registration, and both again in the
         wrapper's function library); ``python -m benchmarks.deploy.memory`` measures the result.
+
+        With ``rgb`` it takes three channels even for a model of grey images, which it
+        converts as training.preprocessing reads a colour file (ITU-R 601-2 luma, unrounded):
+        MediaPipe feeds RGB images only.
         """
         import tensorflow as tf
 
         graph_def, input_name, outputs = self.frozen_graph_def(exclude_kernels)
         pending = [graph_def]  # dropped after the one trace, so that only the graph keeps it
         del graph_def
-        shape = self.shape
+        shape, grey = self.shape, rgb and self.shape[2] == 1
 
-        @tf.function(input_signature=self.signature())
+        @tf.function(input_signature=self.signature(rgb))
         def serve_frozen(image):
+            if grey:
+                image = _luma(image)
             values = tf.graph_util.import_graph_def(
                 pending[0], input_map={input_name: _reject_other_shapes(image, shape)},
                 return_elements=list(outputs),
@@ -157,6 +169,16 @@ class ExportSource:
         concrete = serve_frozen.get_concrete_function()
         pending.clear()
         return concrete
+
+
+def _luma(image):
+    """(N, H, W, 1) grey of (N, H, W, 3) RGB: a weighted sum over the channels (a grey image
+    of one channel is broadcast and comes back unchanged, the weights summing to 1). The shape
+    check follows it on the grey image: XNNPACK could not prepare a full-integer file whose
+    shape check came first, on the RGB input, nor one converting with a 1x1 convolution."""
+    import tensorflow as tf
+
+    return tf.reduce_sum(image * tf.constant(LUMA, tf.float32), axis=-1, keepdims=True)
 
 
 def _reject_other_shapes(image, shape):

@@ -10,12 +10,16 @@ the loaded SavedModel and its GraphDef alive during the conversion, about twice 
 memory of this way. Every variant is restricted to TFLite builtin ops
 (no Flex / select-TF ops), which is all ``ai_edge_litert`` can run.
 
-Full-integer int8 (``variant="int8"``): every compute op is int8 with int32 biases. Its I/O
-is float32 by default (``io_dtype="float32"``): the file then takes raw float pixels and returns
+Full-integer int8 (``variant="int8"``): every compute op is int8 with int32 biases. With
+``io_dtype="float32"`` (``tflite()``'s default) the file takes raw float pixels and returns
 float logits like every other artifact, with a builtin QUANTIZE op at the input and DEQUANTIZE
-ops at the outputs. ``io_dtype="int8"`` / ``"uint8"`` gives integer I/O for integer-only
-accelerators (Edge TPU, microcontrollers); the caller then quantizes the image with the input
-tensor's (scale, zero_point) and dequantizes the outputs.
+ops at the outputs. ``io_dtype="uint8"`` (the export's default) / ``"int8"`` gives integer I/O,
+for MediaPipe's quantized path and integer-only accelerators (Edge TPU, microcontrollers): the
+input's quantization is made raw pixels (scale 1; see ``_calibration``), the outputs are
+dequantized with their (scale, zero_point).
+
+Every file takes RGB, a model of grey images converting inside (MediaPipe feeds RGB only), and
+carries MediaPipe's classification metadata (``export.tflite_metadata``).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from export.artifact import Artifact, WriterOptions
+from export import tflite_metadata
 from export.checks import image_array
 from export.model_io import ExportError, release_memory
 from export.source import SIGNATURE, ExportSource
@@ -55,16 +60,36 @@ def write_artifact(source: ExportSource, folder, variant: str, options: WriterOp
     """``folder/tflite/model_<variant>.tflite`` (see ``tflite``); the int8 variant takes the
     calibration images and I/O type of ``options``."""
     int8 = variant == "int8"
+    io_dtype = options.int8_io if int8 else "float32"
     path = tflite(source, Path(folder) / "tflite" / f"model_{variant}.tflite", variant,
-                  options.calibration_images if int8 else None,
-                  io_dtype=options.int8_io if int8 else "float32")
-    info = {}
+                  options.calibration_images if int8 else None, io_dtype=io_dtype,
+                  log=options.log)
+    info = {"metadata": _metadata_record(source, variant, io_dtype)}
     if int8:
         info["calibration"] = {
             "images": int(len(options.calibration_images)),
             "source": options.calibration_description or "given calibration images",
         }
     return Artifact(FORMAT, variant, path, info)
+
+
+def _metadata_record(source: ExportSource, variant: str, io_dtype: str) -> dict:
+    """The manifest's record of a file's metadata, or of why it was not written."""
+    record = tflite_metadata.describe(source, variant, io_dtype)
+    reason = tflite_metadata.unavailable()
+    return {"written": False, "reason": reason, **record} if reason else {"written": True,
+                                                                            **record}
+
+
+def _add_metadata(source: ExportSource, path: Path, variant: str, io_dtype: str, log) -> None:
+    """Packs MediaPipe's classification metadata into ``path``, or tells ``log`` in one line
+    why it cannot (mediapipe missing)."""
+    record = _metadata_record(source, variant, io_dtype)
+    if not record["written"]:
+        log(f"note: {path.name} written without metadata: {record['reason']}")
+        return
+    names = source.class_names or [str(i) for i in range(source.num_classes)]
+    tflite_metadata.write(path, {k: v for k, v in record.items() if k != "written"}, names)
 
 
 def _check_variant(variant: str, io_dtype: str) -> None:
@@ -84,6 +109,7 @@ def tflite(
     variant: str = "float32",
     representative_images=None,
     io_dtype: str = "float32",
+    log=print,
 ) -> Path:
     """Writes one TFLite variant of ``model`` (a Keras model, made float32 first, or an
     ExportSource) to ``path`` (a ``.tflite`` file).
@@ -93,7 +119,9 @@ def tflite(
             weights, activations quantized on the fly); "int8" (full integer, calibrated).
         representative_images: (N, H, W, C) raw-pixel images from the training data; required
             for "int8"; all are used (the CLI takes ``DEFAULT_CALIBRATION_SIZE`` by default).
-        io_dtype: I/O type of the "int8" variant: "float32" (default), "int8" or "uint8".
+        io_dtype: I/O type of the "int8" variant: "float32" (default), "int8" or "uint8"
+            (raw pixels, what MediaPipe feeds a quantized model; the export's default).
+        log: told in one line when the file gets no metadata (``export.tflite_metadata``).
     """
     import tensorflow as tf
 
@@ -104,38 +132,73 @@ def tflite(
         raise ExportError(f"io_dtype={io_dtype!r} needs variant 'int8', got {variant!r}")
     calibration = None
     if variant == "int8":
-        calibration = image_array(representative_images, source.shape, "calibration images")
+        calibration = _calibration(
+            image_array(representative_images, source.shape, "calibration images"), io_dtype)
     path = Path(path)
     if path.suffix != ".tflite":
         raise ExportError(f"TFLite path must end with '.tflite', got {str(path)!r}")
 
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f".{path.stem}.frozen-", dir=path.parent) as tmp:
-        _save_frozen(source, tmp)
+        _save_frozen(source, tmp)  # RGB input, whatever the model takes: MediaPipe feeds RGB
         converter = tf.lite.TFLiteConverter.from_saved_model(tmp)
         release_memory()  # from_saved_model loaded the whole SavedModel to read its signatures
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-        if variant != "float32":
-            converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        if variant == "float16":
-            converter.target_spec.supported_types = [tf.float16]
-        elif variant == "int8":
-
-            def representative_dataset():
-                for i in range(len(calibration)):
-                    yield [calibration[i : i + 1]]
-
-            converter.representative_dataset = representative_dataset
-            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-            if io_dtype != "float32":
-                converter.inference_input_type = getattr(tf, io_dtype)
-                converter.inference_output_type = getattr(tf, io_dtype)
+        _configure(converter, variant, calibration, io_dtype)
         flatbuffer = converter.convert()
     del converter
     path.write_bytes(flatbuffer)
     del flatbuffer
     release_memory()  # the converter's graphs, so that the next conversion starts lean
+    if variant == "int8" and io_dtype != "float32":
+        _check_pixel_quantization(path, io_dtype)
+    _add_metadata(source, path, variant, io_dtype, log)
     return path
+
+
+def _configure(converter, variant: str, calibration, io_dtype: str) -> None:
+    """Sets ``converter`` up for ``variant``: builtin ops only, the variant's quantization."""
+    import tensorflow as tf
+
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    if variant != "float32":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if variant == "float16":
+        converter.target_spec.supported_types = [tf.float16]
+    elif variant == "int8":
+
+        def representative_dataset():
+            for i in range(len(calibration)):
+                yield [calibration[i : i + 1]]
+
+        converter.representative_dataset = representative_dataset
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        if io_dtype != "float32":
+            converter.inference_input_type = getattr(tf, io_dtype)
+            converter.inference_output_type = getattr(tf, io_dtype)
+
+
+def _calibration(images: np.ndarray, io_dtype: str) -> np.ndarray:
+    """The converter's representative images: RGB (a grey image repeated, which the model's
+    luma conversion maps back to itself); for integer I/O led by a black and a white image, so
+    that the input's calibrated range is exactly 0..255 and an integer pixel is its own
+    quantized value (scale 1), which is what MediaPipe feeds a uint8 input."""
+    if images.shape[-1] == 1:
+        images = np.repeat(images, 3, axis=-1)
+    if io_dtype != "float32":
+        anchors = np.stack([np.zeros_like(images[0]), np.full_like(images[0], 255.0)])
+        images = np.concatenate([anchors, images])
+    return images
+
+
+def _check_pixel_quantization(path, io_dtype: str) -> None:
+    """Refuses a file whose integer input is not raw pixels (scale 1; zero point 0 for uint8,
+    -128 for int8)."""
+    details = interpreter(path).get_input_details()[0]
+    scale, zero = details["quantization"]
+    want = 0 if io_dtype == "uint8" else -128
+    if not (abs(scale - 1.0) < 1e-6 and zero == want):
+        raise ExportError(f"{path.name}: its {io_dtype} input has quantization scale {scale} "
+                          f"and zero point {zero}, expected 1 and {want} (raw pixels)")
 
 
 def _save_frozen(source: ExportSource, directory) -> None:
@@ -143,7 +206,7 @@ def _save_frozen(source: ExportSource, directory) -> None:
     converter names the outputs from it) and drops the function before the converter runs."""
     import tensorflow as tf
 
-    serve = source.frozen_serving_function()
+    serve = source.frozen_serving_function(rgb=True)
     tf.saved_model.save(
         tf.Module(),
         str(directory),

@@ -163,6 +163,9 @@ class _TfliteRunner:
 
     def __call__(self, images):
         x = images
+        if x.shape[-1] == 1 and self.input["shape"][-1] == 3:
+            # A grey model's TFLite file takes RGB (for MediaPipe) and converts it back.
+            x = np.repeat(x, 3, axis=-1)
         if self._in_dtype.kind != "f":
             scale, zero = self._in_q
             info = np.iinfo(self._in_dtype)
@@ -387,6 +390,36 @@ def _logit_rule(result, variant) -> list[str]:
             f"{result['decisive_images']} of {result['n']} images whose Keras top-1 margin "
             f"exceeds {result['decisive_margin']:.3g} (2x the artifact's measured error)")
     return failures
+
+
+def mediapipe_rule(scores, ref, variant: str, decisive_margin: float | None = None) -> dict:
+    """MediaPipe's ImageClassifier against Keras: ``scores`` (N, classes) of its probabilities
+    head, ``ref`` the Keras logits of the same (uint8) images. float32 must give Keras's top-1
+    on every image; float16 on every image whose Keras margin exceeds ``decisive_margin`` (the
+    artifact's, from ``verify``: a near tie within its rounding may go either way), the
+    quantized variants by their top-1 agreement rule on those images."""
+    ref = np.asarray(ref)
+    agree = np.argmax(scores, 1) == np.argmax(ref, 1)
+    result = {"n": int(len(agree)), "top1_agreement": float(np.mean(agree))}
+    if variant == "float32":
+        result["check"] = "top-1 equal to Keras on every image"
+        failures = ([] if agree.all() else
+                    [f"MediaPipe: top-1 differs from Keras on {int((~agree).sum())} of "
+                     f"{len(agree)} images"])
+        return {**result, "passed": not failures, "failures": failures}
+    need = result["min_agreement"] = (1.0 if variant == "float16" else
+                                      MIN_AGREEMENT.get(variant, MIN_AGREEMENT["int8"]))
+    top2 = np.sort(ref, axis=1)[:, -2:]
+    decisive = (top2[:, 1] - top2[:, 0]) > (decisive_margin or 0.0)
+    result["check"] = (f"top-1 agreement >= {need} where the Keras margin exceeds "
+                       f"{decisive_margin or 0.0:.3g} (the artifact's decisive images)")
+    result["decisive_images"] = int(decisive.sum())
+    agreement = float(np.mean(agree[decisive])) if decisive.any() else None
+    result["top1_agreement_decisive"] = agreement
+    failures = ([] if agreement is None or agreement >= need else
+                [f"MediaPipe: top-1 agreement {agreement:.4f} < {need} on the "
+                 f"{int(decisive.sum())} decisive images"])
+    return {**result, "passed": not failures, "failures": failures}
 
 
 def _tolerance(result) -> float:

@@ -319,7 +319,7 @@ def test_distributed_benchmark_command(tmp_path):
     assert "2 workers (training.launch)" in out
 
 
-@pytest.mark.slow  # a folder, a training, an export of every format and three predictions
+@pytest.mark.slow  # a folder, a training, an export of every format, four predictions
 def test_folder_to_deployed_model_journey(tmp_path):
     journey = shrink(block("bash", "python -m training.sample_folder my_scans"), {
         "python -m training.sample_folder my_scans\n":
@@ -331,6 +331,36 @@ def test_folder_to_deployed_model_journey(tmp_path):
     assert len(json.loads((tmp_path / "keras.json").read_text())) == 300
     manifest = json.loads((tmp_path / "artifacts" / "scans" / "manifest.json").read_text())
     assert manifest["class_names"] == [str(d) for d in range(10)]
+    _mediapipe_snippet_on_the_scans(tmp_path, json.loads((tmp_path / "keras.json").read_text()))
+
+
+def _mediapipe_snippet_on_the_scans(tmp_path, keras_rows):
+    """README's MediaPipe snippet on the journey's float32 and int8 TFLite files, every scan: its
+    top-1 is training.predict's."""
+    files = [r["path"] for r in keras_rows]
+    snippet = block("python", MEDIAPIPE_BLOCK).replace("max_results=3", "max_results=1")
+    prose = " ".join(README.split())
+    assert ("python -m export --model runs/scans/best.keras --formats saved_model,tflite,onnx "
+            "--out artifacts/scans") in prose
+    loop = ("import sys\nfor v in ('float32', 'int8'):\n    for f in sys.argv[1:]:\n"
+            "        print(v, f, end=' ')\n"
+            + "".join(f"        {line}\n" for line in shrink(snippet, {
+                "artifacts/scans/tflite/model_int8.tflite": "artifacts/scans/tflite/model_{v}.tflite",
+                'Image.open("photo.png")': "Image.open(f)",
+                "model_asset_path=": "model_asset_path=f"}).splitlines()))
+    r = subprocess.run([sys.executable, "-c", loop, *files], cwd=tmp_path, env=env(),
+                       capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    keras_top = {r["path"]: r["top"][0]["class"] for r in keras_rows}
+    for variant in ("float32", "int8"):
+        got = {}
+        for line in r.stdout.splitlines():
+            v, f, printed = line.split(" ", 2)
+            if v == variant:
+                got[f] = eval(printed)[0][0]
+        assert len(got) == len(files) > 100, (variant, len(got))
+        differ = [f for f in files if got[f] != keras_top[f]]
+        assert not differ, (variant, len(differ), differ[:5])
 
 
 @pytest.mark.slow  # writes JPEGs and runs three tf.data pipelines twice
@@ -423,3 +453,28 @@ def test_deploy_benchmark_command_in_the_prose(exported, tmp_path):
                    + " --no-torch --repeats 1 --iters 1 --batches 1,2", tmp_path)
     for label in ("saved_model float32", "onnx float32", "onnx int8", "tflite int8"):
         assert f"| {label} | 2 |" in out, out
+
+
+MEDIAPIPE_BLOCK = "vision.ImageClassifier.create_from_options(options) as classifier"
+
+
+def test_mediapipe_block_classifies_like_keras(exported, tmp_path, monkeypatch, capsys):
+    """README's MediaPipe snippet, run in this process (a subprocess would import TensorFlow and
+    MediaPipe again) on the session export's int8 file and a PNG of one verification image."""
+    import numpy as np
+    from PIL import Image
+
+    (tmp_path / "artifacts").mkdir()
+    (tmp_path / "artifacts" / "scans").symlink_to(exported.out)
+    image = exported.images[0].astype(np.uint8)
+    grey = image.shape[-1] == 1  # the basic model's grey file; the bottleneck model's RGB
+    Image.fromarray(image[..., 0] if grey else image, "L" if grey else "RGB").save(
+        tmp_path / "photo.png")
+    monkeypatch.chdir(tmp_path)
+    exec(block("python", MEDIAPIPE_BLOCK), {})
+    printed = capsys.readouterr().out.strip()
+    top = [name for name, _ in eval(printed)]  # the snippet prints [(class, score), ...]
+    keras_top = np.argsort(np.asarray(exported.model(exported.images[:1]))[0])[::-1]
+    names = exported.manifest["class_names"]
+    assert top[0] == names[keras_top[0]], (printed, keras_top)
+    assert len(top) == 3

@@ -30,7 +30,9 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.deploy import mobile
 from benchmarks.machine import describe
+from benchmarks.deploy.mobile import tflite_feed
 from keras_resnet import _cli
 
 TORCH = "torch.onnx"
@@ -70,7 +72,8 @@ def runners(export_dir: Path, manifest: dict, threads: int) -> dict:
             out[label] = _onnx_runner(path, threads)
         elif entry["format"] == "tflite":
             runner = interpreter(path, num_threads=threads).get_signature_runner()
-            out[label] = (lambda x, r=runner: r(image=x)["logits"], False)
+            out[label] = (lambda x, r=runner, f=tflite_feed(entry): r(image=f(x))["logits"],
+                          False)
         else:
             loaded = tf.saved_model.load(str(path))
             fn = loaded.signatures["serving_default"]
@@ -201,6 +204,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=_cli.positive_int, default=2)
     p.add_argument("--profile", action="store_true",
                    help="ONNX Runtime's time per op type for every ONNX file")
+    p.add_argument("--mobile", action="store_true",
+                   help="instead: the mobile table (benchmarks.deploy.mobile: each TFLite file in "
+                   "LiteRT at 1 and 2 threads and in MediaPipe, beside ONNX Runtime, batch 1)")
     return p
 
 
@@ -225,6 +231,12 @@ def _main(args) -> None:
         batches = []
     if not batches or min(batches) < 1:
         raise _cli.UsageError(f"--batches {args.batches!r}: expected positive integers, e.g. 1,16")
+    if args.mobile:
+        print(f"machine: {describe()}")
+        print(f"export: {folder}; batch 1, median of {args.repeats} rounds of {args.iters} "
+              "calls")
+        print(mobile.report(folder, manifest, args.repeats, args.iters))
+        return
     if not args.no_torch:
         import torch  # noqa: F401  (before TensorFlow: torchvision after it crashes)
         import torchvision  # noqa: F401

@@ -13,32 +13,36 @@ def _wrong_shapes(h, w, c):
 
 
 def _runners(exported):
-    """(name, callable images -> logits) for every artifact, through the runtimes' own APIs
-    (not export.load_runner, which could check shapes itself)."""
+    """(name, callable images -> logits, its input's (H, W, C)) for every artifact, through the
+    runtimes' own APIs (not export.load_runner, which could check shapes itself). The TFLite
+    files take RGB (a grey model's too: MediaPipe feeds RGB), the int8 one as uint8."""
     import onnxruntime as ort
     import tensorflow as tf
     from ai_edge_litert.interpreter import Interpreter
 
     loaded = tf.saved_model.load(str(exported.out / exported.artifact("saved_model")["path"]))
     serve = loaded.signatures["serving_default"]
-    yield "saved_model", lambda x: serve(image=tf.constant(x))["logits"].numpy()
+    shape = exported.model.input_shape[1:]
+    yield "saved_model", lambda x: serve(image=tf.constant(x))["logits"].numpy(), shape
     session = ort.InferenceSession(str(exported.out / "model.onnx"),
                                    providers=["CPUExecutionProvider"])
-    yield "onnx", lambda x: session.run(["logits"], {"image": x})[0]
+    yield "onnx", lambda x: session.run(["logits"], {"image": x})[0], shape
     for a in exported.manifest["artifacts"]:
         if a["format"] != "tflite":
             continue
         runner = Interpreter(model_path=str(exported.out / a["path"])).get_signature_runner(
             "serving_default")
-        yield f"tflite {a['variant']}", lambda x, r=runner: r(image=x)["logits"]
+        dtype = np.dtype(a["input"]["dtype"])
+        yield (f"tflite {a['variant']}", lambda x, r=runner, t=dtype: r(image=x.astype(t))[
+            "logits"], tuple(a["input"]["shape"][1:]))
 
 
 def test_artifacts_refuse_images_of_another_shape(exported):
-    shape = exported.model.input_shape[1:]
     rng = np.random.default_rng(0)
-    for name, run in _runners(exported):
+    for name, run, shape in _runners(exported):
+        images = np.repeat(exported.images, shape[-1] // exported.images.shape[-1], axis=-1)
         for n in GOOD_BATCHES:
-            assert run(exported.images[:n]).shape == (n, 4), name
+            assert run(images[:n]).shape == (n, 4), name
         for bad in _wrong_shapes(*shape):
             x = rng.uniform(0, 255, bad).astype(np.float32)
             # pytest.fail raises an outcome that is no Exception: it is not caught here.
@@ -46,5 +50,5 @@ def test_artifacts_refuse_images_of_another_shape(exported):
                 out = run(x)
                 pytest.fail(f"{name} accepted images of shape {bad} and returned {out.shape}")
         # A refused call leaves the runtime usable at the right shape.
-        assert run(exported.images[:2]).shape == (2, 4), name
+        assert run(images[:2]).shape == (2, 4), name
 
