@@ -10,6 +10,7 @@ import tensorflow as tf
 import keras_resnet
 from keras_resnet import ARCHS, BasicBlock, Bottleneck, build_resnet, feature_extractor, freeze
 from keras_resnet._keras_compat import flatten_layers
+from keras_resnet.archs import min_width
 from keras_resnet.builder import ResNet, min_input_size, model_config, output_stride
 from tests.conftest import ALL_ARCHS, random_images
 
@@ -20,7 +21,17 @@ TORCHVISION_PARAMS = {
     "resnet50": 25_557_032,
     "resnet101": 44_549_160,
     "resnet152": 60_192_808,
+    "resnext50_32x4d": 25_028_904,
+    "resnext101_32x8d": 88_791_336,
+    "resnext101_64x4d": 83_455_272,
+    "wide_resnet50_2": 68_883_240,
+    "wide_resnet101_2": 126_886_696,
 }
+
+
+def small_width(arch: str) -> int:
+    """The tests' width: 4, or the least a grouped arch takes (a channel in each group)."""
+    return max(4, min_width(arch))
 
 
 def count(weights):
