@@ -311,6 +311,24 @@ def test_infer_config_one_channel_cifar_stem():
                for n in notes)
 
 
+def test_infer_config_tells_resnext_and_wide_resnet_from_resnet():
+    # torchvision's own modules (narrow: no Keras model is built), their state_dicts read.
+    torch, _ = _torch()
+    for arch in ("resnet101", "resnext101_32x8d", "resnext101_64x4d", "wide_resnet101_2"):
+        width = max(4, min_width(arch))
+        sd = {k: v.numpy() for k, v in
+              narrow_torchvision(arch, width, 3, cifar=False).state_dict().items()}
+        found = infer_config(sd)
+        spec = ARCHS[arch]
+        assert (found["arch"], found["groups"], found["width"]) == (arch, spec.groups, width)
+    with pytest.raises(ValueError, match=r"1 group\(s\), bottleneck 3x3 width 12 at width 16 "
+                                         r"match no known arch"):
+        sd = {k: v.numpy() for k, v in narrow_torchvision(
+            "resnet50", 16, 3, cifar=False).state_dict().items()}
+        sd["layer1.0.conv2.weight"] = np.zeros((12, 12, 3, 3), "float32")
+        from_torch(sd)
+
+
 def test_notes_read_the_models_config():
     model = build_resnet("resnet18", input_shape=(32, 32, 1), num_classes=3, stem="cifar",
                          width=4, normalization=(33.0, 78.0), classifier_activation="softmax",
