@@ -1,8 +1,9 @@
 """torchvision's ResNet, ResNeXt and Wide ResNet weight sets, as data: copied from torchvision
 0.29.1's own source (``torchvision/models/resnet.py``: each ``*_Weights`` entry's URL,
 ``num_params``, ``_metrics``, ``_ops``, ``_file_size`` and ``recipe``, and the
-``resize_size``/``crop_size`` of its ``ImageClassification`` transform). tests/keras_resnet/test_weights_registry.py checks every
-figure against the installed torchvision's table.
+``resize_size``/``crop_size`` of its ``ImageClassification`` transform).
+tests/keras_resnet/test_weights_registry.py checks every figure against the installed
+torchvision's table.
 
 The hash is the one torchvision publishes: the hex digits after the last ``-`` of the file name,
 a prefix of the file's sha256 (torch.hub's ``check_hash`` rule). ``gflops`` is torchvision's

@@ -313,7 +313,6 @@ def test_infer_config_one_channel_cifar_stem():
 
 def test_infer_config_tells_resnext_and_wide_resnet_from_resnet():
     # torchvision's own modules (narrow: no Keras model is built), their state_dicts read.
-    torch, _ = _torch()
     for arch in ("resnet101", "resnext101_32x8d", "resnext101_64x4d", "wide_resnet101_2"):
         width = max(4, min_width(arch))
         sd = {k: v.numpy() for k, v in
