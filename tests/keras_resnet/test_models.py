@@ -61,6 +61,10 @@ SHAPE_CASES = [
 
 
 EVERYDAY_ARCHS = ("resnet18", "resnet34", "resnet50")
+# The 101-layer ResNeXt and Wide ResNet: ResNeXt-50's and Wide ResNet-50's blocks, more of them
+# (TensorFlow's CPU grouped convolution makes each 10-80 s here): the slow run checks them
+# with fewer sizes and without the gradient and .keras tests their 50-layer twins cover.
+DEEP_GROUPED_OR_WIDE = ("resnext101_32x8d", "resnext101_64x4d", "wide_resnet101_2")
 
 
 def deep_ones_slow(archs, everyday=EVERYDAY_ARCHS):
@@ -104,6 +108,8 @@ SHAPE_ARCH_CASES = [
                      (shape, stem) == ((32, 32, 3), "cifar") and arch in ("resnet101", "resnet152"))
                  else [pytest.mark.slow])
     for arch in ALL_ARCHS for shape, stem, side in SHAPE_CASES
+    if arch not in DEEP_GROUPED_OR_WIDE or (shape, stem) in (((32, 32, 3), "cifar"),
+                                                             ((224, 224, 3), "imagenet"))
 ]
 
 
@@ -124,7 +130,8 @@ def test_output_shapes_and_finite(arch, input_shape, stem, side):
     assert tuple(f.shape) == (2, side, side, width * 8 * expansion)
 
 
-@pytest.mark.parametrize("arch", deep_ones_slow(ALL_ARCHS))
+@pytest.mark.parametrize("arch", deep_ones_slow(
+    [a for a in ALL_ARCHS if a not in DEEP_GROUPED_OR_WIDE]))
 def test_every_trainable_variable_gets_a_gradient(arch):
     model = build_resnet(arch, input_shape=(32, 32, 3), num_classes=5, stem="cifar",
                          width=small_width(arch))
@@ -143,7 +150,8 @@ def test_every_trainable_variable_gets_a_gradient(arch):
     assert all(np.isfinite(np.asarray(g)).all() for g in grads)
 
 
-@pytest.mark.parametrize("arch", deep_ones_slow(ALL_ARCHS, (*EVERYDAY_ARCHS, "resnext50_32x4d")))
+@pytest.mark.parametrize("arch", deep_ones_slow(
+    [a for a in ALL_ARCHS if a not in DEEP_GROUPED_OR_WIDE], (*EVERYDAY_ARCHS, "resnext50_32x4d")))
 def test_config_round_trip_and_keras_file(arch, tmp_path):
     names = [f"class {i}" for i in range(7)]
     width = small_width(arch)
