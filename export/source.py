@@ -18,6 +18,7 @@ import functools
 from keras_resnet import kernels
 from training.preprocessing import LUMA
 
+from export.graph_inline import inline_compiled_calls
 from export.model_io import (
     ExportError,
     float32_model,
@@ -121,6 +122,7 @@ class ExportSource:
         concrete = serve.get_concrete_function()
         names = sorted(concrete.structured_outputs)  # flattened in sorted key order
         frozen, graph_def = variables_to_constants_as_graph(concrete)
+        inline_compiled_calls(graph_def)  # grouped convolutions: see export.graph_inline
         inputs = [t.name for t in frozen.inputs]
         outputs = {t.name: name for t, name in zip(frozen.outputs, names)}
         if len(inputs) != 1:

@@ -1,4 +1,5 @@
-"""keras_resnet: torchvision's ResNet v1.5 (ResNet-18 ... 152) as Keras 3 models.
+"""keras_resnet: torchvision's ResNet family (ResNet-18 ... 152 v1.5, ResNeXt, Wide ResNet) as
+Keras 3 models.
 
 The public names are resolved on first use (PEP 562), so ``import keras_resnet`` and the
 architecture table (``keras_resnet.ARCHS``, ``STEMS``) do not load Keras/TensorFlow: the CLIs
@@ -35,6 +36,11 @@ _EXPORTS = {
     "resnet50": "keras_resnet.builder",
     "resnet101": "keras_resnet.builder",
     "resnet152": "keras_resnet.builder",
+    "resnext50_32x4d": "keras_resnet.builder",
+    "resnext101_32x8d": "keras_resnet.builder",
+    "resnext101_64x4d": "keras_resnet.builder",
+    "wide_resnet50_2": "keras_resnet.builder",
+    "wide_resnet101_2": "keras_resnet.builder",
     "feature_extractor": "keras_resnet.features",
     "freeze": "keras_resnet.features",
     "model_from_keras_weights": "keras_resnet.transfer",
@@ -48,7 +54,8 @@ __all__ = [
     "ARCHS", "STEMS", "BN_EPSILON", "BN_MOMENTUM", "BasicBlock", "Bottleneck", "ResNet",
     "build_resnet", "feature_extractor", "freeze", "min_input_size", "model_config",
     "model_from_keras_weights", "output_stride", "stem_for_kernel", "resnet18", "resnet34",
-    "resnet50", "resnet101", "resnet152", "weights", "with_dtype",
+    "resnet50", "resnet101", "resnet152", "resnext50_32x4d", "resnext101_32x8d",
+    "resnext101_64x4d", "wide_resnet50_2", "wide_resnet101_2", "weights", "with_dtype",
 ]
 
 

@@ -10,7 +10,7 @@ import keras
 
 from keras_resnet import _keras_compat
 from keras_resnet import weights as named_weights
-from keras_resnet.archs import ARCHS, NUM_STAGES, STEMS
+from keras_resnet.archs import ARCHS, NUM_STAGES, STEMS, min_width
 from keras_resnet.blocks import BasicBlock, Bottleneck, make_bn, make_conv
 
 BLOCKS = {"basic": BasicBlock, "bottleneck": Bottleneck}
@@ -20,7 +20,7 @@ FORMAT_VERSION = 1
 POOLINGS = ("avg", "max", None)
 
 
-def _check_arch(arch: str) -> tuple[str, tuple[int, ...]]:
+def _check_arch(arch: str):
     if arch not in ARCHS:
         raise ValueError(f"Unknown arch {arch!r}; expected one of {sorted(ARCHS)}")
     return ARCHS[arch]
@@ -136,12 +136,11 @@ def build_resnet(
     weights=None,
     dtype=None,
 ) -> "ResNet":
-    """Builds a torchvision-equivalent ResNet (v1.5): a functional ``ResNet`` model.
+    """Builds a torchvision ResNet (v1.5), ResNeXt or Wide ResNet: a functional ``ResNet``.
 
     Args:
-        arch: one of ``ARCHS`` ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152").
-        input_shape: (height, width, channels); any channel count (1 for MNIST, 3 for RGB).
-            Height/width may be None for a size-agnostic model.
+        arch: one of ``ARCHS`` ("resnet18" ... "resnet152", "resnext*", "wide_resnet*").
+        input_shape: (height, width, channels), any channel count; height/width may be None.
         num_classes: size of the classifier (only with ``include_top``); default 1000, or the
             class count of the named ``weights``.
         include_top: add global pooling and the ``predictions`` Dense layer.
@@ -149,7 +148,8 @@ def build_resnet(
             returns the last stage's feature map).
         classifier_activation: None (logits, the default), "softmax", or any Keras activation.
         stem: "imagenet" (7x7/2 conv, 3x3/2 max-pool) or "cifar" (3x3/1 conv; 28x28, 32x32).
-        width: base channel count (64 in the paper; stage i has ``width * 2**(i-1)`` filters).
+        width: base channel count (64 in the paper; stage i has ``width * 2**(i-1)`` filters;
+            grouped archs keep their groups: ``archs.inner_width``, ``archs.min_width``).
         zero_init_residual: start each block's last BN gamma at zero.
         normalization: optional ``(mean, std)`` in raw pixel units (per channel or scalar);
             adds a float32 ``normalization`` layer so the model takes raw 0..255 pixels.
@@ -246,8 +246,8 @@ def _resnet_graph(arch, shape, num_classes, include_top, pooling, classifier_act
                   width, zero_init_residual, normalization, dtype):
     """(inputs, outputs) of the functional graph, from checked arguments; every layer but the
     normalization and the classifier (float32 both) computes under the policy ``dtype``."""
-    block_type, depths = ARCHS[arch]
-    block_cls = BLOCKS[block_type]
+    spec = ARCHS[arch]
+    block_cls = BLOCKS[spec.block]
     inputs = keras.Input(shape=shape, name="image")
     x = inputs
     if normalization is not None:
@@ -266,7 +266,7 @@ def _resnet_graph(arch, shape, num_classes, include_top, pooling, classifier_act
         x = keras.layers.MaxPooling2D(3, strides=2, padding="valid", name="stem_pool",
                                       dtype=dtype)(x)
 
-    for stage, depth in enumerate(depths, start=1):
+    for stage, depth in enumerate(spec.depths, start=1):
         filters = width * 2 ** (stage - 1)
         for block in range(1, depth + 1):
             stride = 2 if (stage > 1 and block == 1) else 1
@@ -274,6 +274,8 @@ def _resnet_graph(arch, shape, num_classes, include_top, pooling, classifier_act
                 filters,
                 stride=stride,
                 zero_init_residual=zero_init_residual,
+                groups=spec.groups,
+                width_per_group=spec.width_per_group,
                 name=f"stage{stage}_block{block}",
                 dtype=dtype,
             )(x)
@@ -312,6 +314,9 @@ def _checked_builder_config(arch, input_shape, num_classes, include_top, pooling
         raise ValueError("include_top=True needs pooling 'avg' or 'max', got None")
     if isinstance(width, bool) or not isinstance(width, int) or width < 1:
         raise ValueError(f"width must be a positive integer, got {width!r}")
+    if width < min_width(arch):
+        raise ValueError(f"width {width} is too small for {arch}: its {ARCHS[arch].groups} "
+                         f"groups need a width of at least {min_width(arch)}")
     shape = _check_input_shape(input_shape, stem)
     names = _check_class_names(class_names, num_classes, include_top)
     classifier_activation = _activation_name(classifier_activation)
@@ -455,11 +460,12 @@ def _make_variant(arch: str):
     def variant(**kwargs) -> ResNet:
         return build_resnet(arch, **kwargs)
 
-    block_type, depths = ARCHS[arch]
+    spec = ARCHS[arch]
     variant.__name__ = variant.__qualname__ = arch
-    variant.__doc__ = (
-        f"{arch}: {block_type} blocks {list(depths)}. Keyword arguments as build_resnet()."
-    )
+    grouping = ("" if (spec.groups, spec.width_per_group) == (1, 64) else
+                f", groups {spec.groups}, width_per_group {spec.width_per_group}")
+    variant.__doc__ = (f"{arch}: {spec.block} blocks {list(spec.depths)}{grouping}. Keyword "
+                       "arguments as build_resnet().")
     return variant
 
 
@@ -468,3 +474,8 @@ resnet34 = _make_variant("resnet34")
 resnet50 = _make_variant("resnet50")
 resnet101 = _make_variant("resnet101")
 resnet152 = _make_variant("resnet152")
+resnext50_32x4d = _make_variant("resnext50_32x4d")
+resnext101_32x8d = _make_variant("resnext101_32x8d")
+resnext101_64x4d = _make_variant("resnext101_64x4d")
+wide_resnet50_2 = _make_variant("wide_resnet50_2")
+wide_resnet101_2 = _make_variant("wide_resnet101_2")

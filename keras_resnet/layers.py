@@ -100,8 +100,8 @@ def _check_explicit_padding(given):
     return pad
 
 
-def make_conv(filters: int, kernel: int, stride: int, name: str, dtype=None):
-    """A Conv2D computing torch's Conv2d(padding=kernel//2).
+def make_conv(filters: int, kernel: int, stride: int, name: str, dtype=None, groups: int = 1):
+    """A Conv2D computing torch's Conv2d(padding=kernel//2, groups=groups).
 
     Keras "same" padding pads (0, 1) at stride 2 on even inputs where torch pads (1, 1), which
     shifts every output pixel. For stride 1 and odd kernels "same" *is* symmetric, so only
@@ -114,6 +114,7 @@ def make_conv(filters: int, kernel: int, stride: int, name: str, dtype=None):
         strides=stride,
         padding="same" if explicit is None else "valid",
         explicit_padding=explicit,
+        groups=groups,
         use_bias=False,
         kernel_initializer=conv_initializer(),
         data_format="channels_last",

@@ -12,7 +12,7 @@ import os
 import zipfile
 
 from keras_resnet import _cli
-from keras_resnet.archs import ARCHS, NUM_STAGES
+from keras_resnet.archs import ARCHS, NUM_STAGES, inner_width
 
 # What Keras 3 writes into every .keras archive.
 KERAS_MEMBERS = ("config.json", "model.weights.h5")
@@ -45,7 +45,7 @@ def _first_line(err: BaseException) -> str:
 def resnet_parameters(config: dict) -> int:
     """How many numbers the variables of the ResNet with builder config `config` hold
     (trainable and not: BatchNorm's moving statistics count), from the ARCHS table alone."""
-    block, depths = ARCHS[config["arch"]]
+    block, depths, groups, per_group = ARCHS[config["arch"]]
     width, channels = int(config["width"]), int(config["input_shape"][-1])
     kernel = 7 if config.get("stem", "imagenet") == "imagenet" else 3
     bn = 4  # gamma, beta, moving mean, moving variance per channel
@@ -54,11 +54,12 @@ def resnet_parameters(config: dict) -> int:
     for stage, depth in enumerate(depths[:NUM_STAGES]):
         f = width * 2**stage
         cout = f if block == "basic" else 4 * f
+        mid = inner_width(f, groups, per_group)
         for b in range(depth):
             if block == "basic":
                 total += 9 * cin * f + 9 * f * f + 2 * bn * f
             else:
-                total += cin * f + 9 * f * f + f * cout + bn * (2 * f + cout)
+                total += cin * mid + 9 * mid * mid // groups + mid * cout + bn * (2 * mid + cout)
             if cin != cout or (stage > 0 and b == 0):  # the shortcut's conv and BN
                 total += cin * cout + bn * cout
             cin = cout

@@ -56,7 +56,7 @@ def _layer_cost(layer, in_shape, out_shape) -> tuple[int, int]:
     out = _numel(out_shape[1:])
     if isinstance(layer, keras.layers.Conv2D):
         kh, kw = layer.kernel_size
-        return out * kh * kw * int(in_shape[-1]), 0
+        return out * kh * kw * int(in_shape[-1]) // layer.groups, 0
     if isinstance(layer, keras.layers.Dense):
         return _numel(layer.kernel.shape), out
     if isinstance(layer, (keras.layers.BatchNormalization, keras.layers.ReLU,
@@ -84,7 +84,7 @@ def _pixel_macs(layer, in_shape, pad=((0, 0), (0, 0))) -> int:
     ho, wo, top, left = conv_geometry((h, w), layer.kernel_size, layer.strides, layer.padding,
                                       pad)
     return (_taps_on_pixels(h, kh, sh, ho, top) * _taps_on_pixels(w, kw, sw, wo, left)
-            * cin * layer.filters)
+            * cin // layer.groups * layer.filters)
 
 
 def _row(layer, in_shape, out_shape, padded_from=None, depth=0) -> Row:

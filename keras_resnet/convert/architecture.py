@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
-from keras_resnet.archs import ARCHS, STEM_BY_KERNEL, stem_for_kernel  # noqa: F401
+from keras_resnet.archs import ARCHS, STEM_BY_KERNEL, inner_width, stem_for_kernel  # noqa: F401
 
 _TORCH_BLOCK_KEY = re.compile(r"^layer(\d+)\.(\d+)\.")
 
@@ -14,8 +14,9 @@ _TORCH_BLOCK_KEY = re.compile(r"^layer(\d+)\.(\d+)\.")
 def infer_config(state_dict: Mapping) -> dict:
     """Architecture facts readable from a torchvision-style state_dict.
 
-    Returns ``{"arch", "block", "depths", "stem", "width", "in_channels", "num_classes",
-    "include_top"}``; ``arch`` is None when the block counts match no entry of ``ARCHS``.
+    Returns ``{"arch", "block", "depths", "groups", "inner_width", "stem", "width",
+    "in_channels", "num_classes", "include_top"}``; ``arch`` is None when the block counts,
+    groups and bottleneck width match no entry of ``ARCHS``.
     Raises ValueError if ``conv1.weight`` is missing or is not a 7x7 or 3x3 kernel.
     """
     w = state_dict.get("conv1.weight")
@@ -42,15 +43,31 @@ def infer_config(state_dict: Mapping) -> dict:
             blocks.setdefault(int(m.group(1)), set()).add(int(m.group(2)))
     depths = tuple(len(blocks.get(s, ())) for s in range(1, 5))
     block = "bottleneck" if "layer1.0.conv3.weight" in state_dict else "basic"
-    arch = next((a for a, spec in ARCHS.items() if spec == (block, depths)), None)
+    width = int(w.shape[0])
+    groups, inner = _grouping(state_dict, block)
+    arch = next((a for a, spec in ARCHS.items() if (spec.block, spec.depths, spec.groups) == (
+        block, depths, groups) and inner in (None, inner_width(width, *spec[2:]))), None)
     fc = state_dict.get("fc.weight")
     return {
         "arch": arch,
         "block": block,
         "depths": depths,
+        "groups": groups,
+        "inner_width": inner,
         "stem": stem,
-        "width": int(w.shape[0]),
+        "width": width,
         "in_channels": int(w.shape[1]),
         "num_classes": int(fc.shape[0]) if fc is not None and fc.ndim == 2 else None,
         "include_top": "fc.weight" in state_dict or "fc.bias" in state_dict,
     }
+
+
+def _grouping(state_dict: Mapping, block: str) -> tuple[int, int | None]:
+    """(groups, channels of the first bottleneck's 3x3) from ``layer1.0.conv2.weight``: torch
+    keeps a grouped kernel as (out, in / groups, k, k). (1, None) when there is no bottleneck
+    3x3 to read."""
+    w = state_dict.get("layer1.0.conv2.weight")
+    if block != "bottleneck" or w is None or w.ndim != 4 or w.shape[1] < 1:
+        return 1, None
+    inner, per_group = int(w.shape[0]), int(w.shape[1])
+    return (inner // per_group if inner % per_group == 0 else 1), inner

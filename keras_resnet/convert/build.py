@@ -92,12 +92,21 @@ def _arch_of(found: dict, arch, notes: list) -> str:
         return arch
     if found["arch"] is None:
         raise ValueError(
-            f"the state_dict's {found['block']} blocks per stage {list(found['depths'])} "
-            f"match no known arch ({ {a: list(d) for a, (_, d) in ARCHS.items()} }); "
+            f"the state_dict's {found['block']} blocks per stage {list(found['depths'])}, "
+            f"{found['groups']} group(s), bottleneck 3x3 width {found['inner_width']} at width "
+            f"{found['width']} match no known arch ({ {a: _spec(a) for a in ARCHS} }); "
             "pass arch= to see which tensors differ"
         )
-    notes.append(f"inferred arch {found['arch']!r} from the block counts {list(found['depths'])}")
+    notes.append(f"inferred arch {found['arch']!r} from the block counts {list(found['depths'])}"
+                 + ("" if found["groups"] == 1 else f" and {found['groups']} groups"))
     return found["arch"]
+
+
+def _spec(arch: str) -> str:
+    spec = ARCHS[arch]
+    grouping = ("" if (spec.groups, spec.width_per_group) == (1, 64) else
+                f" {spec.groups}x{spec.width_per_group}")
+    return f"{spec.block} {list(spec.depths)}{grouping}"
 
 
 def _top_of(found: dict, include_top, sd):

@@ -140,7 +140,8 @@ def _describe_problems(report, sd, model) -> str:
         if found["block"] == "bottleneck" and wide and not any(
             m.startswith(("conv1", "bn1")) for m in report["mismatched"]
         ):
-            head += "; wide_resnet / resnext (width_per_group, groups) are not supported"
+            head += (f"; its first bottleneck 3x3 has {found['inner_width']} channels in "
+                     f"{found['groups']} group(s): another resnet / resnext / wide_resnet")
     return head + ":\n" + "\n".join(parts)
 
 
@@ -173,7 +174,7 @@ def torch_compat_notes(model) -> list[str]:
                     else f"model.conv1 = nn.Conv2d({in_ch}, {width}, 7, 2, 3, bias=False)")
         notes.append(f"torchvision model needs: {stem_fix}")
     if width != 64:
-        notes.append(f"width {width}: torchvision's resnetXX builds width 64 only")
+        notes.append(f"width {width}: torchvision's {config['arch']} builds width 64 only")
     if config["normalization"] is not None:
         mean, std = config["normalization"]
         notes.append(

@@ -30,6 +30,7 @@ from keras_resnet.weights._torchvision import (
     IMAGENET_STD,
     TORCHVISION_DEFAULTS,
     TORCHVISION_WEIGHTS,
+    TORCHVISION_WEIGHTS_ENUMS,
 )
 
 DEFAULT = "DEFAULT"
@@ -42,6 +43,10 @@ _HASH_IN_NAME = re.compile(r"-([a-f0-9]+)\.")
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]*")
 _HEX = re.compile(r"[0-9a-f]+")
 MIN_HASH_DIGITS = 8
+# What may stand before the dot of a qualified name, lower-cased: an arch (``resnet50.NAME``) or
+# torchvision's enum (``ResNeXt50_32X4D_Weights.IMAGENET1K_V2``).
+_ARCH_OF_QUALIFIER = {**{a: a for a in ARCHS},
+                      **{enum.lower(): a for a, enum in TORCHVISION_WEIGHTS_ENUMS.items()}}
 # The longest image side a transform may resize to: far above any ImageNet recipe's, and low
 # enough that one resized RGB image (float32) stays under a gigabyte.
 MAX_RESIZE_SIZE = 8192
@@ -87,7 +92,7 @@ class WeightSet:
         """``ResNet50_Weights.IMAGENET1K_V2`` (torchvision's spelling) for torchvision's sets,
         ``resnet50.NAME`` for the user's: unique across archs, accepted by ``get``."""
         if self.builtin:
-            return f"ResNet{self.arch[len('resnet'):]}_Weights.{self.name}"
+            return f"{TORCHVISION_WEIGHTS_ENUMS[self.arch]}.{self.name}"
         return f"{self.arch}.{self.name}"
 
     @property
@@ -204,9 +209,9 @@ def _split_qualified(name: str) -> tuple[str | None, str]:
     for a plain name."""
     head, dot, tail = name.partition(".")
     if dot and tail:
-        m = re.fullmatch(r"resnet(\d+)(?:_weights)?", head.lower())
-        if m and f"resnet{m.group(1)}" in ARCHS:
-            return f"resnet{m.group(1)}", tail
+        arch = _ARCH_OF_QUALIFIER.get(head.lower())
+        if arch is not None:
+            return arch, tail
     return None, name
 
 

@@ -26,6 +26,7 @@ from keras_resnet.convert import (
     to_torch_state_dict,
     torch_compat_notes,
 )
+from keras_resnet.archs import ARCHS, min_width
 from tests.conftest import ALL_ARCHS, logit_tolerance
 
 
@@ -80,20 +81,54 @@ def assert_same_weights(a, b):
 # Parity with torchvision: random weights, randomized BN statistics and affine, eval mode.
 
 PARITY_CASES = {
-    # name: (input HWC, torch conv1 replaced by a 3x3/1 conv + no max-pool?, batch)
-    "imagenet_224x3": ((224, 224, 3), False, 2),
-    "cifar_32x3": ((32, 32, 3), True, 4),
-    "cifar_28x1": ((28, 28, 1), True, 4),
+    # name: (input HWC, torch conv1 replaced by a 3x3/1 conv + no max-pool?, batch, width)
+    "imagenet_224x3": ((224, 224, 3), False, 2, 64),
+    "cifar_32x3": ((32, 32, 3), True, 4, 64),
+    "cifar_28x1": ((28, 28, 1), True, 4, 64),
+    # torchvision's blocks at the narrowest width the arch takes (see narrow_torchvision)
+    "narrow_imagenet_64x3": ((64, 64, 3), False, 2, None),
+    "narrow_cifar_28x1": ((28, 28, 1), True, 4, None),
 }
+DEEP = ("resnet101", "resnet152")
+GROUPED_OR_WIDE = ("resnext50_32x4d", "resnext101_32x8d", "resnext101_64x4d",
+                   "wide_resnet50_2", "wide_resnet101_2")
 MEASURED = {}
 
 
-def torchvision_model(arch, cifar, channels, seed=0):
+def narrow_torchvision(arch, width, channels, cifar, num_classes=10):
+    """torchvision's ``arch`` (its own Bottleneck and grouped 3x3s) at base ``width`` instead of
+    64: every stage's ``planes`` scaled by width / 64, the rest as torchvision builds it."""
+    torch, torchvision = _torch()
+    resnet, spec = torchvision.models.resnet, ARCHS[arch]
+    block = resnet.Bottleneck if spec.block == "bottleneck" else resnet.BasicBlock
+
+    class Narrow(resnet.ResNet):
+        def _make_layer(self, block, planes, blocks, stride=1, dilate=False):
+            if planes == 64:
+                self.inplanes = width
+            return super()._make_layer(block, planes * width // 64, blocks, stride, dilate)
+
+    net = Narrow(block, list(spec.depths), num_classes=num_classes, groups=spec.groups,
+                 width_per_group=spec.width_per_group)
+    stem = (3, 1, 1) if cifar else (7, 2, 3)
+    net.conv1 = torch.nn.Conv2d(channels, width, *stem, bias=False)
+    net.bn1 = torch.nn.BatchNorm2d(width)
+    if cifar:
+        net.maxpool = torch.nn.Identity()
+    net.fc = torch.nn.Linear(width * 8 * block.expansion, num_classes)
+    return net
+
+
+def torchvision_model(arch, cifar, channels, seed=0, width=64):
     from benchmarks.model.bench import torch_resnet
 
     torch, torchvision = _torch()
     torch.manual_seed(seed)
-    net = torch_resnet(torchvision, torch, arch, "cifar" if cifar else "imagenet", channels, 10)
+    if width == 64:
+        net = torch_resnet(torchvision, torch, arch, "cifar" if cifar else "imagenet", channels,
+                           10)
+    else:
+        net = narrow_torchvision(arch, width, channels, cifar)
     with torch.no_grad():
         for m in net.modules():
             if isinstance(m, torch.nn.BatchNorm2d):
@@ -104,24 +139,40 @@ def torchvision_model(arch, cifar, channels, seed=0):
     return net.eval()
 
 
-# Every arch and case; ResNet-101 and -152 (the bottleneck blocks of ResNet-50, more of them:
-# 3-6 s a case) on one case every day and on the others in the slow run.
+def _parity_marks(arch, case):
+    """Every day: ResNet-18/34/50 at full width, ResNet-101/152 on one case; each ResNeXt and
+    Wide ResNet narrow on one stem (TensorFlow's CPU grouped convolution is slow, and the
+    full widths hold 25-127 M parameters). Slow run: the rest; full width on both stems (224x224
+    and 28x28) for the 50-layer ones, only the 28x28 case for the 101-layer ones (their
+    224x224 cases would add minutes)."""
+    narrow = case.startswith("narrow")
+    if arch in GROUPED_OR_WIDE:
+        if narrow:  # every day one stem per arch, alternating: both stems across the family
+            stem = "imagenet" if GROUPED_OR_WIDE.index(arch) % 2 == 0 else "cifar"
+            return [] if stem in case else [pytest.mark.slow]
+        if case == "cifar_32x3" or ("101" in arch and case != "cifar_28x1"):
+            return None
+        return [pytest.mark.slow]
+    if narrow:
+        return None
+    return [pytest.mark.slow] if arch in DEEP and case != "cifar_28x1" else []
+
+
 PARITY_PARAMS = [
-    pytest.param(arch, case, id=f"{arch}-{case}",
-                 marks=[pytest.mark.slow] if arch in ("resnet101", "resnet152")
-                 and case != "cifar_28x1" else [])
-    for arch in ALL_ARCHS for case in PARITY_CASES
+    pytest.param(arch, case, id=f"{arch}-{case}", marks=_parity_marks(arch, case))
+    for arch in ALL_ARCHS for case in PARITY_CASES if _parity_marks(arch, case) is not None
 ]
 
 
 @pytest.mark.parametrize("arch,case", PARITY_PARAMS)
 def test_torchvision_parity_and_export(arch, case):
     torch, _ = _torch()
-    shape, cifar, batch = PARITY_CASES[case]
-    if arch in ("resnet101", "resnet152") and not cifar:
-        batch = 1  # the two most expensive cases in the suite; one image still checks parity
+    shape, cifar, batch, width = PARITY_CASES[case]
+    width = width or max(4, min_width(arch))
+    if arch in (*DEEP, *GROUPED_OR_WIDE) and not cifar and width == 64:
+        batch = 1  # the most expensive cases in the suite; one image still checks parity
     start = time.perf_counter()
-    net = torchvision_model(arch, cifar, shape[-1])
+    net = torchvision_model(arch, cifar, shape[-1], width=width)
     torch_sd = {k: v.clone() for k, v in net.state_dict().items()}
 
     model = from_torch(torch_sd, arch)  # arch given: checked against the weights
@@ -135,7 +186,7 @@ def test_torchvision_parity_and_export(arch, case):
     diff = float(np.max(np.abs(got - want)))
     MEASURED[(arch, case)] = (diff, diff / scale)
     print(
-        f"\n[parity] {arch:9s} {case:15s} max|logit| {scale:10.4g}  max|dlogit| {diff:.3g}  "
+        f"\n[parity] {arch:16s} {case:20s} max|logit| {scale:10.4g}  max|dlogit| {diff:.3g}  "
         f"relative {diff / scale:.3g}  ({time.perf_counter() - start:.1f} s)"
     )
     assert diff <= logit_tolerance(want)
@@ -247,8 +298,9 @@ def test_cli_round_trip(tmp_path, capsys):
 def test_infer_config_one_channel_cifar_stem():
     sd = to_torch_state_dict(small_model("resnet50", (28, 28, 1), "cifar", width=4))
     assert infer_config(sd) == {
-        "arch": "resnet50", "block": "bottleneck", "depths": (3, 4, 6, 3), "stem": "cifar",
-        "width": 4, "in_channels": 1, "num_classes": 7, "include_top": True,
+        "arch": "resnet50", "block": "bottleneck", "depths": (3, 4, 6, 3), "groups": 1,
+        "inner_width": 4, "stem": "cifar", "width": 4, "in_channels": 1, "num_classes": 7,
+        "include_top": True,
     }
     model = from_torch(sd)
     assert model.input_shape == (None, None, None, 1)
@@ -257,6 +309,23 @@ def test_infer_config_one_channel_cifar_stem():
     notes = torch_compat_notes(model)
     assert any("nn.Conv2d(1, 4, 3, 1, 1, bias=False); model.maxpool = nn.Identity()" in n
                for n in notes)
+
+
+def test_infer_config_tells_resnext_and_wide_resnet_from_resnet():
+    # torchvision's own modules (narrow: no Keras model is built), their state_dicts read.
+    for arch in ("resnet101", "resnext101_32x8d", "resnext101_64x4d", "wide_resnet101_2"):
+        width = max(4, min_width(arch))
+        sd = {k: v.numpy() for k, v in
+              narrow_torchvision(arch, width, 3, cifar=False).state_dict().items()}
+        found = infer_config(sd)
+        spec = ARCHS[arch]
+        assert (found["arch"], found["groups"], found["width"]) == (arch, spec.groups, width)
+    with pytest.raises(ValueError, match=r"1 group\(s\), bottleneck 3x3 width 12 at width 16 "
+                                         r"match no known arch"):
+        sd = {k: v.numpy() for k, v in narrow_torchvision(
+            "resnet50", 16, 3, cifar=False).state_dict().items()}
+        sd["layer1.0.conv2.weight"] = np.zeros((12, 12, 3, 3), "float32")
+        from_torch(sd)
 
 
 def test_notes_read_the_models_config():

@@ -75,10 +75,11 @@ def test_models_we_did_not_build_get_the_flat_cap():
     assert _max_weights_bytes(b"not json", None)[0] == DEFAULT_MAX_WEIGHTS_BYTES
 
 
-@pytest.mark.parametrize("arch,stem,top", [("resnet18", "imagenet", True),
-                                           ("resnet50", "cifar", False),
-                                           ("resnet34", "cifar", True)])
-def test_resnet_parameters_counts_what_the_builder_makes(arch, stem, top):
-    model = build_resnet(arch, (32, 32, 3), 5, width=4, stem=stem, include_top=top,
+@pytest.mark.parametrize("arch,stem,top,width", [("resnet18", "imagenet", True, 4),
+                                                 ("resnet50", "cifar", False, 4),
+                                                 ("resnet34", "cifar", True, 4),
+                                                 ("resnext50_32x4d", "cifar", True, 16)])
+def test_resnet_parameters_counts_what_the_builder_makes(arch, stem, top, width):
+    model = build_resnet(arch, (32, 32, 3), 5, width=width, stem=stem, include_top=top,
                          normalization=(100.0, 50.0))
     assert resnet_parameters(model.builder_config) == model.count_params()

@@ -10,6 +10,7 @@ import tensorflow as tf
 import keras_resnet
 from keras_resnet import ARCHS, BasicBlock, Bottleneck, build_resnet, feature_extractor, freeze
 from keras_resnet._keras_compat import flatten_layers
+from keras_resnet.archs import min_width
 from keras_resnet.builder import ResNet, min_input_size, model_config, output_stride
 from tests.conftest import ALL_ARCHS, random_images
 
@@ -20,14 +21,25 @@ TORCHVISION_PARAMS = {
     "resnet50": 25_557_032,
     "resnet101": 44_549_160,
     "resnet152": 60_192_808,
+    "resnext50_32x4d": 25_028_904,
+    "resnext101_32x8d": 88_791_336,
+    "resnext101_64x4d": 83_455_272,
+    "wide_resnet50_2": 68_883_240,
+    "wide_resnet101_2": 126_886_696,
 }
+
+
+def small_width(arch: str) -> int:
+    """The tests' width: 4, or the least a grouped arch takes (a channel in each group)."""
+    return max(4, min_width(arch))
 
 
 def count(weights):
     return sum(math.prod(w.shape) for w in weights)
 
 
-@pytest.mark.parametrize("arch", ALL_ARCHS)
+@pytest.mark.parametrize("arch", [  # the 25-127 M parameters of a grouped or wide arch: slow
+    a if ARCHS[a][2:] == (1, 64) else pytest.param(a, marks=pytest.mark.slow) for a in ALL_ARCHS])
 def test_trainable_params_equal_torchvision(arch):
     model = build_resnet(arch, input_shape=(224, 224, 3), num_classes=1000)
     assert count(model.trainable_weights) == TORCHVISION_PARAMS[arch]
@@ -49,27 +61,61 @@ SHAPE_CASES = [
 
 
 EVERYDAY_ARCHS = ("resnet18", "resnet34", "resnet50")
+# The 101-layer ResNeXt and Wide ResNet: ResNeXt-50's and Wide ResNet-50's blocks, more of them
+# (TensorFlow's CPU grouped convolution makes each 10-80 s here): the slow run checks them
+# with fewer sizes and without the gradient and .keras tests their 50-layer twins cover.
+DEEP_GROUPED_OR_WIDE = ("resnext101_32x8d", "resnext101_64x4d", "wide_resnet101_2")
 
 
-def deep_ones_slow(archs):
-    """Each arch as a parameter; ResNet-101 and -152 marked slow (the bottleneck blocks of
-    ResNet-50, only more of them: 2-7 s apiece)."""
-    return [a if a in EVERYDAY_ARCHS else pytest.param(a, marks=pytest.mark.slow) for a in archs]
+def deep_ones_slow(archs, everyday=EVERYDAY_ARCHS):
+    """Each arch as a parameter; the others than ``everyday`` marked slow (ResNet-101 and -152:
+    the bottleneck blocks of ResNet-50, only more of them, 2-7 s apiece; ResNeXt and Wide
+    ResNet: the same blocks with a grouped or wider 3x3, which TensorFlow's CPU computes
+    slowly)."""
+    return [a if a in everyday else pytest.param(a, marks=pytest.mark.slow) for a in archs]
+
+
+def test_parameter_arithmetic_is_torchvisions():
+    # Every arch without building it (the builds are the slow test above; that the builder
+    # makes what resnet_parameters counts is test_modelfile_limits'); the BN buffers (moving
+    # mean and variance) are counted beside torchvision's parameters.
+    from keras_resnet.modelfile import resnet_parameters
+
+    for arch in ALL_ARCHS:
+        config = {"arch": arch, "width": 64, "input_shape": [224, 224, 3], "num_classes": 1000}
+        assert resnet_parameters(config) - _bn_buffers(arch) == TORCHVISION_PARAMS[arch], arch
+
+
+def _bn_buffers(arch: str) -> int:
+    """torch's running mean and variance of every BatchNorm2d of ``arch`` at width 64."""
+    spec, channels = ARCHS[arch], 64  # the stem's BN
+    for stage, depth in enumerate(spec.depths):
+        planes = 64 * 2**stage
+        if spec.block == "basic":
+            channels += depth * 2 * planes + (planes if stage else 0)  # downsample from stage 2
+        else:
+            inner = int(planes * spec.width_per_group / 64) * spec.groups
+            channels += depth * (2 * inner + 4 * planes) + 4 * planes
+    return 2 * channels
 
 
 # Every stem and size for every arch up to ResNet-50; the deeper two at one size every day and
-# at every size in the slow run.
+# at every size in the slow run; ResNeXt and Wide ResNet in the slow run (every day their
+# narrow parity test in test_convert runs each of them).
 SHAPE_ARCH_CASES = [
     pytest.param(arch, shape, stem, side, id=f"{arch}-{'x'.join(map(str, shape))}-{stem}",
-                 marks=[] if arch in EVERYDAY_ARCHS or (shape, stem) == ((32, 32, 3), "cifar")
+                 marks=[] if arch in EVERYDAY_ARCHS or (
+                     (shape, stem) == ((32, 32, 3), "cifar") and arch in ("resnet101", "resnet152"))
                  else [pytest.mark.slow])
     for arch in ALL_ARCHS for shape, stem, side in SHAPE_CASES
+    if arch not in DEEP_GROUPED_OR_WIDE or (shape, stem) in (((32, 32, 3), "cifar"),
+                                                             ((224, 224, 3), "imagenet"))
 ]
 
 
 @pytest.mark.parametrize("arch,input_shape,stem,side", SHAPE_ARCH_CASES)
 def test_output_shapes_and_finite(arch, input_shape, stem, side):
-    width = 4
+    width = small_width(arch)
     expansion = 4 if ARCHS[arch][0] == "bottleneck" else 1
     x = random_images(input_shape) * 255
     model = build_resnet(arch, input_shape=input_shape, num_classes=10, stem=stem, width=width)
@@ -84,9 +130,11 @@ def test_output_shapes_and_finite(arch, input_shape, stem, side):
     assert tuple(f.shape) == (2, side, side, width * 8 * expansion)
 
 
-@pytest.mark.parametrize("arch", deep_ones_slow(ALL_ARCHS))
+@pytest.mark.parametrize("arch", deep_ones_slow(
+    [a for a in ALL_ARCHS if a not in DEEP_GROUPED_OR_WIDE]))
 def test_every_trainable_variable_gets_a_gradient(arch):
-    model = build_resnet(arch, input_shape=(32, 32, 3), num_classes=5, stem="cifar", width=4)
+    model = build_resnet(arch, input_shape=(32, 32, 3), num_classes=5, stem="cifar",
+                         width=small_width(arch))
     x = random_images((32, 32, 3), batch=4)
     labels = np.array([0, 1, 2, 3])
     with tf.GradientTape() as tape:
@@ -102,17 +150,19 @@ def test_every_trainable_variable_gets_a_gradient(arch):
     assert all(np.isfinite(np.asarray(g)).all() for g in grads)
 
 
-@pytest.mark.parametrize("arch", deep_ones_slow(ALL_ARCHS))
+@pytest.mark.parametrize("arch", deep_ones_slow(
+    [a for a in ALL_ARCHS if a not in DEEP_GROUPED_OR_WIDE], (*EVERYDAY_ARCHS, "resnext50_32x4d")))
 def test_config_round_trip_and_keras_file(arch, tmp_path):
     names = [f"class {i}" for i in range(7)]
-    model = build_resnet(arch, input_shape=(32, 32, 3), num_classes=7, stem="cifar", width=4,
+    width = small_width(arch)
+    model = build_resnet(arch, input_shape=(32, 32, 3), num_classes=7, stem="cifar", width=width,
                          normalization=([125.0, 123.0, 114.0], [63.0, 62.0, 66.0]),
                          class_names=names)
     x = random_images((32, 32, 3), batch=3) * 255
     expected = np.asarray(model(x, training=False))
     builder_args = {
         "arch": arch, "input_shape": [32, 32, 3], "num_classes": 7, "include_top": True,
-        "pooling": "avg", "classifier_activation": None, "stem": "cifar", "width": 4,
+        "pooling": "avg", "classifier_activation": None, "stem": "cifar", "width": width,
         "zero_init_residual": False,
         "normalization": [[125.0, 123.0, 114.0], [63.0, 62.0, 66.0]], "class_names": names,
     }
@@ -160,13 +210,16 @@ def test_model_config_is_the_builder_config_of_a_resnet_only():
 @pytest.mark.parametrize("cls,kwargs", [
     (BasicBlock, dict(filters=8, stride=2, zero_init_residual=True)),
     (Bottleneck, dict(filters=4, stride=1, zero_init_residual=False)),
+    (Bottleneck, dict(filters=16, stride=2, zero_init_residual=False, groups=8,
+                      width_per_group=8)),
 ])
 def test_block_get_config_is_exactly_the_constructor_arguments(cls, kwargs):
     block = cls(**kwargs, name="stage2_block1")
     config = block.get_config()
     assert {k: config[k] for k in kwargs} == kwargs
     # Plus only the base-layer keyword arguments that the constructor passes on.
-    assert set(config) == set(kwargs) | {"name", "trainable", "dtype"}
+    assert set(config) == set(kwargs) | {"name", "trainable", "dtype", "groups",
+                                         "width_per_group"}
     again = cls.from_config(config)
     assert again.get_config() == config
     assert keras.saving.get_registered_object(f"keras_resnet>{cls.__name__}") is cls
@@ -383,14 +436,19 @@ def test_min_input_size_is_the_real_boundary():
     assert tuple(model(random_images((40, 56, 3))).shape) == (2, 1000)
 
 
-def test_variant_functions_read_the_table():
-    for arch in ARCHS:
-        fn = getattr(keras_resnet, arch)
-        assert fn.__name__ == arch
-        model = fn(input_shape=(32, 32, 3), stem="cifar", width=2, num_classes=3)
-        blocks = [l for l in model.layers if isinstance(l, (BasicBlock, Bottleneck))]
-        assert len(blocks) == sum(ARCHS[arch][1])
-        assert model.name == arch
+@pytest.mark.parametrize("arch", deep_ones_slow(ALL_ARCHS, ("resnet18", "resnet34", "resnet50",
+                                                          "resnet101", "resnet152")))
+def test_variant_functions_read_the_table(arch):
+    fn = getattr(keras_resnet, arch)
+    assert fn.__name__ == arch
+    model = fn(input_shape=(32, 32, 3), stem="cifar", width=max(2, min_width(arch)),
+               num_classes=3)
+    blocks = [l for l in model.layers if isinstance(l, (BasicBlock, Bottleneck))]
+    assert len(blocks) == sum(ARCHS[arch].depths)
+    spec = ARCHS[arch]
+    assert {(b.groups, b.width_per_group) for b in blocks} == {(spec.groups,
+                                                                spec.width_per_group)}
+    assert model.name == arch
 
 
 def test_summary_cli_prints_table_totals_and_flops(capsys):

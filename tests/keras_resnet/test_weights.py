@@ -284,6 +284,10 @@ def test_get_resolves_names_defaults_and_qualified_names():
     ws = kw.get("ResNet152_Weights.IMAGENET1K_V1")
     assert (ws.arch, ws.name, ws.sha256) == ("resnet152", "IMAGENET1K_V1", "394f9c45")
     assert kw.get("IMAGENET1K_V1", "resnet18") is kw.get("resnet18.IMAGENET1K_V1")
+    # torchvision's enum names of ResNeXt and Wide ResNet, any case
+    assert kw.get("ResNeXt101_64X4D_Weights.IMAGENET1K_V1") is kw.get("DEFAULT", "resnext101_64x4d")
+    assert kw.get("wide_resnet50_2_weights.imagenet1k_v2").qualified_name == (
+        "Wide_ResNet50_2_Weights.IMAGENET1K_V2")
     assert ws.describe()["transform"] == {"resize_size": 256, "crop_size": 224,
                                           "interpolation": "bilinear", "antialias": True,
                                           "mean": [0.485, 0.456, 0.406],
@@ -291,7 +295,8 @@ def test_get_resolves_names_defaults_and_qualified_names():
 
 
 @pytest.mark.parametrize("name,arch,match", [
-    ("IMAGENET1K_V2", None, "exists for resnet50, resnet101, resnet152: give the arch"),
+    ("IMAGENET1K_V2", None, "exists for resnet50, resnet101, resnet152, resnext50_32x4d, "
+                            "resnext101_32x8d, wide_resnet50_2, wide_resnet101_2: give the arch"),
     ("IMAGENET1K_V3", "resnet50", "unknown weight set 'IMAGENET1K_V3' for resnet50; known: "
                                   "IMAGENET1K_V1, IMAGENET1K_V2, DEFAULT"),
     ("DEFAULT", None, "needs an arch"),

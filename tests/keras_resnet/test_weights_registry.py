@@ -69,3 +69,13 @@ def test_the_categories_file_is_torchvisions_list():
 
     assert kw.imagenet_categories() == tuple(_IMAGENET_CATEGORIES)
     assert kw.categories("DEFAULT", "resnet50") == list(_IMAGENET_CATEGORIES)
+
+
+@pytest.mark.parametrize("arch", [  # one full-size model build apiece (3-12 s): slow
+    a if a == "resnet18" else pytest.param(a, marks=pytest.mark.slow) for a in ALL_ARCHS])
+def test_multiply_accumulates_are_torchvisions_ops(arch):
+    from keras_resnet import build_resnet
+    from keras_resnet.summary import total_macs
+
+    model = build_resnet(arch, input_shape=(224, 224, 3))
+    assert round(total_macs(model) / 1e9, 3) == kw.get("DEFAULT", arch).gflops

@@ -138,7 +138,7 @@ def test_readmes_table_is_the_registry():
     from keras_resnet import weights
     from tests.conftest import REPO
 
-    rows = re.findall(r"^\| (resnet\d+) \| `(\w+)`( \(DEFAULT\))? \| ([\d.]+) \| ([\d.]+) \| "
+    rows = re.findall(r"^\| ((?:wide_)?resn\w+) \| `(\w+)`( \(DEFAULT\))? \| ([\d.]+) \| ([\d.]+) \| "
                       r"([\d,]+) \| ([\d.]+) \| (\d+) → (\d+) \| ([\d.]+) \|",
                       (REPO / "README.md").read_text(), re.MULTILINE)
     assert rows == [
