@@ -294,10 +294,12 @@ def _checked_inputs(images, reference, labels):
 
 def _run(runner, images, batch_sizes) -> dict:
     """{batch size: logits}: batch 1 over the first BATCH1_EXAMPLES images one at a time,
-    every larger size over all images."""
+    every larger size over all images (batch 1 too when it is the only size: the figures
+    judge the largest size's run over all images)."""
     outputs = {}
-    for b in sorted(set(batch_sizes)):
-        if b == 1:
+    sizes = sorted(set(batch_sizes))
+    for b in sizes:
+        if b == 1 and len(sizes) > 1:
             n1 = min(len(images), BATCH1_EXAMPLES)
             outputs[1] = np.concatenate([runner(images[i : i + 1]) for i in range(n1)])
         else:

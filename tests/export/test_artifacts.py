@@ -94,6 +94,16 @@ def test_saved_model_serving_signature_and_tf_serving_layout(exported):
     np.testing.assert_allclose(out["probabilities"].numpy().sum(1), 1.0, atol=1e-5)
 
 
+def test_float_tflite_files_hold_each_weight_once(exported):
+    # The CPU kernels that compute a convolution on a small map as one matrix product per
+    # output pixel gather a copy of its weights per pixel: frozen into a file, each copy
+    # would be a constant of its own.
+    weight_bytes = sum(int(np.prod(v.shape)) * 4 for v in exported.model.weights)
+    for variant, bytes_per_weight in (("float32", 4), ("float16", 2)):
+        size = (exported.out / exported.artifact("tflite", variant)["path"]).stat().st_size
+        assert size < weight_bytes * bytes_per_weight / 4 * 1.05 + 60_000, (variant, size)
+
+
 def test_full_integer_tflite_is_builtin_int8_only(exported):
     path = exported.out / exported.artifact("tflite", "int8")["path"]
     report = export.op_report(path)
@@ -177,3 +187,11 @@ def test_verify_reports_a_wrong_artifact_with_figures(exported):
     r = export.verify(exported.out / exported.artifact("tflite", "int8")["path"], shuffled,
                       exported.images, exported.labels, latency_runs=0)
     assert not r["passed"] and "relative logit error" in r["failures"][0], r["failures"]
+
+
+def test_verify_at_batch_1_alone_judges_every_image(exported):
+    ref = np.asarray(exported.model(exported.images, training=False))
+    r = export.verify(exported.out / "model.onnx", ref, exported.images, exported.labels,
+                      batch_sizes=(1,), latency_runs=0)
+    assert r["passed"], r["failures"]
+    assert r["batch_sizes"] == [1] and r["n"] == len(exported.images)
