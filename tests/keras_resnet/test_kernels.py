@@ -116,3 +116,95 @@ def test_model_from_keras_weights_keeps_stem_width_normalization_and_copies_what
             np.testing.assert_array_equal(a, b)
     fresh, none = model_from_keras_weights(source, "resnet34", (24, 24, 3), 7, load=False)
     assert none == [] and fresh.arch == "resnet34" and fresh.class_names is None
+
+
+def _grouped_conv_and_stock(layer, x, training=False):
+    """(outputs, input gradient, kernel gradient, graph op types) with the kernels in use,
+    then the same with stock Keras."""
+    results = []
+    for choice in ("fast", "stock"):
+        with kernels.use(choice):
+            @tf.function
+            def step(x):
+                with tf.GradientTape() as tape:
+                    tape.watch(x)
+                    y = layer(x, training=training)
+                    loss = tf.reduce_sum(tf.cast(y, "float32") * np.linspace(-1, 1, y.shape[-1]))
+                return y, *tape.gradient(loss, [x, layer.kernel])
+
+            ops = {op.type for op in step.get_concrete_function(x).graph.get_operations()}
+            results.append([np.asarray(t, "float32") for t in step(x)] + [ops])
+    return results
+
+
+@pytest.mark.parametrize("shape, filters, groups, strides, padding, explicit", [
+    ((2, 7, 7, 8), 8, 4, 1, "same", None),
+    ((2, 8, 8, 16), 16, 8, 2, "valid", 1),  # torch's symmetric padding at stride 2
+    ((1, 6, 5, 12), 6, 3, 2, "same", None),  # Keras's asymmetric "same" at stride 2
+    ((2, 5, 5, 64), 32, 32, 1, "valid", None),  # one input channel per group
+    ((2, 6, 6, 6), 12, 2, 1, "valid", ((0, 1), (2, 0))),
+])
+def test_grouped_conv_kernel_matches_stock_keras_outputs_and_gradients(
+        shape, filters, groups, strides, padding, explicit):
+    from keras_resnet.layers import Conv2D
+
+    layer = Conv2D(filters, 3, strides=strides, padding=padding, groups=groups,
+                   explicit_padding=explicit, use_bias=False)
+    x = tf.constant(random_images(shape[1:], batch=shape[0]) - 0.5)
+    (*fast, fast_ops), (*stock, stock_ops) = _grouped_conv_and_stock(layer, x, training=True)
+    assert layer.kernel.shape == (3, 3, shape[-1] // groups, filters)
+    # Keras runs a grouped convolution as an XLA function; the kernel, as dense Conv2D ops.
+    assert {"Conv2D", "Conv2DBackpropFilter"} <= fast_ops and "PartitionedCall" not in fast_ops
+    assert "PartitionedCall" in stock_ops and "Conv2D" not in stock_ops
+    for got, want in zip(fast, stock):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
+
+
+def test_grouped_conv_kernel_computes_in_the_layers_mixed_precision():
+    from keras_resnet.layers import Conv2D
+
+    layer = Conv2D(16, 3, padding="same", groups=4, use_bias=False, dtype="mixed_bfloat16")
+    x = tf.constant(random_images((6, 6, 16)))
+    (y, dx, dk, _), (y_stock, *_) = _grouped_conv_and_stock(layer, x)
+    assert layer(x).dtype == "bfloat16" and layer.kernel.dtype == "float32"
+    np.testing.assert_allclose(y, y_stock, rtol=0, atol=2e-2 * np.abs(y_stock).max())
+    assert np.isfinite(dk).all() and np.abs(dk).max() > 0
+
+
+def test_grouped_conv_chunks_divide_the_groups():
+    from keras_resnet.kernels.grouped import groups_per_chunk
+
+    for groups in (2, 3, 4, 32, 64):
+        for in_per_group in (1, 4, 8, 16, 64):
+            per = groups_per_chunk(groups, in_per_group)
+            assert groups % per == 0 and 1 <= per <= groups
+    assert groups_per_chunk(32, 4) * 4 >= 16 and groups_per_chunk(32, 64) == 2
+
+
+def test_a_grouped_model_saves_the_same_file_whichever_path_ran(tmp_path):
+    from keras_resnet.layers import Conv2D
+
+    def model():
+        inputs = keras.Input((6, 6, 8))
+        return keras.Model(inputs, Conv2D(8, 3, padding="same", groups=4, name="g")(inputs))
+
+    x = random_images((6, 6, 8))
+    saved = {}
+    for choice in ("fast", "stock"):
+        with kernels.use(choice):
+            m = model()
+            m.set_weights([np.arange(3 * 3 * 2 * 8, dtype="float32").reshape(3, 3, 2, 8) / 100,
+                           np.zeros(8, "float32")])
+            m.predict(x, verbose=0)
+            m.save(tmp_path / f"{choice}.keras")
+            saved[choice] = (m.get_layer("g").get_config(), [w.shape for w in m.weights])
+    assert saved["fast"] == saved["stock"]
+    assert saved["fast"][1][0] == (3, 3, 2, 8)
+    plain = keras.layers.Conv2D(8, 3, padding="same", groups=4, name="g").get_config()
+    assert {k: v for k, v in saved["fast"][0].items() if k != "dtype"} == {
+        k: v for k, v in plain.items() if k != "dtype"}
+    with kernels.use("stock"):
+        loaded = keras.saving.load_model(tmp_path / "fast.keras")
+        stock = loaded.predict(x, verbose=0)
+    fast = keras.saving.load_model(tmp_path / "stock.keras").predict(x, verbose=0)
+    np.testing.assert_allclose(fast, stock, rtol=1e-5, atol=1e-5 * np.abs(stock).max())
