@@ -56,7 +56,7 @@ def _median_ms(fns: dict, repeats: int) -> dict:
     return {name: statistics.median(t) * 1e3 for name, t in times.items()}
 
 
-def _keras_paths(x, channels, stride, pers, stock):
+def _keras_paths(x, channels, stride, pers, stock, native):
     """{name: (forward, layer output fn, kernel variable)}: ours, ours with ``per`` groups per
     chunk, Keras's own; all sharing one kernel variable."""
     from keras_resnet import kernels
@@ -72,6 +72,9 @@ def _keras_paths(x, channels, stride, pers, stock):
         paths[f"ours per={per}"] = lambda x, per=per: grouped.grouped_conv(
             x, layer.kernel, GROUPS, (stride, stride), layer.padding, layer.explicit_padding,
             per=per)
+    if native:
+        paths["ours native fwd"] = lambda x: grouped.grouped_conv_native_forward(
+            x, layer.kernel, GROUPS, (stride, stride), layer.padding, layer.explicit_padding)
     if stock:
         def stock_fwd(x):
             with kernels.use("stock"):  # read when tf.function traces, i.e. on the first call
@@ -105,14 +108,15 @@ def _torch_fns(torch, x, kernel, stride):
     return forward, train, forward().numpy().transpose(0, 2, 3, 1)
 
 
-def measure(torch, batch, size, channels, stride, pers=(), stock=False, repeats=10) -> dict:
+def measure(torch, batch, size, channels, stride, pers=(), stock=False, native=False,
+            repeats=10) -> dict:
     """{path: (forward ms, forward + backward ms)} and max_abs_diff (ours vs torch)."""
     import numpy as np
     import tensorflow as tf
 
     rng = np.random.default_rng(0)
     x = tf.constant(rng.normal(size=(batch, size, size, channels)).astype("float32"))
-    paths, kernel = _keras_paths(x, channels, stride, pers, stock)
+    paths, kernel = _keras_paths(x, channels, stride, pers, stock, native)
     fns = {}
     for name, fwd in paths.items():
         forward = tf.function(fwd)
@@ -185,6 +189,8 @@ def main(argv=None) -> int:
     p.add_argument("--only", help="measure only the shapes whose model or label contains this")
     p.add_argument("--per", default="", help="also time these groups-per-chunk, e.g. 1,2,4")
     p.add_argument("--stock", action="store_true", help="also time Keras's grouped conv")
+    p.add_argument("--native", action="store_true",
+                   help="also time TensorFlow's grouped Conv2D forward with our gradients")
     p.add_argument("--out", help="also write the figures (markdown) to this file")
     _cli.add_log_level_argument(p)
     a = p.parse_args(argv)
@@ -205,11 +211,12 @@ def main(argv=None) -> int:
 
     lines = _header(torch)
     print(*lines, sep="\n", flush=True)
-    names = ["ours", *(f"ours per={v}" for v in pers), *(["keras stock"] if a.stock else []),
-             "torch"]
+    names = ["ours", *(f"ours per={v}" for v in pers), *(["ours native fwd"] if a.native else []),
+             *(["keras stock"] if a.stock else []), "torch"]
     rows = []
     for shape in shapes:
-        r = measure(torch, *shape[2:6], pers=pers, stock=a.stock, repeats=a.repeats)
+        r = measure(torch, *shape[2:6], pers=pers, stock=a.stock, native=a.native,
+                    repeats=a.repeats)
         rows.append((shape, r))
         print(_table([rows[-1]], names)[-1], flush=True)
     load = " ".join(f"{v:.2f}" for v in os.getloadavg())
