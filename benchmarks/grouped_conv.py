@@ -8,7 +8,8 @@ forward + backward pass (input and kernel gradients) of keras_resnet.layers.Conv
 inside tf.function, and of torch's nn.Conv2d(groups=) in channels_last (oneDNN), in the same
 process, taking turns call by call, and the largest difference of their outputs. Then, per
 model, the sum over its grouped layers (time x how many the model has). ``--per`` adds the
-kernel with other chunk sizes (groups per dense convolution); ``--stock`` adds Keras's own
+kernel with other chunk sizes (groups per dense convolution), ``--both`` with each
+forward path (dense chunks; TensorFlow's grouped Conv2D with our gradients); ``--stock`` adds Keras's own
 grouped convolution (an XLA function on CPU: slow, above all its gradients). Figures only.
 """
 
@@ -56,7 +57,7 @@ def _median_ms(fns: dict, repeats: int) -> dict:
     return {name: statistics.median(t) * 1e3 for name, t in times.items()}
 
 
-def _keras_paths(x, channels, stride, pers, stock, native):
+def _keras_paths(x, channels, stride, pers, stock, both):
     """{name: (forward, layer output fn, kernel variable)}: ours, ours with ``per`` groups per
     chunk, Keras's own; all sharing one kernel variable."""
     from keras_resnet import kernels
@@ -72,9 +73,11 @@ def _keras_paths(x, channels, stride, pers, stock, native):
         paths[f"ours per={per}"] = lambda x, per=per: grouped.grouped_conv(
             x, layer.kernel, GROUPS, (stride, stride), layer.padding, layer.explicit_padding,
             per=per)
-    if native:
-        paths["ours native fwd"] = lambda x: grouped.grouped_conv_native_forward(
-            x, layer.kernel, GROUPS, (stride, stride), layer.padding, layer.explicit_padding)
+    if both:
+        for name, native in (("ours chunks", False), ("ours native", True)):
+            paths[name] = lambda x, native=native: grouped.grouped_conv(
+                x, layer.kernel, GROUPS, (stride, stride), layer.padding,
+                layer.explicit_padding, native=native)
     if stock:
         def stock_fwd(x):
             with kernels.use("stock"):  # read when tf.function traces, i.e. on the first call
@@ -108,7 +111,7 @@ def _torch_fns(torch, x, kernel, stride):
     return forward, train, forward().numpy().transpose(0, 2, 3, 1)
 
 
-def measure(torch, batch, size, channels, stride, pers=(), stock=False, native=False,
+def measure(torch, batch, size, channels, stride, pers=(), stock=False, both=False,
             repeats=10) -> dict:
     """{path: (forward ms, forward + backward ms)} and max_abs_diff (ours vs torch)."""
     import numpy as np
@@ -116,7 +119,7 @@ def measure(torch, batch, size, channels, stride, pers=(), stock=False, native=F
 
     rng = np.random.default_rng(0)
     x = tf.constant(rng.normal(size=(batch, size, size, channels)).astype("float32"))
-    paths, kernel = _keras_paths(x, channels, stride, pers, stock, native)
+    paths, kernel = _keras_paths(x, channels, stride, pers, stock, both)
     fns = {}
     for name, fwd in paths.items():
         forward = tf.function(fwd)
@@ -189,8 +192,8 @@ def main(argv=None) -> int:
     p.add_argument("--only", help="measure only the shapes whose model or label contains this")
     p.add_argument("--per", default="", help="also time these groups-per-chunk, e.g. 1,2,4")
     p.add_argument("--stock", action="store_true", help="also time Keras's grouped conv")
-    p.add_argument("--native", action="store_true",
-                   help="also time TensorFlow's grouped Conv2D forward with our gradients")
+    p.add_argument("--both", action="store_true",
+                   help="also time both forward paths: dense chunks, TensorFlow's grouped conv")
     p.add_argument("--out", help="also write the figures (markdown) to this file")
     _cli.add_log_level_argument(p)
     a = p.parse_args(argv)
@@ -211,11 +214,11 @@ def main(argv=None) -> int:
 
     lines = _header(torch)
     print(*lines, sep="\n", flush=True)
-    names = ["ours", *(f"ours per={v}" for v in pers), *(["ours native fwd"] if a.native else []),
+    names = ["ours", *(f"ours per={v}" for v in pers), *(["ours chunks", "ours native"] if a.both else []),
              *(["keras stock"] if a.stock else []), "torch"]
     rows = []
     for shape in shapes:
-        r = measure(torch, *shape[2:6], pers=pers, stock=a.stock, native=a.native,
+        r = measure(torch, *shape[2:6], pers=pers, stock=a.stock, both=a.both,
                     repeats=a.repeats)
         rows.append((shape, r))
         print(_table([rows[-1]], names)[-1], flush=True)

@@ -20,6 +20,9 @@ from keras import ops
 # fewer leave oneDNN's vector registers part empty; more multiply zeros for nothing.
 CHUNK_MIN_CHANNELS = 16
 CHUNK_MIN_GROUPS = 2
+# Input channels per group from which TensorFlow's own grouped forward beat the dense chunks
+# (below it, its CPU kernel is the slower one).
+NATIVE_MIN_IN_PER_GROUP = 16
 
 
 def groups_per_chunk(groups: int, in_per_group: int) -> int:
@@ -43,88 +46,116 @@ def block_diagonal_kernels(kernel, groups: int, per: int):
     return ops.split(tiled, groups // per, axis=-1)
 
 
-def grouped_conv(inputs, kernel, groups: int, strides, padding: str, pad=None, per=None):
+def _padded_chunks(inputs, chunks: int, pad):
+    # Cut first, then pad each chunk: one pad of the whole map ran several times slower
+    # than the split it precedes (both copy it; the large pad is the slow copy).
+    xs = ops.split(inputs, chunks, axis=-1) if chunks > 1 else [inputs]
+    if pad is None:
+        return xs
+    return [ops.pad(x, [[0, 0], list(pad[0]), list(pad[1]), [0, 0]]) for x in xs]
+
+
+def grouped_conv(inputs, kernel, groups: int, strides, padding: str, pad=None, per=None,
+                 native=None):
     """The grouped convolution of ``inputs`` (channels last) by ``kernel`` (kh, kw,
     in/groups, out), zero-padded by ``pad`` ((top, bottom), (left, right)) first if given,
-    computed as dense convolutions of ``per`` groups each (default: ``groups_per_chunk``)."""
+    computed as dense convolutions of ``per`` groups each (default: ``groups_per_chunk``);
+    with ``native`` (default: groups of at least ``NATIVE_MIN_IN_PER_GROUP`` input
+    channels), forward by TensorFlow's own grouped convolution (``native_forward``)."""
     kernel = ops.cast(kernel, inputs.dtype)
     in_per_group = kernel.shape[2]
     per = per or groups_per_chunk(groups, in_per_group)
-    if pad is not None:
-        inputs = ops.pad(inputs, [[0, 0], list(pad[0]), list(pad[1]), [0, 0]])
+    if native is None:
+        native = in_per_group >= NATIVE_MIN_IN_PER_GROUP
+    if native:
+        return native_forward(inputs, kernel, groups, tuple(strides), padding, pad, per)
     chunks = groups // per
-    xs = ops.split(inputs, chunks, axis=-1) if chunks > 1 else [inputs]
+    xs = _padded_chunks(inputs, chunks, pad)
     ks = block_diagonal_kernels(kernel, groups, per)
     outs = [ops.conv(x, k, strides=strides, padding=padding) for x, k in zip(xs, ks)]
     return ops.concatenate(outs, axis=-1) if chunks > 1 else outs[0]
 
 
-def grouped_conv_native_forward(inputs, kernel, groups: int, strides, padding: str, pad=None,
-                                per=None):
-    """The same convolution as ``grouped_conv``; forward by TensorFlow's own grouped Conv2D
-    (oneDNN runs it on CPU, but TensorFlow has no CPU gradient for it, hence Keras's XLA), the
-    input gradient of a stride-1 convolution as a grouped forward convolution of the output
-    gradient, the rest as ``grouped_conv``'s dense convolutions."""
+def native_forward(inputs, kernel, groups: int, strides, padding: str, pad, per: int):
+    """``grouped_conv`` forward by TensorFlow's own grouped Conv2D (on CPU TensorFlow has
+    no gradient for it, hence Keras's XLA); the input gradient of a stride-1 convolution as a
+    grouped forward convolution of the output gradient, the rest as dense chunks."""
     import tensorflow as tf
 
-    kernel = ops.cast(kernel, inputs.dtype)
-    per = per or groups_per_chunk(groups, kernel.shape[2])
-    if pad is not None:
-        inputs = ops.pad(inputs, [[0, 0], list(pad[0]), list(pad[1]), [0, 0]])
-    strides, padding = tuple(strides), padding.upper()
+    chunks = groups // per
+    tf_padding = padding.upper() if pad is None else [[0, 0], list(pad[0]), list(pad[1]), [0, 0]]
+    op_padding = padding.upper() if pad is None else "VALID"  # of the padded chunks
 
     @tf.custom_gradient
     def conv(x, k):
         def grad(dy):
-            if strides == (1, 1):
-                dx = _stride1_input_gradient(dy, k, groups, padding)
+            xs = _padded_chunks(x, chunks, pad)
+            pads = _forward_pads(k.shape, strides, padding, pad)
+            if pads is not None:
+                dx = _stride1_input_gradient(dy, k, groups, pads)
             else:
-                dx = _chunked_input_gradient(x, k, dy, groups, per, strides, padding)
-            return dx, _chunked_kernel_gradient(x, k, dy, groups, per, strides, padding)
+                dx = _chunked_input_gradient(xs, k, dy, groups, per, strides, op_padding, pad)
+            dk = _chunked_kernel_gradient(xs, k, dy, groups, per, strides, op_padding)
+            return dx, dk
 
-        return tf.nn.conv2d(x, k, strides, padding), grad
+        return tf.nn.conv2d(x, k, strides, tf_padding), grad
 
     return conv(inputs, kernel)
 
 
-def _stride1_input_gradient(dy, k, groups, padding):
-    """A stride-1 convolution's input gradient: the output gradient convolved ("full") with
-    the kernel rotated 180 degrees, each group's in and out channels swapped."""
+def _forward_pads(kernel_shape, strides, padding, pad):
+    """((top, bottom), (left, right)) a stride-1 convolution pads its input by, or None
+    (strided, or more padding than a "full" convolution of the output gradient can undo)."""
+    if strides != (1, 1):
+        return None
+    kh, kw = kernel_shape[:2]
+    if pad is not None:
+        pads = pad
+    elif padding == "same":
+        pads = (((kh - 1) // 2, kh // 2), ((kw - 1) // 2, kw // 2))
+    else:
+        pads = ((0, 0), (0, 0))
+    return pads if max(*pads[0]) < kh and max(*pads[1]) < kw else None
+
+
+def _stride1_input_gradient(dy, k, groups, pads):
+    """A stride-1 convolution's input gradient: the output gradient convolved ("full", less
+    the forward's own padding) with the kernel rotated 180 degrees, each group's in and out
+    channels swapped."""
     import tensorflow as tf
 
     kh, kw, cin_g, cout = k.shape
     cout_g = cout // groups
     flipped = tf.reshape(tf.reverse(k, [0, 1]), (kh, kw, cin_g, groups, cout_g))
     flipped = tf.reshape(tf.transpose(flipped, (0, 1, 4, 3, 2)), (kh, kw, cout_g, groups * cin_g))
-    # "full" padding minus the forward's own: (k - 1 - top, k - 1 - bottom) per side
-    top, left = ((kh - 1) // 2, (kw - 1) // 2) if padding == "SAME" else (0, 0)
-    bottom, right = ((kh - 1 - top), (kw - 1 - left)) if padding == "SAME" else (0, 0)
+    (top, bottom), (left, right) = pads
     dy = tf.pad(dy, [[0, 0], [kh - 1 - top, kh - 1 - bottom], [kw - 1 - left, kw - 1 - right],
                      [0, 0]])
     return tf.nn.conv2d(dy, flipped, 1, "VALID")
 
 
-def _chunked_input_gradient(x, k, dy, groups, per, strides, padding):
+def _chunked_input_gradient(xs, k, dy, groups, per, strides, padding, pad):
     import tensorflow as tf
 
     chunks = groups // per
-    dys = tf.split(dy, chunks, axis=-1)
-    sizes = [*x.shape[:3], x.shape[3] // chunks]
-    sizes = [tf.shape(x)[0], *sizes[1:]] if sizes[0] is None else sizes
-    dxs = [tf.raw_ops.Conv2DBackpropInput(input_sizes=sizes, filter=kc, out_backprop=dyc,
+    dys = tf.split(dy, chunks, axis=-1) if chunks > 1 else [dy]
+    dxs = [tf.raw_ops.Conv2DBackpropInput(input_sizes=tf.shape(xc), filter=kc, out_backprop=dyc,
                                           strides=[1, *strides, 1], padding=padding)
-           for kc, dyc in zip(block_diagonal_kernels(k, groups, per), dys)]
-    return tf.concat(dxs, axis=-1) if chunks > 1 else dxs[0]
+           for xc, kc, dyc in zip(xs, block_diagonal_kernels(k, groups, per), dys)]
+    dx = tf.concat(dxs, axis=-1) if chunks > 1 else dxs[0]
+    if pad is None:
+        return dx
+    (top, bottom), (left, right) = pad
+    return dx[:, top:dx.shape[1] - bottom, left:dx.shape[2] - right, :]
 
 
-def _chunked_kernel_gradient(x, k, dy, groups, per, strides, padding):
+def _chunked_kernel_gradient(xs, k, dy, groups, per, strides, padding):
     """Each chunk's dense kernel gradient, of which the grouped kernel gets the diagonal
     blocks (the others belong to the zeros)."""
     import tensorflow as tf
 
     kh, kw, cin_g, cout = k.shape
     chunks = groups // per
-    xs = tf.split(x, chunks, axis=-1) if chunks > 1 else [x]
     dys = tf.split(dy, chunks, axis=-1) if chunks > 1 else [dy]
     same_group = tf.constant(
         (np.arange(per)[:, None] == (np.arange(cout // chunks) // (cout // groups)) % per)
