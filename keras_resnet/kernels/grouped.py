@@ -20,9 +20,10 @@ from keras import ops
 # fewer leave oneDNN's vector registers part empty; more multiply zeros for nothing.
 CHUNK_MIN_CHANNELS = 16
 CHUNK_MIN_GROUPS = 2
-# Input channels per group from which TensorFlow's own grouped forward beat the dense chunks
-# (below it, its CPU kernel is the slower one).
-NATIVE_MIN_IN_PER_GROUP = 16
+# Input channels per group from which TensorFlow's own grouped forward beat the dense chunks:
+# below it, its CPU kernel is the slower one (several times at 4 per group; even at 16 with
+# stride 2).
+NATIVE_MIN_IN_PER_GROUP = 32
 
 
 def groups_per_chunk(groups: int, in_per_group: int) -> int:

@@ -137,16 +137,15 @@ def _grouped_conv_and_stock(layer, x):
     return results
 
 
-@pytest.mark.parametrize("shape, filters, groups, strides, padding, explicit", [
-    # dense chunks (few input channels per group)
-    ((2, 7, 7, 8), 8, 4, 1, "same", None),
-    ((2, 8, 8, 16), 16, 8, 2, "valid", 1),  # torch's symmetric padding at stride 2
-    # TensorFlow's grouped forward and our gradients (16 and more per group)
-    ((1, 6, 5, 32), 16, 2, 2, "same", None),  # Keras's asymmetric "same" at stride 2
-    ((2, 5, 5, 64), 64, 4, 1, "same", None),
+@pytest.mark.parametrize("shape, filters, groups, strides, padding, explicit, native", [
+    ((2, 7, 7, 8), 8, 4, 1, "same", None, False),  # dense chunks: few channels per group
+    ((2, 8, 8, 16), 16, 8, 2, "valid", 1, False),  # torch's symmetric padding at stride 2
+    # TensorFlow's grouped forward and our gradients: many channels per group
+    ((1, 6, 5, 64), 16, 2, 2, "same", None, True),  # Keras's asymmetric "same" at stride 2
+    ((2, 5, 5, 128), 64, 4, 1, "same", None, True),
 ])
 def test_grouped_conv_kernel_matches_stock_keras_outputs_and_gradients(
-        shape, filters, groups, strides, padding, explicit):
+        shape, filters, groups, strides, padding, explicit, native):
     from keras_resnet.layers import Conv2D
 
     layer = Conv2D(filters, 3, strides=strides, padding=padding, groups=groups,
@@ -157,6 +156,7 @@ def test_grouped_conv_kernel_matches_stock_keras_outputs_and_gradients(
     # Keras runs a grouped convolution as an XLA function; the kernel, as dense Conv2D ops.
     assert {"Conv2D", "Conv2DBackpropFilter"} <= fast_ops and "PartitionedCall" not in fast_ops
     assert "PartitionedCall" in stock_ops and "Conv2D" not in stock_ops
+    assert ("IdentityN" in fast_ops) == native  # tf.custom_gradient's op
     for got, want in zip(fast, stock):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
 
@@ -164,10 +164,10 @@ def test_grouped_conv_kernel_matches_stock_keras_outputs_and_gradients(
 def test_grouped_conv_kernel_computes_in_the_layers_mixed_precision():
     from keras_resnet.layers import Conv2D
 
-    # 2 input channels per group (dense chunks), then 16 (TensorFlow's grouped forward)
+    # 2 input channels per group (dense chunks), then 32 (TensorFlow's grouped forward)
     model = keras.Sequential([
         keras.Input((6, 6, 16)),
-        Conv2D(32, 3, padding="same", groups=8, use_bias=False, dtype="mixed_bfloat16"),
+        Conv2D(64, 3, padding="same", groups=8, use_bias=False, dtype="mixed_bfloat16"),
         Conv2D(32, 3, strides=2, padding="valid", explicit_padding=1, groups=2, use_bias=False,
                dtype="mixed_bfloat16")])
     x = tf.constant(random_images((6, 6, 16)))
