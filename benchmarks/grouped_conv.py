@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import random
 import statistics
 import time
 
@@ -50,8 +51,14 @@ def _median_ms(fns: dict, repeats: int) -> dict:
         fn()
         fn()
     times = {name: [] for name in fns}
+    order = list(fns)
     for _ in range(repeats):
-        for name, fn in fns.items():
+        # A new order each round, and a pause before each call: whichever ran just before a
+        # call (the other framework's threads still spinning) is not always the same one.
+        random.Random(len(times[order[0]])).shuffle(order)
+        for name in order:
+            fn = fns[name]
+            time.sleep(0.02)
             t0 = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - t0)

@@ -1,14 +1,22 @@
-"""Grouped convolutions (``groups > 1``) as a few dense convolutions (``"grouped_conv"``).
+"""Grouped convolutions (``groups > 1``) at oneDNN's speed on CPU (``"grouped_conv"``).
 
-TensorFlow's CPU Conv2D runs a grouped convolution on a slow generic path, above all its
-gradients, while oneDNN runs dense convolutions and their gradients fast. So the channels are
-cut into chunks of a few whole groups; each chunk is one dense convolution whose kernel is
-block-diagonal: the layer's own grouped kernel (kh, kw, in/groups, out) tiled over the chunk's
-groups and masked to zero between groups. A chunk of g groups multiplies g times the products
-of the grouped convolution (the zeros), but one dense convolution per group is slower still:
-oneDNN needs a dozen channels or so to fill its vector registers and each convolution costs a
-fixed overhead (``python -m benchmarks.grouped_conv`` measures both ends). The variable keeps
-Keras's grouped shape, so saved files do not depend on which path ran.
+Keras computes a grouped convolution on TensorFlow as an XLA function, since TensorFlow has no
+CPU gradient for it; XLA bypasses oneDNN and is slow there, above all the gradients. Here:
+
+- Dense chunks: the channels are cut into chunks of a few whole groups; each chunk is one
+  dense convolution whose kernel is block-diagonal: the layer's own grouped kernel (kh, kw,
+  in/groups, out) tiled over the chunk's groups and masked to zero between groups. A chunk of
+  g groups multiplies g times the products of the grouped convolution (the zeros), but one
+  dense convolution per group is slower still: oneDNN needs a dozen channels or so to fill
+  its vector registers, and each convolution costs a fixed overhead.
+- Wide groups (many input channels each): TensorFlow's own grouped Conv2D forward, fast
+  there, with our gradients: a stride-1 convolution's input gradient is itself a grouped
+  forward convolution (of the output gradient, by the kernel rotated 180 degrees with each
+  group's in and out channels swapped); the strided input gradient and the kernel gradient
+  are the dense chunks' (the kernel gradient keeps their diagonal blocks).
+
+``python -m benchmarks.grouped_conv`` measures both against torch. The variable keeps Keras's
+grouped shape, so saved files do not depend on which path ran.
 """
 
 from __future__ import annotations
@@ -21,8 +29,8 @@ from keras import ops
 CHUNK_MIN_CHANNELS = 16
 CHUNK_MIN_GROUPS = 2
 # Input channels per group from which TensorFlow's own grouped forward beat the dense chunks:
-# below it, its CPU kernel is the slower one (several times at 4 per group; even at 16 with
-# stride 2).
+# below it, its CPU kernel is the slower one (by far at a few channels per group, and still
+# at 16 with stride 2).
 NATIVE_MIN_IN_PER_GROUP = 32
 
 
