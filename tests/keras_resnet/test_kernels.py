@@ -227,3 +227,24 @@ def test_a_grouped_model_saves_the_same_file_whichever_path_ran(tmp_path):
         stock = loaded.predict(x, verbose=0)
     fast = keras.saving.load_model(tmp_path / "stock.keras").predict(x, verbose=0)
     np.testing.assert_allclose(fast, stock, rtol=1e-5, atol=1e-5 * np.abs(stock).max())
+
+
+def test_a_grouped_layer_freezes_to_plain_ops_that_exporters_convert():
+    # Keras's grouped convolution is an XLA function call, which tf2onnx leaves as an
+    # unknown StatefulPartitionedCall node; the kernel's frozen graph has none.
+    from keras_resnet._keras_compat import variables_to_constants_as_graph
+    from keras_resnet.layers import Conv2D
+
+    inputs = keras.Input((6, 6, 64))
+    y = Conv2D(64, 3, padding="same", groups=16, use_bias=False)(inputs)
+    y = Conv2D(64, 3, strides=2, padding="valid", explicit_padding=1, groups=2, use_bias=False)(y)
+    model = keras.Model(inputs, y)
+    ops = {}
+    for choice in ("fast", "stock"):
+        with kernels.use(choice):
+            fn = tf.function(lambda x: model(x, training=False)).get_concrete_function(
+                tf.TensorSpec((None, 6, 6, 64)))
+            ops[choice] = {node.op for node in variables_to_constants_as_graph(fn)[1].node}
+    assert "StatefulPartitionedCall" in ops["stock"]
+    assert {"Conv2D", "Split", "ConcatV2"} <= ops["fast"]
+    assert not any("PartitionedCall" in op for op in ops["fast"])
