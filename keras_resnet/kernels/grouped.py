@@ -15,8 +15,8 @@ CPU gradient for it; XLA bypasses oneDNN and is slow there, above all the gradie
   group's in and out channels swapped); the strided input gradient and the kernel gradient
   are the dense chunks' (the kernel gradient keeps their diagonal blocks).
 
-``python -m benchmarks.grouped_conv`` measures both against torch. The variable keeps Keras's
-grouped shape, so saved files do not depend on which path ran.
+``python -m benchmarks.model.grouped_conv`` measures both against torch. The variable keeps
+Keras's grouped shape, so saved files do not depend on which path ran.
 """
 
 from __future__ import annotations

@@ -1,16 +1,18 @@
 """Time keras_resnet's grouped convolution beside torch's nn.Conv2d(groups=), layer by layer.
 
-    python -m benchmarks.grouped_conv
+    python -m benchmarks.model.grouped_conv
 
 For each 3x3 grouped convolution shape of ResNeXt-50 32x4d (ImageNet stem at 224x224, batch 16;
 CIFAR stem at 32x32, batch 64) it prints the median time of a forward pass (inference) and of a
 forward + backward pass (input and kernel gradients) of keras_resnet.layers.Conv2D(groups=)
 inside tf.function, and of torch's nn.Conv2d(groups=) in channels_last (oneDNN), in the same
 process, taking turns call by call, and the largest difference of their outputs. Then, per
-model, the sum over its grouped layers (time x how many the model has). ``--per`` adds the
-kernel with other chunk sizes (groups per dense convolution), ``--both`` with each
-forward path (dense chunks; TensorFlow's grouped Conv2D with our gradients); ``--stock`` adds Keras's own
-grouped convolution (an XLA function on CPU: slow, above all its gradients). Figures only.
+model, the sum over its grouped layers (time x how many the model has), from the medians and
+from the fastest calls. ``--per`` adds the kernel with other chunk sizes (groups per dense
+convolution), ``--both`` the kernel with each forward path (dense chunks; TensorFlow's grouped
+Conv2D with our gradients), ``--stock`` Keras's own grouped convolution (an XLA function on
+CPU: slow, above all its gradients). A new order each round, a pause before each call; the
+machine line, versions and load average come first. Figures only.
 """
 
 from __future__ import annotations
@@ -200,7 +202,7 @@ def _sums(rows) -> list[str]:
 
 
 def main(argv=None) -> int:
-    p = _cli.ArgumentParser(prog="python -m benchmarks.grouped_conv", description=__doc__,
+    p = _cli.ArgumentParser(prog="python -m benchmarks.model.grouped_conv", description=__doc__,
                             formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--repeats", type=int, default=10, help="timed calls per figure (median)")
     p.add_argument("--only", help="measure only the shapes whose model or label contains this")
@@ -228,7 +230,8 @@ def main(argv=None) -> int:
 
     lines = _header(torch)
     print(*lines, sep="\n", flush=True)
-    names = ["ours", *(f"ours per={v}" for v in pers), *(["ours chunks", "ours native"] if a.both else []),
+    names = ["ours", *(f"ours per={v}" for v in pers),
+             *(["ours chunks", "ours native"] if a.both else []),
              *(["keras stock"] if a.stock else []), "torch"]
     rows = []
     for shape in shapes:
