@@ -55,61 +55,61 @@ def block_diagonal_kernels(kernel, groups: int, per: int):
     return ops.split(tiled, groups // per, axis=-1)
 
 
-def _padded_chunks(inputs, chunks: int, pad):
-    # Cut first, then pad each chunk: one pad of the whole map ran several times slower
-    # than the split it precedes (both copy it; the large pad is the slow copy).
-    xs = ops.split(inputs, chunks, axis=-1) if chunks > 1 else [inputs]
-    if pad is None:
-        return xs
-    return [ops.pad(x, [[0, 0], list(pad[0]), list(pad[1]), [0, 0]]) for x in xs]
-
-
 def grouped_conv(inputs, kernel, groups: int, strides, padding: str, pad=None, per=None,
                  native=None):
     """The grouped convolution of ``inputs`` (channels last) by ``kernel`` (kh, kw,
-    in/groups, out), zero-padded by ``pad`` ((top, bottom), (left, right)) first if given,
-    computed as dense convolutions of ``per`` groups each (default: ``groups_per_chunk``);
-    with ``native`` (default: groups of at least ``NATIVE_MIN_IN_PER_GROUP`` input
-    channels), forward by TensorFlow's own grouped convolution (``native_forward``)."""
-    kernel = ops.cast(kernel, inputs.dtype)
+    in/groups, out), zero-padded by ``pad`` ((top, bottom), (left, right)) if given, on
+    TensorFlow: forward as dense convolutions of ``per`` groups each (default:
+    ``groups_per_chunk``) or, with ``native`` (default: groups of at least
+    ``NATIVE_MIN_IN_PER_GROUP`` input channels), by TensorFlow's own grouped convolution;
+    gradients as described in the module's docstring."""
+    import tensorflow as tf
+
+    kernel = tf.cast(kernel, inputs.dtype)
     in_per_group = kernel.shape[2]
     per = per or groups_per_chunk(groups, in_per_group)
     if native is None:
         native = in_per_group >= NATIVE_MIN_IN_PER_GROUP
-    if native:
-        return native_forward(inputs, kernel, groups, tuple(strides), padding, pad, per)
-    chunks = groups // per
-    xs = _padded_chunks(inputs, chunks, pad)
-    ks = block_diagonal_kernels(kernel, groups, per)
-    outs = [ops.conv(x, k, strides=strides, padding=padding) for x, k in zip(xs, ks)]
-    return ops.concatenate(outs, axis=-1) if chunks > 1 else outs[0]
+    strides, chunks = tuple(strides), groups // per
+    # Padding given to the convolutions themselves: a padded copy of the input (and the slice
+    # of its gradient) cost more than the strided convolution did.
+    tf_padding = (padding.upper() if pad is None
+                  else [[0, 0], list(pad[0]), list(pad[1]), [0, 0]])
 
-
-def native_forward(inputs, kernel, groups: int, strides, padding: str, pad, per: int):
-    """``grouped_conv`` forward by TensorFlow's own grouped Conv2D (on CPU TensorFlow has
-    no gradient for it, hence Keras's XLA); the input gradient of a stride-1 convolution as a
-    grouped forward convolution of the output gradient, the rest as dense chunks."""
-    import tensorflow as tf
-
-    chunks = groups // per
-    tf_padding = padding.upper() if pad is None else [[0, 0], list(pad[0]), list(pad[1]), [0, 0]]
-    op_padding = padding.upper() if pad is None else "VALID"  # of the padded chunks
+    def split(t):
+        return tf.split(t, chunks, axis=-1) if chunks > 1 else [t]
 
     @tf.custom_gradient
     def conv(x, k):
+        if native:
+            y, xs = tf.nn.conv2d(x, k, strides, tf_padding), None
+        else:
+            xs = split(x)
+            ys = [tf.nn.conv2d(xc, kc, strides, tf_padding)
+                  for xc, kc in zip(xs, block_diagonal_kernels(k, groups, per))]
+            y = tf.concat(ys, axis=-1) if chunks > 1 else ys[0]
+
         def grad(dy):
-            xs = _padded_chunks(x, chunks, pad)
+            x_chunks = xs if xs is not None else split(x)
             pads = _forward_pads(k.shape, strides, padding, pad)
-            if pads is not None:
+            if native and pads is not None:
                 dx = _stride1_input_gradient(dy, k, groups, pads)
             else:
-                dx = _chunked_input_gradient(xs, k, dy, groups, per, strides, op_padding, pad)
-            dk = _chunked_kernel_gradient(xs, k, dy, groups, per, strides, op_padding)
-            return dx, dk
+                dx = _chunked_input_gradient(x_chunks, k, split(dy), groups, per, strides,
+                                             tf_padding)
+            return dx, _chunked_kernel_gradient(x_chunks, k, split(dy), groups, per, strides,
+                                                tf_padding)
 
-        return tf.nn.conv2d(x, k, strides, tf_padding), grad
+        return y, grad
 
     return conv(inputs, kernel)
+
+
+def _conv_padding(tf_padding):
+    """(padding, explicit_paddings) arguments of TensorFlow's raw convolution ops."""
+    if isinstance(tf_padding, str):
+        return tf_padding, []
+    return "EXPLICIT", [v for side in tf_padding for v in side]
 
 
 def _forward_pads(kernel_shape, strides, padding, pad):
@@ -143,29 +143,25 @@ def _stride1_input_gradient(dy, k, groups, pads):
     return tf.nn.conv2d(dy, flipped, 1, "VALID")
 
 
-def _chunked_input_gradient(xs, k, dy, groups, per, strides, padding, pad):
+def _chunked_input_gradient(xs, k, dys, groups, per, strides, tf_padding):
     import tensorflow as tf
 
-    chunks = groups // per
-    dys = tf.split(dy, chunks, axis=-1) if chunks > 1 else [dy]
-    dxs = [tf.raw_ops.Conv2DBackpropInput(input_sizes=tf.shape(xc), filter=kc, out_backprop=dyc,
-                                          strides=[1, *strides, 1], padding=padding)
-           for xc, kc, dyc in zip(xs, block_diagonal_kernels(k, groups, per), dys)]
-    dx = tf.concat(dxs, axis=-1) if chunks > 1 else dxs[0]
-    if pad is None:
-        return dx
-    (top, bottom), (left, right) = pad
-    return dx[:, top:dx.shape[1] - bottom, left:dx.shape[2] - right, :]
+    padding, explicit = _conv_padding(tf_padding)
+    dxs = [tf.raw_ops.Conv2DBackpropInput(
+        input_sizes=tf.shape(xc), filter=kc, out_backprop=dyc, strides=[1, *strides, 1],
+        padding=padding, explicit_paddings=explicit)
+        for xc, kc, dyc in zip(xs, block_diagonal_kernels(k, groups, per), dys)]
+    return tf.concat(dxs, axis=-1) if len(dxs) > 1 else dxs[0]
 
 
-def _chunked_kernel_gradient(xs, k, dy, groups, per, strides, padding):
+def _chunked_kernel_gradient(xs, k, dys, groups, per, strides, tf_padding):
     """Each chunk's dense kernel gradient, of which the grouped kernel gets the diagonal
     blocks (the others belong to the zeros)."""
     import tensorflow as tf
 
     kh, kw, cin_g, cout = k.shape
     chunks = groups // per
-    dys = tf.split(dy, chunks, axis=-1) if chunks > 1 else [dy]
+    padding, explicit = _conv_padding(tf_padding)
     same_group = tf.constant(
         (np.arange(per)[:, None] == (np.arange(cout // chunks) // (cout // groups)) % per)
         [None, None, :, None, :], k.dtype)
@@ -173,7 +169,7 @@ def _chunked_kernel_gradient(xs, k, dy, groups, per, strides, padding):
     for xc, dyc in zip(xs, dys):
         dense = tf.raw_ops.Conv2DBackpropFilter(
             input=xc, filter_sizes=[kh, kw, per * cin_g, cout // chunks], out_backprop=dyc,
-            strides=[1, *strides, 1], padding=padding)
+            strides=[1, *strides, 1], padding=padding, explicit_paddings=explicit)
         dense = tf.reshape(dense, (kh, kw, per, cin_g, cout // chunks))
         dks.append(tf.reduce_sum(dense * same_group, axis=2))
     return tf.concat(dks, axis=-1) if chunks > 1 else dks[0]
