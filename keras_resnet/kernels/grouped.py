@@ -13,7 +13,8 @@ CPU gradient for it; XLA bypasses oneDNN and is slow there, above all the gradie
   there, with our gradients: a stride-1 convolution's input gradient is itself a grouped
   forward convolution (of the output gradient, by the kernel rotated 180 degrees with each
   group's in and out channels swapped); the strided input gradient and the kernel gradient
-  are the dense chunks' (the kernel gradient keeps their diagonal blocks).
+  are the dense chunks' (the kernel gradient keeps their diagonal blocks). The dense chunks'
+  own stride-1 input gradients are forward convolutions the same way.
 
 ``python -m benchmarks.model.grouped_conv`` measures both against torch. The variable keeps
 Keras's grouped shape, so saved files do not depend on which path ran.
@@ -92,11 +93,15 @@ def grouped_conv(inputs, kernel, groups: int, strides, padding: str, pad=None, p
         def grad(dy):
             x_chunks = xs if xs is not None else split(x)
             pads = _forward_pads(k.shape, strides, padding, pad)
-            if native and pads is not None:
-                dx = _stride1_input_gradient(dy, k, groups, pads)
-            else:
+            if pads is None:
                 dx = _chunked_input_gradient(x_chunks, k, split(dy), groups, per, strides,
                                              tf_padding)
+            elif native:
+                dx = _stride1_input_gradient(dy, k, groups, pads)
+            else:
+                dxs = [_stride1_input_gradient(dyc, kc, 1, pads)
+                       for dyc, kc in zip(split(dy), block_diagonal_kernels(k, groups, per))]
+                dx = tf.concat(dxs, axis=-1) if chunks > 1 else dxs[0]
             return dx, _chunked_kernel_gradient(x_chunks, k, split(dy), groups, per, strides,
                                                 tf_padding)
 
@@ -130,7 +135,8 @@ def _forward_pads(kernel_shape, strides, padding, pad):
 def _stride1_input_gradient(dy, k, groups, pads):
     """A stride-1 convolution's input gradient: the output gradient convolved ("full", less
     the forward's own padding) with the kernel rotated 180 degrees, each group's in and out
-    channels swapped."""
+    channels swapped. A forward convolution: oneDNN's input-gradient kernels ran slower than
+    its forward ones on AVX2, for the dense chunks as for whole layers."""
     import tensorflow as tf
 
     kh, kw, cin_g, cout = k.shape
@@ -138,9 +144,8 @@ def _stride1_input_gradient(dy, k, groups, pads):
     flipped = tf.reshape(tf.reverse(k, [0, 1]), (kh, kw, cin_g, groups, cout_g))
     flipped = tf.reshape(tf.transpose(flipped, (0, 1, 4, 3, 2)), (kh, kw, cout_g, groups * cin_g))
     (top, bottom), (left, right) = pads
-    dy = tf.pad(dy, [[0, 0], [kh - 1 - top, kh - 1 - bottom], [kw - 1 - left, kw - 1 - right],
-                     [0, 0]])
-    return tf.nn.conv2d(dy, flipped, 1, "VALID")
+    full = [[0, 0], [kh - 1 - top, kh - 1 - bottom], [kw - 1 - left, kw - 1 - right], [0, 0]]
+    return tf.nn.conv2d(dy, flipped, 1, full)
 
 
 def _chunked_input_gradient(xs, k, dys, groups, per, strides, tf_padding):

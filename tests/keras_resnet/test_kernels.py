@@ -140,6 +140,7 @@ def _grouped_conv_and_stock(layer, x):
 @pytest.mark.parametrize("shape, filters, groups, strides, padding, explicit, native", [
     ((2, 7, 7, 8), 8, 4, 1, "same", None, False),  # dense chunks: few channels per group
     ((2, 8, 8, 16), 16, 8, 2, "valid", 1, False),  # torch's symmetric padding at stride 2
+    ((2, 6, 6, 6), 12, 2, 1, "valid", ((0, 1), (2, 0)), False),  # one-sided padding
     # TensorFlow's grouped forward and our gradients: many channels per group
     ((1, 6, 5, 64), 16, 2, 2, "same", None, True),  # Keras's asymmetric "same" at stride 2
     ((2, 5, 5, 128), 64, 4, 1, "same", None, True),
