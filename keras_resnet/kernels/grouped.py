@@ -91,18 +91,17 @@ def grouped_conv(inputs, kernel, groups: int, strides, padding: str, pad=None, p
             y = tf.concat(ys, axis=-1) if chunks > 1 else ys[0]
 
         def grad(dy):
-            x_chunks = xs if xs is not None else split(x)
+            x_chunks, dys = xs if xs is not None else split(x), split(dy)
             pads = _forward_pads(k.shape, strides, padding, pad)
             if pads is None:
-                dx = _chunked_input_gradient(x_chunks, k, split(dy), groups, per, strides,
-                                             tf_padding)
+                dx = _chunked_input_gradient(x_chunks, k, dys, groups, per, strides, tf_padding)
             elif native:
                 dx = _stride1_input_gradient(dy, k, groups, pads)
             else:
                 dxs = [_stride1_input_gradient(dyc, kc, 1, pads)
-                       for dyc, kc in zip(split(dy), block_diagonal_kernels(k, groups, per))]
+                       for dyc, kc in zip(dys, block_diagonal_kernels(k, groups, per))]
                 dx = tf.concat(dxs, axis=-1) if chunks > 1 else dxs[0]
-            return dx, _chunked_kernel_gradient(x_chunks, k, split(dy), groups, per, strides,
+            return dx, _chunked_kernel_gradient(x_chunks, k, dys, groups, per, strides,
                                                 tf_padding)
 
         return y, grad
