@@ -9,8 +9,7 @@ inside tf.function, and of torch's nn.Conv2d(groups=) in channels_last (oneDNN),
 process, taking turns call by call, and the largest difference of their outputs. Then, per
 model, the sum over its grouped layers (time x how many the model has), from the medians and
 from the fastest calls. ``--per`` adds the kernel with other chunk sizes (groups per dense
-convolution), ``--both`` the kernel with each forward path (dense chunks; TensorFlow's grouped
-Conv2D with our gradients), ``--stock`` Keras's own grouped convolution (an XLA function on
+convolution), ``--stock`` Keras's own grouped convolution (an XLA function on
 CPU: slow, above all its gradients). A new order each round, a pause before each call; the
 machine line, versions and load average come first. Figures only.
 """
@@ -67,7 +66,7 @@ def _median_ms(fns: dict, repeats: int) -> dict:
     return {name: (statistics.median(t) * 1e3, min(t) * 1e3) for name, t in times.items()}
 
 
-def _keras_paths(x, channels, stride, pers, stock, both):
+def _keras_paths(x, channels, stride, pers, stock):
     """{name: (forward, layer output fn, kernel variable)}: ours, ours with ``per`` groups per
     chunk, Keras's own; all sharing one kernel variable."""
     from keras_resnet import kernels
@@ -83,11 +82,6 @@ def _keras_paths(x, channels, stride, pers, stock, both):
         paths[f"ours per={per}"] = lambda x, per=per: grouped.grouped_conv(
             x, layer.kernel, GROUPS, (stride, stride), layer.padding, layer.explicit_padding,
             per=per)
-    if both:
-        for name, native in (("ours chunks", False), ("ours native", True)):
-            paths[name] = lambda x, native=native: grouped.grouped_conv(
-                x, layer.kernel, GROUPS, (stride, stride), layer.padding,
-                layer.explicit_padding, native=native)
     if stock:
         def stock_fwd(x):
             with kernels.use("stock"):  # read when tf.function traces, i.e. on the first call
@@ -121,8 +115,7 @@ def _torch_fns(torch, x, kernel, stride):
     return forward, train, forward().numpy().transpose(0, 2, 3, 1)
 
 
-def measure(torch, batch, size, channels, stride, pers=(), stock=False, both=False,
-            repeats=10) -> dict:
+def measure(torch, batch, size, channels, stride, pers=(), stock=False, repeats=10) -> dict:
     """{path: (forward ms, forward + backward ms, the same fastest)} and max_abs_diff (ours
     vs torch)."""
     import numpy as np
@@ -131,7 +124,7 @@ def measure(torch, batch, size, channels, stride, pers=(), stock=False, both=Fal
     tf.get_logger().setLevel("ERROR")  # a new tf.function per shape and path is meant
     rng = np.random.default_rng(0)
     x = tf.constant(rng.normal(size=(batch, size, size, channels)).astype("float32"))
-    paths, kernel = _keras_paths(x, channels, stride, pers, stock, both)
+    paths, kernel = _keras_paths(x, channels, stride, pers, stock)
     fns = {}
     for name, fwd in paths.items():
         forward = tf.function(fwd)
@@ -208,8 +201,6 @@ def main(argv=None) -> int:
     p.add_argument("--only", help="measure only the shapes whose model or label contains this")
     p.add_argument("--per", default="", help="also time these groups-per-chunk, e.g. 1,2,4")
     p.add_argument("--stock", action="store_true", help="also time Keras's grouped conv")
-    p.add_argument("--both", action="store_true",
-                   help="also time both forward paths: dense chunks, TensorFlow's grouped conv")
     p.add_argument("--out", help="also write the figures (markdown) to this file")
     _cli.add_log_level_argument(p)
     a = p.parse_args(argv)
@@ -230,13 +221,11 @@ def main(argv=None) -> int:
 
     lines = _header(torch)
     print(*lines, sep="\n", flush=True)
-    names = ["ours", *(f"ours per={v}" for v in pers),
-             *(["ours chunks", "ours native"] if a.both else []),
-             *(["keras stock"] if a.stock else []), "torch"]
+    names = ["ours", *(f"ours per={v}" for v in pers), *(["keras stock"] if a.stock else []),
+             "torch"]
     rows = []
     for shape in shapes:
-        r = measure(torch, *shape[2:6], pers=pers, stock=a.stock, both=a.both,
-                    repeats=a.repeats)
+        r = measure(torch, *shape[2:6], pers=pers, stock=a.stock, repeats=a.repeats)
         rows.append((shape, r))
         print(_table([rows[-1]], names)[-1], flush=True)
     load = " ".join(f"{v:.2f}" for v in os.getloadavg())

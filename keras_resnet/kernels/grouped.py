@@ -9,15 +9,18 @@ CPU gradient for it; XLA bypasses oneDNN and is slow there, above all the gradie
   g groups multiplies g times the products of the grouped convolution (the zeros), but one
   dense convolution per group is slower still: oneDNN needs a dozen channels or so to fill
   its vector registers, and each convolution costs a fixed overhead.
-- Wide groups (many input channels each): TensorFlow's own grouped Conv2D forward, fast
-  there, with our gradients: a stride-1 convolution's input gradient is itself a grouped
-  forward convolution (of the output gradient, by the kernel rotated 180 degrees with each
-  group's in and out channels swapped); the strided input gradient and the kernel gradient
-  are the dense chunks' (the kernel gradient keeps their diagonal blocks). The dense chunks'
-  own stride-1 input gradients are forward convolutions the same way.
+- Gradients of our own: the input gradient of a stride-1 convolution is itself a forward
+  convolution (of the output gradient, by each chunk's kernel rotated 180 degrees with its in
+  and out channels swapped), as oneDNN's input-gradient kernels ran slower than its forward
+  ones on AVX2; the strided input gradient and the kernel gradient are each chunk's dense
+  ones (the kernel gradient keeps their diagonal blocks).
 
-``python -m benchmarks.model.grouped_conv`` measures both against torch. The variable keeps
-Keras's grouped shape, so saved files do not depend on which path ran.
+TensorFlow's own grouped Conv2D is not used even forward: its CPU kernel was the slower one at
+few channels per group, and in inference graphs TensorFlow's optimizer fuses it with a
+following batch norm and ReLU into a fused convolution that rejects groups at run time.
+
+``python -m benchmarks.model.grouped_conv`` measures the kernel against torch. The variable
+keeps Keras's grouped shape, so saved files do not depend on which path ran.
 """
 
 from __future__ import annotations
@@ -29,10 +32,6 @@ from keras import ops
 # fewer leave oneDNN's vector registers part empty; more multiply zeros for nothing.
 CHUNK_MIN_CHANNELS = 16
 CHUNK_MIN_GROUPS = 2
-# Input channels per group from which TensorFlow's own grouped forward beat the dense chunks:
-# below it, its CPU kernel is the slower one (by far at a few channels per group, and still
-# at 16 with stride 2).
-NATIVE_MIN_IN_PER_GROUP = 32
 
 
 def groups_per_chunk(groups: int, in_per_group: int) -> int:
@@ -56,21 +55,15 @@ def block_diagonal_kernels(kernel, groups: int, per: int):
     return ops.split(tiled, groups // per, axis=-1)
 
 
-def grouped_conv(inputs, kernel, groups: int, strides, padding: str, pad=None, per=None,
-                 native=None):
+def grouped_conv(inputs, kernel, groups: int, strides, padding: str, pad=None, per=None):
     """The grouped convolution of ``inputs`` (channels last) by ``kernel`` (kh, kw,
     in/groups, out), zero-padded by ``pad`` ((top, bottom), (left, right)) if given, on
-    TensorFlow: forward as dense convolutions of ``per`` groups each (default:
-    ``groups_per_chunk``) or, with ``native`` (default: groups of at least
-    ``NATIVE_MIN_IN_PER_GROUP`` input channels), by TensorFlow's own grouped convolution;
-    gradients as described in the module's docstring."""
+    TensorFlow: dense convolutions of ``per`` groups each (default: ``groups_per_chunk``),
+    with the gradients the module's docstring describes."""
     import tensorflow as tf
 
     kernel = tf.cast(kernel, inputs.dtype)
-    in_per_group = kernel.shape[2]
-    per = per or groups_per_chunk(groups, in_per_group)
-    if native is None:
-        native = in_per_group >= NATIVE_MIN_IN_PER_GROUP
+    per = per or groups_per_chunk(groups, kernel.shape[2])
     strides, chunks = tuple(strides), groups // per
     # Padding given to the convolutions themselves: a padded copy of the input (and the slice
     # of its gradient) cost more than the strided convolution did.
@@ -82,29 +75,20 @@ def grouped_conv(inputs, kernel, groups: int, strides, padding: str, pad=None, p
 
     @tf.custom_gradient
     def conv(x, k):
-        if native:
-            y, xs = tf.nn.conv2d(x, k, strides, tf_padding), None
-        else:
-            xs = split(x)
-            ys = [tf.nn.conv2d(xc, kc, strides, tf_padding)
-                  for xc, kc in zip(xs, block_diagonal_kernels(k, groups, per))]
-            y = tf.concat(ys, axis=-1) if chunks > 1 else ys[0]
+        xs, ks = split(x), block_diagonal_kernels(k, groups, per)
+        ys = [tf.nn.conv2d(xc, kc, strides, tf_padding) for xc, kc in zip(xs, ks)]
 
         def grad(dy):
-            x_chunks, dys = xs if xs is not None else split(x), split(dy)
+            dys = split(dy)
             pads = _forward_pads(k.shape, strides, padding, pad)
             if pads is None:
-                dx = _chunked_input_gradient(x_chunks, k, dys, groups, per, strides, tf_padding)
-            elif native:
-                dx = _stride1_input_gradient(dy, k, groups, pads)
+                dx = _chunked_input_gradient(xs, ks, dys, strides, tf_padding)
             else:
-                dxs = [_stride1_input_gradient(dyc, kc, 1, pads)
-                       for dyc, kc in zip(dys, block_diagonal_kernels(k, groups, per))]
+                dxs = [_stride1_input_gradient(dyc, kc, pads) for dyc, kc in zip(dys, ks)]
                 dx = tf.concat(dxs, axis=-1) if chunks > 1 else dxs[0]
-            return dx, _chunked_kernel_gradient(x_chunks, k, dys, groups, per, strides,
-                                                tf_padding)
+            return dx, _chunked_kernel_gradient(xs, k, dys, groups, per, strides, tf_padding)
 
-        return y, grad
+        return (tf.concat(ys, axis=-1) if chunks > 1 else ys[0]), grad
 
     return conv(inputs, kernel)
 
@@ -131,30 +115,26 @@ def _forward_pads(kernel_shape, strides, padding, pad):
     return pads if max(*pads[0]) < kh and max(*pads[1]) < kw else None
 
 
-def _stride1_input_gradient(dy, k, groups, pads):
-    """A stride-1 convolution's input gradient: the output gradient convolved ("full", less
-    the forward's own padding) with the kernel rotated 180 degrees, each group's in and out
-    channels swapped. A forward convolution: oneDNN's input-gradient kernels ran slower than
-    its forward ones on AVX2, for the dense chunks as for whole layers."""
+def _stride1_input_gradient(dy, k, pads):
+    """A stride-1 dense convolution's input gradient: the output gradient convolved ("full",
+    less the forward's own padding) with the kernel rotated 180 degrees, in and out channels
+    swapped."""
     import tensorflow as tf
 
-    kh, kw, cin_g, cout = k.shape
-    cout_g = cout // groups
-    flipped = tf.reshape(tf.reverse(k, [0, 1]), (kh, kw, cin_g, groups, cout_g))
-    flipped = tf.reshape(tf.transpose(flipped, (0, 1, 4, 3, 2)), (kh, kw, cout_g, groups * cin_g))
+    kh, kw = k.shape[:2]
+    flipped = tf.transpose(tf.reverse(k, [0, 1]), (0, 1, 3, 2))
     (top, bottom), (left, right) = pads
     full = [[0, 0], [kh - 1 - top, kh - 1 - bottom], [kw - 1 - left, kw - 1 - right], [0, 0]]
     return tf.nn.conv2d(dy, flipped, 1, full)
 
 
-def _chunked_input_gradient(xs, k, dys, groups, per, strides, tf_padding):
+def _chunked_input_gradient(xs, ks, dys, strides, tf_padding):
     import tensorflow as tf
 
     padding, explicit = _conv_padding(tf_padding)
     dxs = [tf.raw_ops.Conv2DBackpropInput(
         input_sizes=tf.shape(xc), filter=kc, out_backprop=dyc, strides=[1, *strides, 1],
-        padding=padding, explicit_paddings=explicit)
-        for xc, kc, dyc in zip(xs, block_diagonal_kernels(k, groups, per), dys)]
+        padding=padding, explicit_paddings=explicit) for xc, kc, dyc in zip(xs, ks, dys)]
     return tf.concat(dxs, axis=-1) if len(dxs) > 1 else dxs[0]
 
 

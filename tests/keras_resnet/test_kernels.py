@@ -137,16 +137,15 @@ def _grouped_conv_and_stock(layer, x):
     return results
 
 
-@pytest.mark.parametrize("shape, filters, groups, strides, padding, explicit, native", [
-    ((2, 7, 7, 8), 8, 4, 1, "same", None, False),  # dense chunks: few channels per group
-    ((2, 8, 8, 16), 16, 8, 2, "valid", 1, False),  # torch's symmetric padding at stride 2
-    ((2, 6, 6, 6), 12, 2, 1, "valid", ((0, 1), (2, 0)), False),  # one-sided padding
-    # TensorFlow's grouped forward and our gradients: many channels per group
-    ((1, 6, 5, 64), 16, 2, 2, "same", None, True),  # Keras's asymmetric "same" at stride 2
-    ((2, 5, 5, 128), 64, 4, 1, "same", None, True),
+@pytest.mark.parametrize("shape, filters, groups, strides, padding, explicit", [
+    ((2, 7, 7, 8), 8, 4, 1, "same", None),
+    ((2, 8, 8, 16), 16, 8, 2, "valid", 1),  # torch's symmetric padding at stride 2
+    ((2, 6, 6, 6), 12, 2, 1, "valid", ((0, 1), (2, 0))),  # one-sided padding
+    ((1, 6, 5, 64), 16, 2, 2, "same", None),  # Keras's asymmetric "same" at stride 2
+    ((2, 5, 5, 128), 64, 4, 1, "same", None),  # 32 input channels per group
 ])
 def test_grouped_conv_kernel_matches_stock_keras_outputs_and_gradients(
-        shape, filters, groups, strides, padding, explicit, native):
+        shape, filters, groups, strides, padding, explicit):
     from keras_resnet.layers import Conv2D
 
     layer = Conv2D(filters, 3, strides=strides, padding=padding, groups=groups,
@@ -157,10 +156,10 @@ def test_grouped_conv_kernel_matches_stock_keras_outputs_and_gradients(
     # Keras runs a grouped convolution as an XLA function; the kernel, as dense Conv2D ops.
     assert {"Conv2D", "Conv2DBackpropFilter"} <= fast_ops and "PartitionedCall" not in fast_ops
     assert "PartitionedCall" in stock_ops and "Conv2D" not in stock_ops
+    # dense convolutions only: TensorFlow's grouped Conv2D breaks inference graphs (below)
     graph = tf.function(layer).get_concrete_function(x).graph
-    grouped_ops = [op for op in graph.get_operations() if op.type == "Conv2D"
-                   and op.inputs[1].shape[2] != op.inputs[0].shape[3]]
-    assert bool(grouped_ops) == native  # TensorFlow's own grouped forward, or dense chunks
+    assert not [op for op in graph.get_operations() if op.type == "Conv2D"
+                and op.inputs[1].shape[2] != op.inputs[0].shape[3]]
     for got, want in zip(fast, stock):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
 
@@ -168,7 +167,7 @@ def test_grouped_conv_kernel_matches_stock_keras_outputs_and_gradients(
 def test_grouped_conv_kernel_computes_in_the_layers_mixed_precision():
     from keras_resnet.layers import Conv2D
 
-    # 2 input channels per group (dense chunks), then 32 (TensorFlow's grouped forward)
+    # 2 input channels per group, then 32
     model = keras.Sequential([
         keras.Input((6, 6, 16)),
         Conv2D(64, 3, padding="same", groups=8, use_bias=False, dtype="mixed_bfloat16"),
@@ -252,3 +251,18 @@ def test_a_grouped_layer_freezes_to_plain_ops_that_exporters_convert():
     assert "StatefulPartitionedCall" in ops["stock"]
     assert {"Conv2D", "Split", "ConcatV2"} <= ops["fast"]
     assert not any("PartitionedCall" in op for op in ops["fast"])
+
+
+def test_a_grouped_conv_batch_norm_relu_runs_in_inference():
+    # TensorFlow's optimizer fuses Conv2D + batch norm + ReLU in inference graphs into a fused
+    # convolution that rejects a grouped Conv2D at run time; the kernel's are dense.
+    from keras_resnet.layers import Conv2D, make_bn
+
+    inputs = keras.Input((5, 5, 64))
+    y = Conv2D(64, 3, padding="same", groups=2, use_bias=False)(inputs)
+    model = keras.Model(inputs, keras.layers.ReLU()(make_bn("bn")(y)))
+    x = tf.constant(random_images((5, 5, 64)))
+    fast = np.asarray(tf.function(lambda x: model(x, training=False))(x))
+    with kernels.use("stock"):
+        stock = np.asarray(tf.function(lambda x: model(x, training=False))(x))
+    np.testing.assert_allclose(fast, stock, rtol=1e-5, atol=1e-5 * np.abs(stock).max())
