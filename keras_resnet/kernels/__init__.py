@@ -8,8 +8,8 @@ thing faster where it applies, and everywhere else the layer runs Keras's own co
 - ``"flipped_input_gradient"``: in training, the input gradient of a stride-1 "same"
   convolution as a forward convolution (``kernels.conv``; TensorFlow on CPU).
 - ``"grouped_conv"``: convolutions with ``groups > 1`` as a few dense convolutions with
-  block-diagonal kernels, or by TensorFlow's grouped forward with our gradients where groups
-  are wide (``kernels.grouped``; TensorFlow on CPU).
+  block-diagonal kernels, with gradients of their own (``kernels.grouped``; TensorFlow on
+  CPU).
 - ``"fused_batch_norm"``: TensorFlow's fused batch norm, whose moving variance follows the
   unbiased batch variance as torch's does (``kernels.batch_norm``; TensorFlow).
 
