@@ -7,6 +7,9 @@ thing faster where it applies, and everywhere else the layer runs Keras's own co
   as matrix products over the taps that meet a pixel (``kernels.conv``; any backend).
 - ``"flipped_input_gradient"``: in training, the input gradient of a stride-1 "same"
   convolution as a forward convolution (``kernels.conv``; TensorFlow on CPU).
+- ``"grouped_conv"``: convolutions with ``groups > 1`` as a few dense convolutions with
+  block-diagonal kernels, with gradients of their own (``kernels.grouped``; TensorFlow on
+  CPU).
 - ``"fused_batch_norm"``: TensorFlow's fused batch norm, whose moving variance follows the
   unbiased batch variance as torch's does (``kernels.batch_norm``; TensorFlow).
 
@@ -27,7 +30,7 @@ from __future__ import annotations
 import os
 import threading
 
-KERNELS = ("matmul_conv", "flipped_input_gradient", "fused_batch_norm")
+KERNELS = ("matmul_conv", "flipped_input_gradient", "grouped_conv", "fused_batch_norm")
 MODES = {"fast": frozenset(KERNELS), "stock": frozenset()}
 ENV = "KERAS_RESNET_KERNELS"
 

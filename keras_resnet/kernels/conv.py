@@ -24,6 +24,7 @@ import numpy as np
 from keras import ops
 
 from keras_resnet import kernels
+from keras_resnet.kernels import grouped
 from keras_resnet.geometry import conv_geometry
 
 # Largest input map (pixels) computed as one matrix product when the output is not 1x1.
@@ -41,11 +42,15 @@ def convolve(layer, inputs, kernel, training=None):
         or h is None
         or w is None
         or tuple(layer.dilation_rate) != (1, 1)
-        or layer.groups != 1
     )
     if plain:
         return None
     pad = layer.explicit_padding
+    if layer.groups != 1:
+        if not _grouped_conv_applies(layer):
+            return None
+        return grouped.grouped_conv(inputs, kernel, layer.groups, tuple(layer.strides),
+                                    layer.padding, pad)
     if kernels.enabled("matmul_conv"):
         plan = tap_plan(layer, h, w, pad, tuple(layer.strides))
         if plan is not None:
@@ -53,6 +58,15 @@ def convolve(layer, inputs, kernel, training=None):
     if training and pad is None and _flipped_input_gradient_applies(layer):
         return conv_same_flipped_input_gradient(inputs, ops.cast(kernel, inputs.dtype))
     return None
+
+
+def _grouped_conv_applies(layer) -> bool:
+    # TensorFlow's CPU grouped convolution is the slow one; XLA and GPUs have their own.
+    return (
+        kernels.enabled("grouped_conv")
+        and keras.backend.backend() == "tensorflow"
+        and not _gpus_visible()
+    )
 
 
 def _flipped_input_gradient_applies(layer) -> bool:
