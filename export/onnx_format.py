@@ -20,7 +20,8 @@ from export import onnx_graph
 from export.artifact import Artifact, WriterOptions
 from export.checks import DEFAULT_OPSET, check_opset, image_array
 from export.model_io import ExportError, release_memory
-from export.source import INPUT_NAME, OUTPUT_NAMES, ExportSource
+from export.source import (FOREIGN_RUNTIME_EXCLUDED_KERNELS, INPUT_NAME, OUTPUT_NAMES,
+                           ExportSource)
 
 FORMAT = "onnx"
 VARIANTS = ("float32", "int8")
@@ -28,10 +29,6 @@ LAYOUTS = onnx_graph.LAYOUTS
 BATCH_DIM = "batch"
 # Where the file says its input layout; export.verification's runner reads it.
 LAYOUT_KEY = "keras_resnet.input_layout"
-# Convolutions on small maps as matrix products are a TensorFlow CPU speed-up; in ONNX they
-# would be Reshape/Transpose/MatMul chains around unfused batch norms instead of the Conv
-# that every ONNX runtime has its fastest kernels for.
-EXCLUDED_KERNELS = ("matmul_conv",)
 
 
 def check(variant: str, options: WriterOptions, shape) -> None:
@@ -93,7 +90,8 @@ def onnx(model, path, opset: int = DEFAULT_OPSET, layout: str = "nhwc") -> Path:
         raise ExportError(f"ONNX path must end with '.onnx', got {str(path)!r}")
     if layout not in LAYOUTS:
         raise ExportError(f"Unknown ONNX layout {layout!r}; expected one of {list(LAYOUTS)}")
-    graph_def, input_name, outputs = ExportSource.of(model).frozen_graph_def(EXCLUDED_KERNELS)
+    graph_def, input_name, outputs = ExportSource.of(model).frozen_graph_def(
+        FOREIGN_RUNTIME_EXCLUDED_KERNELS)
     patch_tf2onnx()  # tf2onnx 1.17 uses np.object etc., gone in numpy 2
     proto = _convert(graph_def, input_name, outputs, opset)
     del graph_def

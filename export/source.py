@@ -31,6 +31,14 @@ from export.model_io import (
 INPUT_NAME = "image"
 OUTPUT_NAMES = ("logits", "probabilities")
 SIGNATURE = "serving_default"
+# The TensorFlow CPU kernels that the ONNX and TFLite files are traced without, so that each
+# convolution reaches them as the one Conv / CONV_2D their runtimes have fast kernels for:
+# matmul_conv computes a convolution on a small map as a matrix product per output pixel,
+# which a frozen graph holds as a copy of the weights per pixel (a ResNet-50 at 32x32 wrote a
+# TFLite file three times its weights) inside Reshape/MatMul chains; grouped_conv computes a
+# grouped convolution as several dense ones (Keras's own grouped convolution is inlined
+# instead: export.graph_inline). The SavedModel runs on TensorFlow and keeps them.
+FOREIGN_RUNTIME_EXCLUDED_KERNELS = ("matmul_conv", "grouped_conv")
 
 
 class ExportSource:

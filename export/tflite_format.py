@@ -33,7 +33,7 @@ from export.artifact import Artifact, WriterOptions
 from export import tflite_metadata
 from export.checks import image_array
 from export.model_io import ExportError, release_memory
-from export.source import SIGNATURE, ExportSource
+from export.source import FOREIGN_RUNTIME_EXCLUDED_KERNELS, SIGNATURE, ExportSource
 
 FORMAT = "tflite"
 VARIANTS = ("float32", "float16", "dynamic_int8", "int8")
@@ -206,7 +206,7 @@ def _save_frozen(source: ExportSource, directory) -> None:
     converter names the outputs from it) and drops the function before the converter runs."""
     import tensorflow as tf
 
-    serve = source.frozen_serving_function(rgb=True)
+    serve = source.frozen_serving_function(FOREIGN_RUNTIME_EXCLUDED_KERNELS, rgb=True)
     tf.saved_model.save(
         tf.Module(),
         str(directory),

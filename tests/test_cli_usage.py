@@ -21,7 +21,7 @@ CLIS = {
     **{f"benchmarks.{name}": f"python -m benchmarks.{name}"
        for name in ("model.bench", "model.conv_paths", "train.decode", "train.distributed",
                     "train.e2e", "deploy.memory", "model.peak", "model.profile",
-                    "model.weight_grad")},
+                    "model.weight_grad", "model.grouped_conv")},
 }
 
 

@@ -236,13 +236,15 @@ def test_benchmark_commands_in_the_prose(tmp_path):
     prose = " ".join(README.split())  # commands wrap across lines in paragraphs
     for command in ("python -m benchmarks.model.peak", "python -m benchmarks.model.weight_grad",
                     "python -m benchmarks.model.conv_paths",
+                    "python -m benchmarks.model.grouped_conv",
                     "python -m benchmarks.model.profile --arch resnet18 --input-shape 32,32,3 "
                     "--stem cifar --batch 64 --mode train",
                     "python -m keras_resnet.summary --arch resnet50 --input-shape 224,224,3"):
         assert command in prose, command
     small = {"python -m benchmarks.model.peak": " --iters 1000000 --n 256",
              "python -m benchmarks.model.weight_grad": " --batch 2 --repeats 1",
-             "python -m benchmarks.model.conv_paths": " --repeats 1 --only 'on 1x1'"}
+             "python -m benchmarks.model.conv_paths": " --repeats 1 --only 'on 1x1'",
+             "python -m benchmarks.model.grouped_conv": " --repeats 1 --only 4x4"}
     for command, args in small.items():
         run_bash(command + args, tmp_path)
     run_bash("python -m benchmarks.model.profile --arch resnet18 --input-shape 32,32,3 "
