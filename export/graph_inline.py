@@ -34,15 +34,15 @@ def _graph_tensor(prefix: str, ref: str, args: dict) -> str:
 
 def _inline_one(call, function) -> tuple[list, dict]:
     """(the body's nodes, renamed after ``call``; {call output name: graph tensor})."""
-    from tensorflow.python.framework import op_def_registry
+    from keras_resnet._keras_compat import op_def
 
     inputs = [i for i in call.input if not i.startswith("^")]
     args = {a.name: inputs[i] for i, a in enumerate(function.signature.input_arg)}
     nodes = []
     for body in function.node_def:
-        op_def = op_def_registry.get(body.op)
-        if op_def is None or len(op_def.output_arg) > 1 or any(
-                a.number_attr or a.type_list_attr for a in op_def.output_arg):
+        registered = op_def(body.op)
+        if registered is None or len(registered.output_arg) > 1 or any(
+                a.number_attr or a.type_list_attr for a in registered.output_arg):
             raise ValueError(f"cannot inline {function.signature.name}: its node {body.name} "
                              f"is a {body.op}, an op with several outputs")
         node = type(body)()

@@ -144,6 +144,13 @@ def variables_to_constants_as_graph(concrete_function):
     return convert_variables_to_constants_v2_as_graph(concrete_function)
 
 
+def op_def(op_type: str):
+    """TensorFlow's registered OpDef of ``op_type`` (its inputs, outputs, attributes), or None."""
+    from tensorflow.python.framework import op_def_registry
+
+    return op_def_registry.get(op_type)
+
+
 def tflite_ops_details(interpreter) -> list[dict]:
     """Every op of a LiteRT interpreter's graph: its ``op_name``, ``inputs``, ``outputs``."""
     return interpreter._get_ops_details()

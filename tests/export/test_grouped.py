@@ -15,6 +15,8 @@ def _frozen_grouped_layer():
     import keras
     import tensorflow as tf
 
+    from export.source import FOREIGN_RUNTIME_EXCLUDED_KERNELS
+    from keras_resnet import kernels
     from keras_resnet._keras_compat import variables_to_constants_as_graph
     from keras_resnet.layers import make_conv
 
@@ -27,7 +29,10 @@ def _frozen_grouped_layer():
     def serve(inputs):
         return tf.nn.relu(conv(inputs))
 
-    frozen, graph_def = variables_to_constants_as_graph(serve.get_concrete_function())
+    # Traced as export traces for ONNX and TFLite: Keras's own grouped convolution.
+    fast = kernels.active()
+    with kernels.use(fast - set(FOREIGN_RUNTIME_EXCLUDED_KERNELS)):
+        frozen, graph_def = variables_to_constants_as_graph(serve.get_concrete_function())
     return graph_def, frozen.inputs[0].name, frozen.outputs[0].name, conv, x
 
 
