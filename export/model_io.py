@@ -43,7 +43,11 @@ def collecting_new_objects_only():
     built and trained models (a notebook, a training script that exports at its end) that is
     most of the collection's time, though the cycles to free are the converters' new ones.
     ``gc.freeze`` sets the existing objects aside until the block ends; garbage among them
-    waits until then."""
+    waits until then. A process that has frozen objects itself keeps them frozen: the block
+    then changes nothing (``gc.unfreeze`` would release the caller's too)."""
+    if gc.get_freeze_count():
+        yield
+        return
     gc.freeze()
     try:
         yield

@@ -1,5 +1,6 @@
 import gc
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -37,12 +38,25 @@ def pytest_configure(config):
             torch.set_num_threads(1)
 
 
+_modules_when_frozen = [0]
+
+
+def _freeze_new_modules() -> None:
+    """Modules live as long as the process, and so do most objects they make: frozen, they are
+    skipped by every garbage collection, so the gc.collect() in the per-test clear_session
+    below walks only what tests made. Tests import most of TensorFlow, Keras, tf2onnx, JAX and
+    mediapipe lazily (850,000 objects; a collection walking them took 0.5 s, and one ran
+    before each of the 800 tests): whenever modules were added, what is alive after a
+    collection is frozen (garbage is collected first; a module-scoped fixture alive then stays
+    in memory to the end)."""
+    if len(sys.modules) != _modules_when_frozen[0]:
+        gc.collect()
+        gc.freeze()
+        _modules_when_frozen[0] = len(sys.modules)
+
+
 def pytest_collection_finish(session):
-    """Every test module, and with them TensorFlow, torch and Keras, is imported by now: their
-    objects live as long as the process. Frozen, every garbage collection skips them, so the
-    gc.collect() in the per-test clear_session below walks only what tests made."""
-    gc.collect()
-    gc.freeze()
+    _freeze_new_modules()
 
 
 REPO = Path(__file__).resolve().parents[1]
@@ -67,6 +81,7 @@ def _float32_policy_and_fresh_names():
 
     keras.config.set_dtype_policy("float32")
     keras.backend.clear_session()
+    _freeze_new_modules()
     yield
     keras.config.set_dtype_policy("float32")
 
