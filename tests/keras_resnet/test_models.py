@@ -34,12 +34,16 @@ def small_width(arch: str) -> int:
     return max(4, min_width(arch))
 
 
+EVERYDAY_ARCHS = ("resnet18", "resnet34", "resnet50")
+
+
 def count(weights):
     return sum(math.prod(w.shape) for w in weights)
 
 
-@pytest.mark.parametrize("arch", [  # the 25-127 M parameters of a grouped or wide arch: slow
-    a if ARCHS[a][2:] == (1, 64) else pytest.param(a, marks=pytest.mark.slow) for a in ALL_ARCHS])
+@pytest.mark.parametrize("arch", [  # ResNet-18/34/50 every day; 45-127 M parameters: slow
+    # (test_parameter_arithmetic_is_torchvisions checks every arch's count every day)
+    a if a in EVERYDAY_ARCHS else pytest.param(a, marks=pytest.mark.slow) for a in ALL_ARCHS])
 def test_trainable_params_equal_torchvision(arch):
     model = build_resnet(arch, input_shape=(224, 224, 3), num_classes=1000)
     assert count(model.trainable_weights) == TORCHVISION_PARAMS[arch]
@@ -59,8 +63,6 @@ SHAPE_CASES = [
     ((224, 224, 3), "imagenet", 7),
 ]
 
-
-EVERYDAY_ARCHS = ("resnet18", "resnet34", "resnet50")
 # The 101-layer ResNeXt and Wide ResNet: ResNeXt-50's and Wide ResNet-50's blocks, more of them
 # (TensorFlow's CPU grouped convolution makes each 10-80 s here): the slow run checks them
 # with fewer sizes and without the gradient and .keras tests their 50-layer twins cover.
@@ -99,14 +101,11 @@ def _bn_buffers(arch: str) -> int:
     return 2 * channels
 
 
-# Every stem and size for every arch up to ResNet-50; the deeper two at one size every day and
-# at every size in the slow run; ResNeXt and Wide ResNet in the slow run (every day their
-# narrow parity test in test_convert runs each of them).
+# Every stem and size for every arch up to ResNet-50; the deeper ones in the slow run (every
+# day their narrow parity test in test_convert runs each of them).
 SHAPE_ARCH_CASES = [
     pytest.param(arch, shape, stem, side, id=f"{arch}-{'x'.join(map(str, shape))}-{stem}",
-                 marks=[] if arch in EVERYDAY_ARCHS or (
-                     (shape, stem) == ((32, 32, 3), "cifar") and arch in ("resnet101", "resnet152"))
-                 else [pytest.mark.slow])
+                 marks=[] if arch in EVERYDAY_ARCHS else [pytest.mark.slow])
     for arch in ALL_ARCHS for shape, stem, side in SHAPE_CASES
     if arch not in DEEP_GROUPED_OR_WIDE or (shape, stem) in (((32, 32, 3), "cifar"),
                                                              ((224, 224, 3), "imagenet"))
@@ -150,8 +149,8 @@ def test_every_trainable_variable_gets_a_gradient(arch):
     assert all(np.isfinite(np.asarray(g)).all() for g in grads)
 
 
-@pytest.mark.parametrize("arch", deep_ones_slow(
-    [a for a in ALL_ARCHS if a not in DEEP_GROUPED_OR_WIDE], (*EVERYDAY_ARCHS, "resnext50_32x4d")))
+@pytest.mark.parametrize("arch", deep_ones_slow(  # one arch of each block every day
+    [a for a in ALL_ARCHS if a not in DEEP_GROUPED_OR_WIDE], ("resnet18", "resnet50")))
 def test_config_round_trip_and_keras_file(arch, tmp_path):
     names = [f"class {i}" for i in range(7)]
     width = small_width(arch)
@@ -436,8 +435,7 @@ def test_min_input_size_is_the_real_boundary():
     assert tuple(model(random_images((40, 56, 3))).shape) == (2, 1000)
 
 
-@pytest.mark.parametrize("arch", deep_ones_slow(ALL_ARCHS, ("resnet18", "resnet34", "resnet50",
-                                                          "resnet101", "resnet152")))
+@pytest.mark.parametrize("arch", deep_ones_slow(ALL_ARCHS))
 def test_variant_functions_read_the_table(arch):
     fn = getattr(keras_resnet, arch)
     assert fn.__name__ == arch
