@@ -411,8 +411,11 @@ def mediapipe_rule(scores, ref, variant: str, decisive_margin: float | None = No
         return {**result, "passed": not failures, "failures": failures}
     need = result["min_agreement"] = (1.0 if variant == "float16" else
                                       MIN_AGREEMENT.get(variant, MIN_AGREEMENT["int8"]))
-    top2 = np.sort(ref, axis=1)[:, -2:]
-    decisive = (top2[:, 1] - top2[:, 0]) > (decisive_margin or 0.0)
+    if ref.shape[1] < 2:  # one class: every answer is top-1; nothing to rank
+        decisive = np.zeros(len(ref), dtype=bool)
+    else:
+        top2 = np.sort(ref, axis=1)[:, -2:]
+        decisive = (top2[:, 1] - top2[:, 0]) > (decisive_margin or 0.0)
     result["check"] = (f"top-1 agreement >= {need} where the Keras margin exceeds "
                        f"{decisive_margin or 0.0:.3g} (the artifact's decisive images)")
     result["decisive_images"] = int(decisive.sum())

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from export.verification import MIN_AGREEMENT
 from tests.conftest import REPO
 
 README = (REPO / "README.md").read_text()
@@ -338,7 +339,7 @@ def test_folder_to_deployed_model_journey(tmp_path):
 
 def _mediapipe_snippet_on_the_scans(tmp_path, keras_rows):
     """README's MediaPipe snippet on the journey's float32 and int8 TFLite files, every scan: its
-    top-1 is training.predict's."""
+    top-1 is training.predict's (float32: on every scan; int8: by export's int8 rule)."""
     files = [r["path"] for r in keras_rows]
     snippet = block("python", MEDIAPIPE_BLOCK).replace("max_results=3", "max_results=1")
     prose = " ".join(README.split())
@@ -362,7 +363,10 @@ def _mediapipe_snippet_on_the_scans(tmp_path, keras_rows):
                 got[f] = eval(printed)[0][0]
         assert len(got) == len(files) > 100, (variant, len(got))
         differ = [f for f in files if got[f] != keras_top[f]]
-        assert not differ, (variant, len(differ), differ[:5])
+        # float32 gives every answer of training.predict; int8 by export's int8 rule (a near
+        # tie in the Keras model's scores may go either way after quantization).
+        allowed = 0 if variant == "float32" else (1 - MIN_AGREEMENT["int8"]) * len(files)
+        assert len(differ) <= allowed, (variant, len(differ), differ[:5])
 
 
 @pytest.mark.slow  # writes JPEGs and runs three tf.data pipelines twice

@@ -94,6 +94,9 @@ def test_mediapipe_rule_fails_a_float_file_that_flips_one_image():
                           decisive_margin=0.2)["passed"]
     wrong = mediapipe_rule(np.array([[0.1, 0.9], [0.9, 0.1], [0.6, 0.4]]), ref, "int8", 0.2)
     assert not wrong["passed"] and wrong["top1_agreement_decisive"] == 0.0
+    # One class: nothing to rank, no image is decisive.
+    one = mediapipe_rule(np.ones((3, 1)), np.array([[2.0], [-1.0], [0.5]]), "float16", 0.1)
+    assert one["passed"] and one["decisive_images"] == 0
 
 
 def test_metadata_problems_are_one_line(tmp_path, monkeypatch):
