@@ -335,6 +335,15 @@ def _figures(outputs, ref, labels) -> dict:
     return figures
 
 
+def _decisive(ref, margin: float) -> np.ndarray:
+    """Which images' Keras top-1 margin (top-1 minus top-2 logit) exceeds ``margin``; none for a
+    model of one output, which has no ranking to agree on."""
+    if ref.shape[1] < 2:
+        return np.zeros(len(ref), dtype=bool)
+    top2 = np.sort(ref, axis=1)[:, -2:]
+    return (top2[:, 1] - top2[:, 0]) > margin
+
+
 def _quantized_figures(logits, ref) -> dict:
     """Relative logit error and top-1 agreement on the decisive images (see the module)."""
     if not np.all(np.isfinite(logits)):
@@ -346,11 +355,7 @@ def _quantized_figures(logits, ref) -> dict:
     relative = error / scale if scale > 0 else (0.0 if error == 0 else float("inf"))
     per_image = np.max(np.abs(logits - ref), axis=1)
     threshold = 2 * float(np.percentile(per_image, ERROR_PERCENTILE))
-    if ref.shape[1] < 2:  # one output: no ranking to agree on, the logit error judges alone
-        decisive = np.zeros(len(ref), dtype=bool)
-    else:
-        top2 = np.sort(ref, axis=1)[:, -2:]
-        decisive = (top2[:, 1] - top2[:, 0]) > threshold
+    decisive = _decisive(ref, threshold)
     agree = np.argmax(logits, 1) == np.argmax(ref, 1)
     return {
         "relative_logit_error": relative,
@@ -411,11 +416,7 @@ def mediapipe_rule(scores, ref, variant: str, decisive_margin: float | None = No
         return {**result, "passed": not failures, "failures": failures}
     need = result["min_agreement"] = (1.0 if variant == "float16" else
                                       MIN_AGREEMENT.get(variant, MIN_AGREEMENT["int8"]))
-    if ref.shape[1] < 2:  # one class: every answer is top-1; nothing to rank
-        decisive = np.zeros(len(ref), dtype=bool)
-    else:
-        top2 = np.sort(ref, axis=1)[:, -2:]
-        decisive = (top2[:, 1] - top2[:, 0]) > (decisive_margin or 0.0)
+    decisive = _decisive(ref, decisive_margin or 0.0)
     result["check"] = (f"top-1 agreement >= {need} where the Keras margin exceeds "
                        f"{decisive_margin or 0.0:.3g} (the artifact's decisive images)")
     result["decisive_images"] = int(decisive.sum())

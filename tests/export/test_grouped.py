@@ -30,8 +30,7 @@ def _frozen_grouped_layer():
         return tf.nn.relu(conv(inputs))
 
     # Traced as export traces for ONNX and TFLite: Keras's own grouped convolution.
-    fast = kernels.active()
-    with kernels.use(fast - set(FOREIGN_RUNTIME_EXCLUDED_KERNELS)):
+    with kernels.use(kernels.active() - frozenset(FOREIGN_RUNTIME_EXCLUDED_KERNELS)):
         frozen, graph_def = variables_to_constants_as_graph(serve.get_concrete_function())
     return graph_def, frozen.inputs[0].name, frozen.outputs[0].name, conv, x
 

@@ -141,8 +141,9 @@ def torchvision_model(arch, cifar, channels, seed=0, width=64):
 
 def _parity_marks(arch, case):
     """Every day: ResNet-18/50 at full width on every case, ResNet-34 on one, ResNet-101/152
-    narrow on the one-channel CIFAR case; each ResNeXt and Wide ResNet narrow on one stem (TensorFlow's CPU grouped convolution
-    is slow, and the full widths hold 25-127 M parameters). Slow run: ResNet-101/152 at full
+    narrow on the one-channel CIFAR case; each ResNeXt and Wide ResNet narrow on one stem
+    (TensorFlow's CPU grouped convolution is slow, and the full widths hold 25-127 M
+    parameters). Slow run: ResNet-101/152 at full
     width on three-channel images of both stems; ResNeXt and Wide ResNet at full width on both
     stems (224x224 and 28x28) for the 50-layer ones, only the 28x28 case for the 101-layer ones
     (their 224x224 cases would add minutes)."""
